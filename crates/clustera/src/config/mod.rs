@@ -1,0 +1,539 @@
+//! Environment → typed configuration. Every error names the variable and what is wrong with it,
+//! and is reported before any connection is made.
+
+mod secret;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+pub use secret::Secret;
+pub use tls::TlsConfig;
+
+/// Prefix of variables passed through to librdkafka: `KAFKA_PROPERTY_FETCH_WAIT_MAX_MS=50`
+/// sets `fetch.wait.max.ms=50`.
+pub const PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// SASL authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub mechanism: String,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// How the runtime processes messages; the `CLUSTERA_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Attempts before a failing message is dead-lettered; `None` retries forever.
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles with jitter up to `retry_max_delay`.
+    pub retry_initial_delay: Duration,
+    /// Upper bound on one retry delay.
+    pub retry_max_delay: Duration,
+    /// Commit at least this often while progress is made.
+    pub commit_interval: Duration,
+    /// Commit as soon as this many messages are done since the last commit.
+    pub commit_every: u64,
+    /// On shutdown or revocation: how long in-flight messages and their outputs may take.
+    pub drain_timeout: Duration,
+    /// Messages buffered per partition ahead of the kernel before the partition is paused.
+    pub partition_buffer: usize,
+    /// One dead-letter topic for all inputs; by default each input `T` uses `T.dlq`.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: Some(5),
+            retry_initial_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(30),
+            commit_interval: Duration::from_secs(1),
+            commit_every: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            partition_buffer: 1024,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+impl RuntimeSettings {
+    /// The dead-letter topic for messages read from `input_topic`.
+    pub fn dead_letter_topic_for(&self, input_topic: &str) -> String {
+        match &self.dead_letter_topic {
+            Some(t) => t.clone(),
+            None => format!("{input_topic}.dlq"),
+        }
+    }
+}
+
+/// Everything a kernel needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The kernel's name (labels, defaults).
+    pub kernel_name: String,
+    /// `KAFKA_BOOTSTRAP_SERVERS`.
+    pub bootstrap_servers: String,
+    /// Topics to consume: `KAFKA_TOPIC` (comma-separated) or the kernel's defaults.
+    pub topics: Vec<String>,
+    /// `KAFKA_CONSUMER_GROUP`.
+    pub group_id: String,
+    /// `KAFKA_CLIENT_ID`.
+    pub client_id: String,
+    /// TLS from `KAFKA_CA_CERT`, `KAFKA_CLIENT_CERT`, `KAFKA_CLIENT_KEY`.
+    pub tls: Option<TlsConfig>,
+    /// SASL from `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`.
+    pub sasl: Option<SaslConfig>,
+    /// `KAFKA_SECURITY_PROTOCOL`, when set explicitly.
+    pub security_protocol: Option<String>,
+    /// Extra librdkafka properties (values are treated as secrets: never logged).
+    pub properties: BTreeMap<String, Secret>,
+    /// Runtime behaviour.
+    pub runtime: RuntimeSettings,
+}
+
+/// librdkafka properties the runtime owns; overriding them would break its guarantees.
+const OWNED_PROPERTIES: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
+/// The well-known `KAFKA_*` variables that map to librdkafka properties one to one.
+const DIRECT_PROPERTIES: &[(&str, &str)] = &[
+    ("KAFKA_AUTO_OFFSET_RESET", "auto.offset.reset"),
+    ("KAFKA_SESSION_TIMEOUT_MS", "session.timeout.ms"),
+    ("KAFKA_MAX_POLL_INTERVAL_MS", "max.poll.interval.ms"),
+    ("KAFKA_MESSAGE_MAX_BYTES", "message.max.bytes"),
+];
+
+impl Config {
+    /// Reads the process environment, after loading a `.env` file if one is present (variables
+    /// already set win over the file).
+    pub fn from_env(kernel_name: &str, default_topics: &[String]) -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::invalid(".env", e.to_string())),
+        }
+        let vars: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::from_vars(kernel_name, default_topics, &vars)
+    }
+
+    /// Builds the configuration from a map of variables (the environment, or a test's map).
+    pub fn from_vars(
+        kernel_name: &str,
+        default_topics: &[String],
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let var = |name: &str| vars.get(name).map(|v| v.trim().to_owned());
+        let bootstrap_servers = var("KAFKA_BOOTSTRAP_SERVERS")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "KAFKA_BOOTSTRAP_SERVERS",
+                    "missing: set it to the broker list, e.g. 127.0.0.1:9092",
+                )
+            })?;
+        let topics = match var("KAFKA_TOPIC") {
+            Some(list) => split_list(&list),
+            None => default_topics.to_vec(),
+        };
+        if topics.is_empty() {
+            return Err(ConfigError::invalid(
+                "KAFKA_TOPIC",
+                "no topic to consume: set KAFKA_TOPIC or give the kernel default topics",
+            ));
+        }
+        if let Some(bad) = topics.iter().find(|t| !valid_topic_name(t)) {
+            return Err(ConfigError::invalid(
+                "KAFKA_TOPIC",
+                format!("{bad:?} is not a valid topic name (letters, digits, '.', '_', '-'; at most 249)"),
+            ));
+        }
+        let group_id = var("KAFKA_CONSUMER_GROUP")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("{kernel_name}-consumer-group"));
+        let client_id = var("KAFKA_CLIENT_ID")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("{kernel_name}-{}", std::process::id()));
+
+        let tls = TlsConfig::from_vars(&var)?;
+        let sasl = sasl_from_vars(&var)?;
+        let security_protocol = var("KAFKA_SECURITY_PROTOCOL").filter(|v| !v.is_empty());
+
+        let mut properties = BTreeMap::new();
+        for (variable, property) in DIRECT_PROPERTIES {
+            if let Some(v) = var(variable).filter(|v| !v.is_empty()) {
+                properties.insert((*property).to_owned(), Secret::new(v));
+            }
+        }
+        for (name, value) in vars {
+            let Some(suffix) = name.strip_prefix(PROPERTY_PREFIX) else {
+                continue;
+            };
+            let property = suffix.to_ascii_lowercase().replace('_', ".");
+            if property.is_empty() {
+                return Err(ConfigError::invalid(name, "names no librdkafka property"));
+            }
+            if OWNED_PROPERTIES.contains(&property.as_str()) {
+                return Err(ConfigError::invalid(
+                    name,
+                    format!("{property} is managed by the runtime and cannot be overridden"),
+                ));
+            }
+            properties.insert(property, Secret::new(value.trim()));
+        }
+
+        let config = Self {
+            kernel_name: kernel_name.to_owned(),
+            bootstrap_servers,
+            topics,
+            group_id,
+            client_id,
+            tls,
+            sasl,
+            security_protocol,
+            properties,
+            runtime: runtime_from_vars(&var)?,
+        };
+        config.validate_properties(vars)?;
+        Ok(config)
+    }
+
+    /// A minimal configuration for tests and tools: defaults everywhere, no security.
+    pub fn for_brokers(kernel_name: &str, bootstrap_servers: &str, topics: &[&str]) -> Self {
+        Self {
+            kernel_name: kernel_name.to_owned(),
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            group_id: format!("{kernel_name}-consumer-group"),
+            client_id: format!("{kernel_name}-{}", std::process::id()),
+            tls: None,
+            sasl: None,
+            security_protocol: None,
+            properties: BTreeMap::new(),
+            runtime: RuntimeSettings::default(),
+        }
+    }
+
+    /// Settings shared by the consumer and the producer: brokers, identity and security.
+    pub fn common_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        c.set("client.id", &self.client_id);
+        let protocol = self.security_protocol.clone().unwrap_or_else(|| {
+            match (self.tls.is_some(), self.sasl.is_some()) {
+                (true, true) => "sasl_ssl",
+                (true, false) => "ssl",
+                (false, true) => "sasl_plaintext",
+                (false, false) => "plaintext",
+            }
+            .to_owned()
+        });
+        c.set("security.protocol", protocol);
+        if let Some(tls) = &self.tls {
+            if let Some(ca) = &tls.ca_pem {
+                c.set("ssl.ca.pem", ca.expose());
+            }
+            if let Some(cert) = &tls.client_cert_pem {
+                c.set("ssl.certificate.pem", cert.expose());
+            }
+            if let Some(key) = &tls.client_key_pem {
+                c.set("ssl.key.pem", key.expose());
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            c.set("sasl.mechanism", &sasl.mechanism);
+            c.set("sasl.username", &sasl.username);
+            c.set("sasl.password", sasl.password.expose());
+        }
+        c
+    }
+
+    /// The consumer's librdkafka configuration: manual commits only.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.common_client_config();
+        c.set("group.id", &self.group_id);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("auto.offset.reset", "earliest");
+        c.set("enable.partition.eof", "false");
+        // Caps what librdkafka fetches ahead of the kernel (bounded memory).
+        c.set("queued.max.messages.kbytes", "32768");
+        for (k, v) in &self.properties {
+            if !is_producer_only(k) {
+                c.set(k, v.expose());
+            }
+        }
+        c
+    }
+
+    /// The producer's librdkafka configuration: idempotent, acknowledged by all replicas.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.common_client_config();
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        c.set("linger.ms", "5");
+        for (k, v) in &self.properties {
+            if !is_consumer_only(k) {
+                c.set(k, v.expose());
+            }
+        }
+        c
+    }
+
+    /// Asks librdkafka to parse both configurations, so an unknown property or a bad value is
+    /// reported now, naming the variable that set it.
+    fn validate_properties(&self, vars: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        for client in [self.consumer_config(), self.producer_config()] {
+            if let Err(e) = client.create_native_config() {
+                let text = e.to_string();
+                let culprit = self
+                    .properties
+                    .keys()
+                    .find(|p| text.contains(p.as_str()))
+                    .cloned();
+                let variable = culprit
+                    .as_deref()
+                    .and_then(|p| variable_for_property(p, vars))
+                    .unwrap_or_else(|| "KAFKA_PROPERTY_*".to_owned());
+                return Err(ConfigError::invalid(
+                    variable,
+                    format!("rejected by librdkafka: {}", redact_values(&text, self)),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds the variable that set `property`.
+fn variable_for_property(property: &str, vars: &BTreeMap<String, String>) -> Option<String> {
+    if let Some((v, _)) = DIRECT_PROPERTIES.iter().find(|(_, p)| *p == property) {
+        if vars.contains_key(*v) {
+            return Some((*v).to_owned());
+        }
+    }
+    vars.keys()
+        .find(|k| {
+            k.strip_prefix(PROPERTY_PREFIX)
+                .is_some_and(|s| s.to_ascii_lowercase().replace('_', ".") == property)
+        })
+        .cloned()
+}
+
+/// librdkafka's messages quote values; make sure no property value reaches a log.
+fn redact_values(text: &str, config: &Config) -> String {
+    let mut out = text.to_owned();
+    for v in config.properties.values() {
+        if !v.expose().is_empty() {
+            out = out.replace(v.expose(), "***");
+        }
+    }
+    out
+}
+
+fn is_producer_only(property: &str) -> bool {
+    matches!(
+        property,
+        "acks"
+            | "linger.ms"
+            | "batch.size"
+            | "batch.num.messages"
+            | "compression.type"
+            | "compression.codec"
+            | "enable.idempotence"
+            | "message.timeout.ms"
+            | "delivery.timeout.ms"
+            | "queue.buffering.max.messages"
+            | "queue.buffering.max.kbytes"
+            | "queue.buffering.max.ms"
+            | "request.required.acks"
+            | "retries"
+            | "message.send.max.retries"
+            | "transactional.id"
+            | "partitioner"
+    )
+}
+
+fn is_consumer_only(property: &str) -> bool {
+    matches!(
+        property,
+        "auto.offset.reset"
+            | "session.timeout.ms"
+            | "max.poll.interval.ms"
+            | "heartbeat.interval.ms"
+            | "fetch.wait.max.ms"
+            | "fetch.min.bytes"
+            | "fetch.max.bytes"
+            | "max.partition.fetch.bytes"
+            | "fetch.message.max.bytes"
+            | "queued.min.messages"
+            | "queued.max.messages.kbytes"
+            | "partition.assignment.strategy"
+            | "group.instance.id"
+            | "isolation.level"
+            | "enable.partition.eof"
+            | "check.crcs"
+            | "group.protocol"
+    )
+}
+
+fn sasl_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<SaslConfig>, ConfigError> {
+    let mechanism = var("KAFKA_SASL_MECHANISM").filter(|v| !v.is_empty());
+    let username = var("KAFKA_SASL_USERNAME").filter(|v| !v.is_empty());
+    let password = var("KAFKA_SASL_PASSWORD").filter(|v| !v.is_empty());
+    let Some(mechanism) = mechanism else {
+        if username.is_some() || password.is_some() {
+            return Err(ConfigError::invalid(
+                "KAFKA_SASL_MECHANISM",
+                "missing: KAFKA_SASL_USERNAME/PASSWORD are set; choose PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            ));
+        }
+        return Ok(None);
+    };
+    let mechanism = mechanism.to_ascii_uppercase();
+    if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"].contains(&mechanism.as_str()) {
+        return Err(ConfigError::invalid(
+            "KAFKA_SASL_MECHANISM",
+            format!("{mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"),
+        ));
+    }
+    let needs_credentials = mechanism != "OAUTHBEARER";
+    let username = match username {
+        Some(u) => u,
+        None if needs_credentials => {
+            return Err(ConfigError::invalid(
+                "KAFKA_SASL_USERNAME",
+                format!("missing: required by SASL mechanism {mechanism}"),
+            ))
+        }
+        None => String::new(),
+    };
+    let password = match password {
+        Some(p) => Secret::new(p),
+        None if needs_credentials => {
+            return Err(ConfigError::invalid(
+                "KAFKA_SASL_PASSWORD",
+                format!("missing: required by SASL mechanism {mechanism}"),
+            ))
+        }
+        None => Secret::new(""),
+    };
+    Ok(Some(SaslConfig {
+        mechanism,
+        username,
+        password,
+    }))
+}
+
+fn runtime_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<RuntimeSettings, ConfigError> {
+    let d = RuntimeSettings::default();
+    let max_attempts = match number::<u32>(var, "CLUSTERA_MAX_ATTEMPTS")? {
+        None => d.max_attempts,
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(number::<u64>(var, name)?.map_or(default, Duration::from_millis))
+    };
+    let settings = RuntimeSettings {
+        max_attempts,
+        retry_initial_delay: ms("CLUSTERA_RETRY_INITIAL_MS", d.retry_initial_delay)?,
+        retry_max_delay: ms("CLUSTERA_RETRY_MAX_MS", d.retry_max_delay)?,
+        commit_interval: ms("CLUSTERA_COMMIT_INTERVAL_MS", d.commit_interval)?,
+        commit_every: number(var, "CLUSTERA_COMMIT_EVERY")?.unwrap_or(d.commit_every),
+        drain_timeout: ms("CLUSTERA_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
+        partition_buffer: number(var, "CLUSTERA_PARTITION_BUFFER")?.unwrap_or(d.partition_buffer),
+        dead_letter_topic: var("CLUSTERA_DLQ_TOPIC").filter(|v| !v.is_empty()),
+    };
+    if settings.partition_buffer == 0 {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_PARTITION_BUFFER",
+            "must be at least 1",
+        ));
+    }
+    if settings.commit_every == 0 {
+        return Err(ConfigError::invalid("CLUSTERA_COMMIT_EVERY", "must be at least 1"));
+    }
+    if settings.retry_max_delay < settings.retry_initial_delay {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_RETRY_MAX_MS",
+            "must not be smaller than CLUSTERA_RETRY_INITIAL_MS",
+        ));
+    }
+    if let Some(t) = &settings.dead_letter_topic {
+        if !valid_topic_name(t) {
+            return Err(ConfigError::invalid(
+                "CLUSTERA_DLQ_TOPIC",
+                format!("{t:?} is not a valid topic name"),
+            ));
+        }
+    }
+    Ok(settings)
+}
+
+fn number<T: std::str::FromStr>(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e| {
+            ConfigError::invalid(name, format!("{v:?} is not a non-negative whole number ({e})"))
+        }),
+    }
+}
+
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn valid_topic_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+use std::collections::BTreeMap;
+
+use base64::Engine;
+
+use super::*;
+
+const CERT: &str = include_str!("testdata/client.crt");
+const KEY: &str = include_str!("testdata/client.key");
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = [("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    for (k, v) in pairs {
+        m.insert((*k).to_owned(), (*v).to_owned());
+    }
+    m
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_vars("demo", &["demo-input".to_owned()], &vars(pairs))
+}
+
+fn error_for(pairs: &[(&str, &str)]) -> ConfigError {
+    load(pairs).expect_err("configuration should be rejected")
+}
+
+#[test]
+fn defaults_follow_the_seed() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.topics, vec!["demo-input"]);
+    assert_eq!(c.group_id, "demo-consumer-group");
+    assert_eq!(c.client_id, format!("demo-{}", std::process::id()));
+    assert!(c.tls.is_none());
+    assert_eq!(c.runtime, RuntimeSettings::default());
+    assert_eq!(c.runtime.dead_letter_topic_for("orders"), "orders.dlq");
+}
+
+#[test]
+fn overrides_apply() {
+    let c = load(&[
+        ("KAFKA_TOPIC", "a, b"),
+        ("KAFKA_CONSUMER_GROUP", "g"),
+        ("KAFKA_CLIENT_ID", "c"),
+        ("CLUSTERA_MAX_ATTEMPTS", "0"),
+        ("KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "50"),
+        ("KAFKA_MAX_POLL_INTERVAL_MS", "600000"),
+    ])
+    .unwrap();
+    assert_eq!(c.topics, vec!["a", "b"]);
+    assert_eq!((c.group_id.as_str(), c.client_id.as_str()), ("g", "c"));
+    assert_eq!(c.runtime.max_attempts, None, "0 means retry forever");
+    assert_eq!(c.properties["fetch.wait.max.ms"].expose(), "50");
+    assert_eq!(c.properties["max.poll.interval.ms"].expose(), "600000");
+}
+
+#[test]
+fn missing_bootstrap_is_named() {
+    let e = Config::from_vars("demo", &["t".to_owned()], &BTreeMap::new()).unwrap_err();
+    assert_eq!(e.variable, "KAFKA_BOOTSTRAP_SERVERS");
+    assert!(e.problem.contains("missing"), "{e}");
+}
+
+#[test]
+fn tls_from_base64_pem_is_in_memory() {
+    let c = load(&[
+        ("KAFKA_CA_CERT", &b64(CERT)),
+        ("KAFKA_CLIENT_CERT", &b64(CERT)),
+        ("KAFKA_CLIENT_KEY", &b64(KEY)),
+    ])
+    .unwrap();
+    let cc = c.consumer_config();
+    assert_eq!(cc.get("security.protocol"), Some("ssl"));
+    assert_eq!(cc.get("ssl.ca.pem"), Some(CERT));
+    assert_eq!(cc.get("ssl.key.pem"), Some(KEY));
+    assert!(cc.get("ssl.ca.location").is_none(), "never written to disk");
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("PRIVATE KEY") && !shown.contains("BEGIN"), "{shown}");
+}
+
+#[test]
+fn tls_errors_name_the_variable() {
+    let e = error_for(&[("KAFKA_CA_CERT", "%%%not base64%%%")]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT");
+    assert!(e.problem.contains("base64"), "{e}");
+
+    let e = error_for(&[("KAFKA_CA_CERT", &b64("hello, not a certificate"))]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT");
+    assert!(e.problem.contains("PEM"), "{e}");
+
+    let e = error_for(&[("KAFKA_CA_CERT", &b64(KEY))]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT");
+    assert!(e.problem.contains("CERTIFICATE"), "{e}");
+    assert!(!e.to_string().contains("BEGIN"), "no key material in errors: {e}");
+
+    let e = error_for(&[("KAFKA_CLIENT_KEY", &b64(CERT)), ("KAFKA_CLIENT_CERT", &b64(CERT))]);
+    assert_eq!(e.variable, "KAFKA_CLIENT_KEY");
+    assert!(e.problem.contains("PRIVATE KEY"), "{e}");
+
+    let e = error_for(&[("KAFKA_CLIENT_CERT", &b64(CERT))]);
+    assert_eq!(e.variable, "KAFKA_CLIENT_KEY");
+    assert!(e.problem.contains("missing"), "{e}");
+}
+
+#[test]
+fn unknown_librdkafka_property_is_named() {
+    let e = error_for(&[("KAFKA_PROPERTY_NO_SUCH_THING", "1")]);
+    assert_eq!(e.variable, "KAFKA_PROPERTY_NO_SUCH_THING");
+    assert!(e.problem.contains("no.such.thing"), "{e}");
+}
+
+#[test]
+fn bad_librdkafka_value_is_named_without_echoing_it() {
+    let e = error_for(&[("KAFKA_SESSION_TIMEOUT_MS", "soon")]);
+    assert_eq!(e.variable, "KAFKA_SESSION_TIMEOUT_MS");
+    assert!(!e.problem.contains("soon"), "values are not echoed: {e}");
+}
+
+#[test]
+fn runtime_owned_properties_cannot_be_overridden() {
+    let e = error_for(&[("KAFKA_PROPERTY_ENABLE_AUTO_COMMIT", "true")]);
+    assert_eq!(e.variable, "KAFKA_PROPERTY_ENABLE_AUTO_COMMIT");
+}
+
+#[test]
+fn sasl_needs_credentials() {
+    let e = error_for(&[("KAFKA_SASL_MECHANISM", "PLAIN"), ("KAFKA_SASL_USERNAME", "u")]);
+    assert_eq!(e.variable, "KAFKA_SASL_PASSWORD");
+    let e = error_for(&[("KAFKA_SASL_MECHANISM", "KERBEROS")]);
+    assert_eq!(e.variable, "KAFKA_SASL_MECHANISM");
+    let c = load(&[
+        ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+        ("KAFKA_SASL_USERNAME", "u"),
+        ("KAFKA_SASL_PASSWORD", "p4ss"),
+    ])
+    .unwrap();
+    assert_eq!(c.consumer_config().get("security.protocol"), Some("sasl_plaintext"));
+    assert!(!format!("{c:?}").contains("p4ss"));
+}
+
+#[test]
+fn numbers_and_topics_are_checked() {
+    let e = error_for(&[("CLUSTERA_MAX_ATTEMPTS", "-1")]);
+    assert_eq!(e.variable, "CLUSTERA_MAX_ATTEMPTS");
+    let e = error_for(&[("CLUSTERA_PARTITION_BUFFER", "0")]);
+    assert_eq!(e.variable, "CLUSTERA_PARTITION_BUFFER");
+    let e = error_for(&[("KAFKA_TOPIC", "bad topic!")]);
+    assert_eq!(e.variable, "KAFKA_TOPIC");
+    let e = error_for(&[("KAFKA_TOPIC", " , ")]);
+    assert_eq!(e.variable, "KAFKA_TOPIC");
+}

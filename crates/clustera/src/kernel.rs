@@ -1,0 +1,192 @@
+//! The contract between a kernel author and the runtime.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::message::{DecodeError, Message};
+
+/// What a kernel decided about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the outputs collected in the [`Context`] are sent, and once the broker has
+    /// acknowledged them the offset may be committed.
+    Ack,
+    /// A transient failure: process the same message again, after the given delay or the retry
+    /// policy's backoff. Nothing later in the partition overtakes it. Outputs of the failed
+    /// attempt are discarded.
+    Retry(Option<Duration>),
+    /// Log the reason and move on without producing anything.
+    Skip(String),
+    /// Send the message to the dead-letter topic with this reason, and move on.
+    DeadLetter(String),
+}
+
+impl Outcome {
+    /// Retry after the retry policy's backoff.
+    pub fn retry() -> Self {
+        Outcome::Retry(None)
+    }
+
+    /// Retry after exactly `delay`.
+    pub fn retry_after(delay: Duration) -> Self {
+        Outcome::Retry(Some(delay))
+    }
+
+    /// Skip with a reason that is logged.
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Outcome::Skip(reason.into())
+    }
+
+    /// Dead-letter with a reason that travels in the record's headers.
+    pub fn dead_letter(reason: impl Into<String>) -> Self {
+        Outcome::DeadLetter(reason.into())
+    }
+
+    /// The label used in logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::Skip(_) => "skip",
+            Outcome::DeadLetter(_) => "dead_letter",
+        }
+    }
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The same message may succeed later (a timeout, a 503, a lost connection): retried.
+    Transient,
+    /// The message itself is bad (undecodable, invalid): dead-lettered at once.
+    Permanent,
+}
+
+/// An error returned by [`Kernel::process`], classified so the runtime knows what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?} error: {source}")]
+pub struct KernelError {
+    kind: ErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl KernelError {
+    /// A failure that retrying may fix.
+    pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            source: source.into(),
+        }
+    }
+
+    /// A failure caused by the message itself.
+    pub fn permanent(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            source: source.into(),
+        }
+    }
+
+    /// How the runtime will treat it.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The outcome this error stands for.
+    pub fn outcome(&self) -> Outcome {
+        match self.kind {
+            ErrorKind::Transient => Outcome::Retry(None),
+            ErrorKind::Permanent => Outcome::DeadLetter(error_chain(&*self.source)),
+        }
+    }
+
+    /// Like [`KernelError::outcome`], consuming the error.
+    pub fn into_outcome(self) -> Outcome {
+        self.outcome()
+    }
+}
+
+/// A message that cannot be decoded is a poison pill: retrying will never help.
+impl From<DecodeError> for KernelError {
+    fn from(e: DecodeError) -> Self {
+        KernelError::permanent(e)
+    }
+}
+
+/// The error and its causes on one line, as `a: b: c`.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Classifies any error with `?`: `http.get(url).await.transient()?`.
+pub trait ResultExt<T> {
+    /// Treats the error as transient (retried).
+    fn transient(self) -> Result<T, KernelError>;
+    /// Treats the error as permanent (dead-lettered).
+    fn permanent(self) -> Result<T, KernelError>;
+}
+
+impl<T, E> ResultExt<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn transient(self) -> Result<T, KernelError> {
+        self.map_err(KernelError::transient)
+    }
+
+    fn permanent(self) -> Result<T, KernelError> {
+        self.map_err(KernelError::permanent)
+    }
+}
+
+/// A single-purpose message processor. The runtime owns everything else: consuming, ordering,
+/// retries, dead letters, producing, commits, rebalances and shutdown.
+///
+/// Implementations may write `async fn process(...)`; the future must be `Send` because
+/// partitions are processed concurrently on a multi-threaded runtime.
+pub trait Kernel: Send + Sync + 'static {
+    /// A short, stable name: it defaults the consumer group and client id and labels metrics.
+    fn name(&self) -> &str;
+
+    /// The topics consumed unless `KAFKA_TOPIC` overrides them.
+    fn default_topics(&self) -> Vec<String>;
+
+    /// Processes one message. Messages of one partition arrive strictly in order, one at a time.
+    /// Records sent through `ctx` are produced only if the outcome is [`Outcome::Ack`].
+    fn process(
+        &self,
+        message: &Message,
+        ctx: &mut Context,
+    ) -> impl Future<Output = Result<Outcome, KernelError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_outcomes() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream slow");
+        assert_eq!(KernelError::transient(io).into_outcome(), Outcome::Retry(None));
+        let bad = KernelError::permanent("field `id` missing");
+        assert_eq!(
+            bad.into_outcome(),
+            Outcome::DeadLetter("field `id` missing".into())
+        );
+    }
+
+    #[test]
+    fn result_ext_classifies() {
+        let r: Result<(), std::fmt::Error> = Err(std::fmt::Error);
+        assert_eq!(r.transient().unwrap_err().kind(), ErrorKind::Transient);
+    }
+}

@@ -1,0 +1,117 @@
+//! # Clustera: Kafka kernels in Rust
+//!
+//! A *kernel* is a small, single-purpose service: it consumes Kafka topics, processes each
+//! message with one function, and optionally produces to other topics. You write
+//! [`Kernel::process`]; the [`Runtime`] does the rest.
+//!
+//! ```no_run
+//! use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
+//!
+//! struct Shout;
+//!
+//! impl Kernel for Shout {
+//!     fn name(&self) -> &str { "shout" }
+//!     fn default_topics(&self) -> Vec<String> { vec!["words".into()] }
+//!     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+//!         let text = msg.text()?; // not UTF-8: a poison pill, dead-lettered
+//!         ctx.send(Record::to("shouts").maybe_key(msg.key_bytes()).value(text.to_uppercase()));
+//!         Ok(Outcome::Ack)
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     clustera::run(Shout)
+//! }
+//! ```
+//!
+//! ## Guarantees
+//!
+//! 1. **Consumer groups, ordered partitions.** The kernel joins a consumer group subscribed to
+//!    one or more topics. Partitions are processed concurrently; the messages of one partition
+//!    strictly in order, one at a time.
+//! 2. **At-least-once.** An offset is committed only after the message's outcome is final *and*
+//!    every record produced for it (its outputs, or its dead-letter record) has been
+//!    acknowledged by the broker. Outputs are sent only when the outcome is [`Outcome::Ack`], so
+//!    a retried attempt produces nothing. Commits are batched (`CLUSTERA_COMMIT_INTERVAL_MS`,
+//!    `CLUSTERA_COMMIT_EVERY`) and made synchronously when partitions are revoked and at
+//!    shutdown. After a crash, messages after the last commit are processed again: make
+//!    side effects idempotent.
+//! 3. **Retries.** [`Outcome::Retry`] or a transient [`KernelError`] retries the same message
+//!    with exponential backoff and jitter; nothing later in that partition overtakes it. The
+//!    poll loop keeps polling meanwhile (the partition is paused once its queue fills), so the
+//!    consumer is never evicted for exceeding `max.poll.interval.ms`. After
+//!    `CLUSTERA_MAX_ATTEMPTS` attempts (default 5; 0 retries forever) the message is
+//!    dead-lettered.
+//! 4. **Dead letters.** [`Outcome::DeadLetter`], a permanent [`KernelError`] (such as a
+//!    [`DecodeError`]), a panic in the kernel, or exhausted retries send the original key, value
+//!    and headers to `<input-topic>.dlq` (or `CLUSTERA_DLQ_TOPIC`), with the headers listed in
+//!    [`dead_letter_headers`]: original topic, partition, offset and timestamp, consumer group,
+//!    kernel, error and attempt count.
+//! 5. **Graceful shutdown.** On SIGINT or SIGTERM the kernel stops fetching, lets in-flight
+//!    messages finish within `CLUSTERA_DRAIN_TIMEOUT_MS`, waits for their outputs, commits,
+//!    leaves the group and flushes the producer. It never hangs: every wait is bounded, and
+//!    blocking librdkafka calls run on the consumer's own thread or a blocking thread. A second
+//!    signal exits at once.
+//! 6. **Bounded memory.** Each partition buffers at most `CLUSTERA_PARTITION_BUFFER` messages
+//!    ahead of the kernel; beyond that the partition is paused. librdkafka's prefetch is capped
+//!    by `queued.max.messages.kbytes` (32 MiB by default here).
+//!
+//! Failed deliveries of outputs are retried by the runtime with backoff, never dropped; a
+//! record the broker keeps refusing holds its partition's commits back (and is logged) rather
+//! than being lost.
+//!
+//! ## Configuration
+//!
+//! See [`Config`]: the seeds' `KAFKA_*` variables, TLS from base64 PEM, SASL, any librdkafka
+//! property through `KAFKA_PROPERTY_*`, and the runtime's `CLUSTERA_*` settings. Bad
+//! configuration is reported at start-up, naming the variable, before anything connects.
+
+pub mod config;
+mod context;
+mod kernel;
+mod message;
+pub mod runtime;
+pub mod telemetry;
+pub mod testing;
+
+use std::process::ExitCode;
+
+pub use config::{Config, ConfigError};
+pub use context::{Context, Record};
+pub use kernel::{ErrorKind, Kernel, KernelError, Outcome, ResultExt};
+pub use message::{DecodeError, Header, Message};
+pub use runtime::{dead_letter_headers, Runtime, RuntimeError, StatsSnapshot};
+
+/// Exit code for bad configuration (sysexits' `EX_CONFIG`).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Runs `kernel` as a process: reads the configuration from the environment (and `.env`),
+/// sets up logging, runs until SIGINT or SIGTERM, and returns the exit code. Configuration
+/// errors are printed on one line naming the variable, with exit code [`EXIT_CONFIG`].
+pub fn run<K: Kernel>(kernel: K) -> ExitCode {
+    let config = match Config::from_env(kernel.name(), &kernel.default_topics()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: configuration error: {e}", kernel.name());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", kernel.name());
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(Runtime::new(config, kernel).run());
+    // Blocking tasks (a stuck flush) must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "kernel failed");
+            ExitCode::FAILURE
+        }
+    }
+}

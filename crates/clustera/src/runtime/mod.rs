@@ -1,0 +1,164 @@
+//! The engine that runs a [`Kernel`]: one file per concern.
+//!
+//! The walk of one message: the poll thread ([`consumer`]) fetches it and hands it to its
+//! partition's queue ([`dispatch`]); the partition's worker ([`worker`]) runs the kernel with
+//! retries ([`retry`]); outputs or the dead letter ([`dead_letter`]) go to the producer
+//! ([`producer`]); when the outcome is final and every record is acknowledged, the partition's
+//! tracker ([`offsets`]) lets the next commit include it.
+
+mod consumer;
+pub(crate) mod dead_letter;
+mod dispatch;
+pub mod offsets;
+mod partition;
+mod producer;
+mod retry;
+mod shutdown;
+mod stats;
+mod worker;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+
+pub use dead_letter::headers as dead_letter_headers;
+pub use shutdown::signal;
+pub use stats::{RuntimeStats, StatsSnapshot};
+
+use crate::config::Config;
+use crate::kernel::Kernel;
+use consumer::PollLoop;
+use dispatch::Dispatcher;
+use producer::OutputProducer;
+use retry::RetryPolicy;
+use worker::WorkerDeps;
+
+/// Why the runtime could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// librdkafka refused to create a client or subscribe.
+    #[error("kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The poll thread could not be started or died.
+    #[error("consumer thread: {0}")]
+    Thread(String),
+    /// Must be called inside a tokio runtime.
+    #[error("no tokio runtime: call Runtime::run from within one")]
+    NoTokio,
+}
+
+/// Runs one kernel against Kafka until told to stop.
+pub struct Runtime<K: Kernel> {
+    config: Config,
+    kernel: Arc<K>,
+    stats: Arc<RuntimeStats>,
+}
+
+impl<K: Kernel> Runtime<K> {
+    /// Prepares a runtime; nothing connects until [`Runtime::run_until`].
+    pub fn new(config: Config, kernel: K) -> Self {
+        Self {
+            config,
+            kernel: Arc::new(kernel),
+            stats: Arc::new(RuntimeStats::default()),
+        }
+    }
+
+    /// Counters that can be read while the runtime runs.
+    pub fn stats(&self) -> Arc<RuntimeStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<StatsSnapshot, RuntimeError> {
+        self.run_until(signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then: stops fetching, lets in-flight messages finish
+    /// within the drain timeout, waits for their outputs, commits, leaves the group and flushes
+    /// the producer. Returns the final counters.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<StatsSnapshot, RuntimeError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoTokio)?;
+        let config = &self.config;
+        let settings = Arc::new(config.runtime.clone());
+        let kernel_name: Arc<str> = Arc::from(config.kernel_name.as_str());
+        let (producer, resender) = OutputProducer::start(
+            &config.producer_config(),
+            self.stats.clone(),
+            settings.retry_max_delay,
+        )?;
+        let deps = WorkerDeps {
+            kernel: self.kernel.clone(),
+            producer: producer.clone(),
+            settings: settings.clone(),
+            retry: RetryPolicy::from_settings(&settings),
+            group_id: Arc::from(config.group_id.as_str()),
+            kernel_name: kernel_name.clone(),
+            stats: self.stats.clone(),
+        };
+        let poll_loop = PollLoop::new(
+            &config.consumer_config(),
+            &config.topics,
+            Dispatcher::new(deps, handle),
+            self.stats.clone(),
+            kernel_name.clone(),
+        )?;
+        tracing::info!(kernel = %kernel_name, topics = ?config.topics, group = %config.group_id,
+            client_id = %config.client_id, "kernel started");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread_stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("{kernel_name}-poll"))
+            .spawn(move || {
+                poll_loop.run(&thread_stop);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| RuntimeError::Thread(e.to_string()))?;
+
+        let mut done_rx = done_rx;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = &mut done_rx => {
+                return Err(RuntimeError::Thread("the poll thread ended unexpectedly".into()));
+            }
+        }
+        tracing::info!(kernel = %kernel_name, "stopping: draining in-flight messages");
+        stop.store(true, Ordering::Relaxed);
+        // The poll thread bounds its own drain; the extra margin covers the final commit and
+        // leaving the group, and guarantees this never hangs.
+        let limit = settings.drain_timeout + Duration::from_secs(10);
+        if tokio::time::timeout(limit, done_rx).await.is_err() {
+            tracing::error!(kernel = %kernel_name, "consumer did not close in time; exiting anyway");
+        }
+
+        resender.abort();
+        let _ = resender.await;
+        let in_flight = producer.in_flight();
+        let flush_timeout = Duration::from_secs(5);
+        let flushed = tokio::task::spawn_blocking(move || {
+            let result = producer.flush_blocking(flush_timeout);
+            // Dropping the last reference joins librdkafka threads: off the async workers.
+            drop(producer);
+            result
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(kernel = %kernel_name, error = %e, in_flight,
+                "producer flush incomplete; those inputs were not committed and will be redelivered"),
+            Err(e) => tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed"),
+        }
+        let summary = self.stats.snapshot();
+        tracing::info!(kernel = %kernel_name, acked = summary.acked, skipped = summary.skipped,
+            dead_lettered = summary.dead_lettered, retries = summary.retries, "kernel stopped");
+        Ok(summary)
+    }
+}

@@ -1,0 +1,207 @@
+//! One partition's worker: takes its messages strictly in order, runs the kernel with retries,
+//! sends outputs or the dead letter, and marks each message finished in the offset tracker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::dead_letter::{dead_letter_record, Failure};
+use super::partition::PartitionShared;
+use super::producer::{DeliveryToken, OutputProducer};
+use super::retry::RetryPolicy;
+use super::stats::RuntimeStats;
+use crate::config::RuntimeSettings;
+use crate::context::{Context, Record};
+use crate::kernel::{Kernel, Outcome};
+use crate::message::Message;
+
+/// What every partition worker shares.
+pub(crate) struct WorkerDeps<K> {
+    pub kernel: Arc<K>,
+    pub producer: Arc<OutputProducer>,
+    pub settings: Arc<RuntimeSettings>,
+    pub retry: RetryPolicy,
+    pub group_id: Arc<str>,
+    pub kernel_name: Arc<str>,
+    pub stats: Arc<RuntimeStats>,
+}
+
+impl<K> Clone for WorkerDeps<K> {
+    fn clone(&self) -> Self {
+        Self {
+            kernel: self.kernel.clone(),
+            producer: self.producer.clone(),
+            settings: self.settings.clone(),
+            retry: self.retry,
+            group_id: self.group_id.clone(),
+            kernel_name: self.kernel_name.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Runs until the partition is stopped or its queue closes.
+pub(crate) async fn run_partition<K: Kernel>(
+    deps: WorkerDeps<K>,
+    shared: Arc<PartitionShared>,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    let span = tracing::info_span!("partition", kernel = %deps.kernel_name,
+        topic = %shared.topic, partition = shared.partition);
+    async move {
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => return,
+                m = queue.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            process_message(&deps, &shared, &message).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The final word on one message after retries.
+enum Final {
+    Outputs(Vec<Record>),
+    Skipped(String),
+    DeadLetter { reason: String, attempts: u32 },
+}
+
+async fn process_message<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    message: &Message,
+) {
+    let offset = message.offset();
+    shared.track(|o| o.begin(offset));
+    let Some(decision) = decide(deps, shared, message).await else {
+        // Stopped while waiting to retry: left unfinished, so it is redelivered.
+        return;
+    };
+    match decision {
+        Final::Outputs(records) => {
+            RuntimeStats::bump(&deps.stats.acked);
+            send_all(deps, shared, offset, records).await;
+        }
+        Final::Skipped(reason) => {
+            RuntimeStats::bump(&deps.stats.skipped);
+            tracing::warn!(offset, %reason, "message skipped");
+        }
+        Final::DeadLetter { reason, attempts } => {
+            RuntimeStats::bump(&deps.stats.dead_lettered);
+            let topic = deps.settings.dead_letter_topic_for(message.topic());
+            tracing::error!(offset, %reason, attempts, dead_letter_topic = %topic,
+                "message dead-lettered");
+            let failure = Failure {
+                group: &deps.group_id,
+                kernel: &deps.kernel_name,
+                reason: &reason,
+                attempts,
+            };
+            let record = dead_letter_record(topic, message, &failure);
+            send_all(deps, shared, offset, vec![record]).await;
+        }
+    }
+    shared.track(|o| o.finish(offset));
+}
+
+/// Runs the kernel until its outcome is final. `None` if the partition was stopped meanwhile.
+async fn decide<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &PartitionShared,
+    message: &Message,
+) -> Option<Final> {
+    let mut delays = deps.retry.delays();
+    let mut attempt = 1u32;
+    loop {
+        let mut ctx = Context::new(&*deps.kernel_name, attempt);
+        let result = AssertUnwindSafe(deps.kernel.process(message, &mut ctx))
+            .catch_unwind()
+            .await;
+        let (outcome, error) = match result {
+            Ok(Ok(outcome)) => (outcome, None),
+            Ok(Err(e)) => {
+                let text = crate::kernel::error_chain(&e);
+                (e.into_outcome(), Some(text))
+            }
+            Err(panic) => {
+                let text = panic_text(&panic);
+                tracing::error!(offset = message.offset(), panic = %text, "kernel panicked");
+                (Outcome::DeadLetter(format!("kernel panicked: {text}")), None)
+            }
+        };
+        match outcome {
+            Outcome::Ack => return Some(Final::Outputs(ctx.take_outputs())),
+            Outcome::Skip(reason) => return Some(Final::Skipped(reason)),
+            Outcome::DeadLetter(reason) => {
+                return Some(Final::DeadLetter {
+                    reason,
+                    attempts: attempt,
+                })
+            }
+            Outcome::Retry(delay) => {
+                RuntimeStats::bump(&deps.stats.retries);
+                let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
+                if deps.retry.exhausted(attempt) {
+                    return Some(Final::DeadLetter {
+                        reason: format!("gave up after {attempt} attempts: {why}"),
+                        attempts: attempt,
+                    });
+                }
+                let delay = delay
+                    .or_else(|| delays.next())
+                    .unwrap_or(deps.settings.retry_max_delay);
+                tracing::warn!(offset = message.offset(), attempt, delay_ms = delay.as_millis() as u64,
+                    reason = %why, "retrying message");
+                tokio::select! {
+                    biased;
+                    _ = shared.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Sends `records` on behalf of the message at `offset`; registered before sending so that no
+/// acknowledgement can arrive before the tracker expects it.
+async fn send_all<K>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    offset: i64,
+    records: Vec<Record>,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    shared.track(|o| o.add_unacked(offset, count));
+    for record in &records {
+        let token = Box::new(DeliveryToken {
+            partition: shared.clone(),
+            offset,
+            pinned_partition: record.partition,
+            failures: 0,
+        });
+        deps.producer.send(record, token).await;
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,68 @@
+//! Testing a kernel without a broker: [`TestDriver`] runs `process` in memory, the way the
+//! runtime would for one attempt.
+
+use crate::context::{Context, Record};
+use crate::kernel::{Kernel, KernelError, Outcome};
+use crate::message::Message;
+
+/// What one call of `process` produced.
+#[derive(Debug)]
+pub struct TestRun {
+    /// The outcome, errors already mapped as the runtime maps them.
+    pub outcome: Outcome,
+    /// The error, if `process` returned one.
+    pub error: Option<KernelError>,
+    /// The records the kernel queued (sent only if the outcome is `Ack`).
+    pub outputs: Vec<Record>,
+}
+
+/// Drives a kernel in memory.
+pub struct TestDriver<K> {
+    kernel: K,
+    next_offset: i64,
+}
+
+impl<K: Kernel> TestDriver<K> {
+    /// Wraps a kernel.
+    pub fn new(kernel: K) -> Self {
+        Self {
+            kernel,
+            next_offset: 0,
+        }
+    }
+
+    /// Processes a message built from `value` on the kernel's first default topic.
+    pub async fn process_value(&mut self, key: Option<&[u8]>, value: &[u8]) -> TestRun {
+        let topic = self
+            .kernel
+            .default_topics()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "test".to_owned());
+        let mut message = Message::new(&topic, 0, self.next_offset).with_value(value.to_vec());
+        if let Some(k) = key {
+            message = message.with_key(k.to_vec());
+        }
+        self.process(&message).await
+    }
+
+    /// Processes `message` once (attempt 1).
+    pub async fn process(&mut self, message: &Message) -> TestRun {
+        self.next_offset = message.offset() + 1;
+        let mut ctx = Context::new(self.kernel.name(), 1);
+        let (outcome, error) = match self.kernel.process(message, &mut ctx).await {
+            Ok(o) => (o, None),
+            Err(e) => (e.outcome(), Some(e)),
+        };
+        TestRun {
+            outcome,
+            error,
+            outputs: ctx.take_outputs(),
+        }
+    }
+
+    /// The kernel under test.
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+}
