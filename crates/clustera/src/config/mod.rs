@@ -133,15 +133,21 @@ const DIRECT_PROPERTIES: &[(&str, &str)] = &[
     ("KAFKA_MESSAGE_MAX_BYTES", "message.max.bytes"),
 ];
 
+/// Loads a `.env` file from the working directory or its parents, if there is one. Variables
+/// already set win over the file. Kernels that read their own variables call this first.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(ConfigError::invalid(".env", e.to_string())),
+    }
+}
+
 impl Config {
     /// Reads the process environment, after loading a `.env` file if one is present (variables
     /// already set win over the file).
     pub fn from_env(kernel_name: &str, default_topics: &[String]) -> Result<Self, ConfigError> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::invalid(".env", e.to_string())),
-        }
+        load_dotenv()?;
         let vars: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();

@@ -1,5 +1,5 @@
-//! Testing a kernel without a broker: [`TestDriver`] runs `process` in memory, the way the
-//! runtime would for one attempt.
+//! [`TestDriver`] runs a kernel's `process` in memory, the way the runtime would for one
+//! attempt: unit tests of kernel logic need no broker.
 
 use crate::context::{Context, Record};
 use crate::kernel::{Kernel, KernelError, Outcome};

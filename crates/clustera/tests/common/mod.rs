@@ -1,0 +1,156 @@
+//! Shared helpers for the integration tests: in-process kernels, example binaries, waiting.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clustera::runtime::RuntimeStats;
+use clustera::testing::kafka;
+use clustera::{Config, Kernel, Runtime, StatsSnapshot};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A kernel running in this process, stopped by [`Running::stop`].
+pub struct Running {
+    pub stats: Arc<RuntimeStats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<StatsSnapshot>,
+}
+
+impl Running {
+    pub async fn stop(mut self) -> StatsSnapshot {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("kernel did not stop within 60 s")
+            .expect("kernel task panicked")
+    }
+}
+
+pub fn start<K: Kernel>(config: Config, kernel: K) -> Running {
+    let runtime = Runtime::new(config, kernel);
+    let stats = runtime.stats();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runtime
+            .run_until(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("runtime failed")
+    });
+    Running {
+        stats,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// A test configuration with fast commits and retries.
+pub fn config(name: &str, bootstrap: &str, topic: &str) -> Config {
+    let mut c = Config::for_brokers(name, bootstrap, &[topic]);
+    c.runtime.commit_interval = Duration::from_millis(200);
+    c.runtime.retry_initial_delay = Duration::from_millis(5);
+    c.runtime.retry_max_delay = Duration::from_millis(50);
+    c.runtime.drain_timeout = Duration::from_secs(10);
+    c.properties.insert(
+        "session.timeout.ms".into(),
+        clustera::config::Secret::new("6000"),
+    );
+    c.properties.insert(
+        "heartbeat.interval.ms".into(),
+        clustera::config::Secret::new("500"),
+    );
+    c
+}
+
+/// Polls `cond` every 50 ms; panics with `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Same, for a condition that needs blocking broker calls.
+pub async fn wait_for_blocking<F>(what: &str, limit: Duration, cond: F)
+where
+    F: Fn() -> bool + Send + Sync + 'static,
+{
+    let cond = Arc::new(cond);
+    let deadline = Instant::now() + limit;
+    loop {
+        let c = cond.clone();
+        if tokio::task::spawn_blocking(move || c()).await.unwrap() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Whether the group's committed offsets equal the topic's high watermarks.
+pub fn fully_committed(bootstrap: &str, group: &str, topic: &str) -> bool {
+    let high = kafka::high_watermarks(bootstrap, topic).unwrap();
+    let committed = kafka::committed_offsets(bootstrap, group, topic).unwrap_or_default();
+    high.iter()
+        .all(|(p, h)| *h == 0 || committed.get(p) == Some(h))
+}
+
+/// The built example binary `name` (cargo builds examples before running tests).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "example binary {} is missing: run the tests with `cargo test` (which builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// Maps each output of the transform example back to its input `(partition, offset)`.
+pub fn transform_sources(outputs: &[kafka::Consumed]) -> Vec<(i32, i64)> {
+    outputs
+        .iter()
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_slice(o.value.as_deref().unwrap()).unwrap();
+            (
+                v["source"]["partition"].as_i64().unwrap() as i32,
+                v["source"]["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Counts how often each item occurs.
+pub fn histogram<T: std::hash::Hash + Eq + Clone>(items: &[T]) -> HashMap<T, usize> {
+    let mut h = HashMap::new();
+    for i in items {
+        *h.entry(i.clone()).or_insert(0) += 1;
+    }
+    h
+}
+
+/// All `(partition, offset)` pairs of a topic.
+pub fn input_positions(bootstrap: &str, topic: &str) -> BTreeMap<(i32, i64), Vec<u8>> {
+    kafka::read_topic(bootstrap, topic)
+        .unwrap()
+        .into_iter()
+        .map(|m| ((m.partition, m.offset), m.key.unwrap_or_default()))
+        .collect()
+}
+
+pub fn _assert_future_send<F: Future + Send>(_: F) {}
