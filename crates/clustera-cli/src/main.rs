@@ -1,1 +1,58 @@
-fn main(){}
+//! The `clustera` command: a development broker, the demo, and benchmarks.
+
+mod bench;
+mod demo;
+mod dev;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Clustera: Kafka kernels in Rust.
+#[derive(Parser)]
+#[command(name = "clustera", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve an in-memory development broker (librdkafka's mock cluster) until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Run the demo on an embedded broker: messages through a kernel, then a summary.
+    Demo(demo::DemoArgs),
+    /// Compare the kernel runtime against a raw rdkafka consume-and-commit loop.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
+    match cli.command {
+        Command::Demo(_) | Command::Bench(_) => clustera::telemetry::init_logging_with_default("off"),
+        Command::Dev(_) => clustera::telemetry::init_logging(),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clustera: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clustera: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

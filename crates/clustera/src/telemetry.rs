@@ -8,7 +8,13 @@ use tracing_subscriber::EnvFilter;
 /// `CLUSTERA_LOG_FORMAT` (`json` or `pretty`; default pretty on a terminal, JSON otherwise).
 /// Calling it again does nothing.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logging_with_default("info");
+}
+
+/// Like [`init_logging`], with `default_filter` when `RUST_LOG` is not set.
+pub fn init_logging_with_default(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match std::env::var("CLUSTERA_LOG_FORMAT").ok().as_deref() {
         Some("json") => true,
         Some("pretty") | Some("text") => false,

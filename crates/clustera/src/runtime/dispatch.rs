@@ -20,7 +20,9 @@ use crate::message::{Header, Message};
 struct Assigned {
     shared: Arc<PartitionShared>,
     queue: mpsc::Sender<Message>,
-    /// Messages polled while the queue was full, in order; the partition is paused meanwhile.
+    /// Messages polled while the queue was full, in order. Pausing makes librdkafka drop what
+    /// it prefetched and fetch it again on resume, so a partition is paused only once this
+    /// overflow is as long as the queue itself.
     held: VecDeque<Message>,
     paused: bool,
     worker: JoinHandle<()>,
@@ -36,8 +38,8 @@ pub(crate) struct Dispatcher<K> {
     last_commit: Instant,
     /// A commit failed: the next one re-sends every partition's position.
     recommit: bool,
-    /// How many partitions are paused with held messages.
-    paused: usize,
+    /// How many partitions hold overflow messages.
+    holding: usize,
 }
 
 impl<K: Kernel> Dispatcher<K> {
@@ -48,7 +50,7 @@ impl<K: Kernel> Dispatcher<K> {
             partitions: HashMap::new(),
             last_commit: Instant::now(),
             recommit: false,
-            paused: 0,
+            holding: 0,
         }
     }
 
@@ -111,7 +113,7 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         self.partitions.retain(|_, p| !p.is_empty());
-        self.paused -= revoked.iter().filter(|a| a.paused).count();
+        self.holding -= revoked.iter().filter(|a| !a.held.is_empty()).count();
         if revoked.is_empty() {
             return;
         }
@@ -130,7 +132,7 @@ impl<K: Kernel> Dispatcher<K> {
             .drain()
             .flat_map(|(_, p)| p.into_values())
             .collect();
-        self.paused = 0;
+        self.holding = 0;
         self.stop_and_commit(consumer, all);
     }
 
@@ -194,38 +196,39 @@ impl<K: Kernel> Dispatcher<K> {
             return;
         };
         let message = owned_message(a.shared.topic.clone(), m);
-        if !a.held.is_empty() {
-            a.held.push_back(message);
-            return;
-        }
-        match a.queue.try_send(message) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                a.held.push_back(message);
-                if !a.paused {
-                    a.paused = true;
-                    self.paused += 1;
-                    set_paused(consumer, &a.shared, true);
+        let message = if a.held.is_empty() {
+            match a.queue.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(message)) => {
+                    self.holding += 1;
+                    message
                 }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        } else {
+            message
+        };
+        a.held.push_back(message);
+        if !a.paused && a.held.len() >= self.deps.settings.partition_buffer {
+            a.paused = true;
+            set_paused(consumer, &a.shared, true);
         }
     }
 
     /// Whether any partition holds messages (the poll loop then polls more briefly).
     pub(crate) fn holding(&self) -> bool {
-        self.paused > 0
+        self.holding > 0
     }
 
     /// Moves held messages into queues that have room, and resumes partitions whose queue has
     /// drained to half.
     pub(crate) fn service_held<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        if self.paused == 0 {
+        if self.holding == 0 {
             return;
         }
         let half = self.deps.settings.partition_buffer.div_ceil(2);
         for a in self.partitions.values_mut().flat_map(|p| p.values_mut()) {
-            if !a.paused {
+            if a.held.is_empty() {
                 continue;
             }
             while let Some(message) = a.held.pop_front() {
@@ -239,11 +242,14 @@ impl<K: Kernel> Dispatcher<K> {
                         a.held.clear();
                         break;
                     }
+
                 }
             }
-            if a.held.is_empty() && a.queue.capacity() >= half {
+            if a.held.is_empty() {
+                self.holding -= 1;
+            }
+            if a.paused && a.held.len() < half {
                 a.paused = false;
-                self.paused -= 1;
                 set_paused(consumer, &a.shared, false);
             }
         }

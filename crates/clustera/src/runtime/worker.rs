@@ -43,6 +43,9 @@ impl<K> Clone for WorkerDeps<K> {
     }
 }
 
+/// Messages taken from the queue at once.
+const BATCH: usize = 64;
+
 /// Runs until the partition is stopped or its queue closes.
 pub(crate) async fn run_partition<K: Kernel>(
     deps: WorkerDeps<K>,
@@ -52,16 +55,23 @@ pub(crate) async fn run_partition<K: Kernel>(
     let span = tracing::info_span!("partition", kernel = %deps.kernel_name,
         topic = %shared.topic, partition = shared.partition);
     async move {
+        // Taking messages in batches saves a wake-up per message when the queue is busy.
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
-            let message = tokio::select! {
+            let received = tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
-                m = queue.recv() => match m {
-                    Some(m) => m,
-                    None => return,
-                },
+                n = queue.recv_many(&mut batch, BATCH) => n,
             };
-            process_message(&deps, &shared, &message).await;
+            if received == 0 {
+                return;
+            }
+            for message in batch.drain(..) {
+                if shared.stop.is_cancelled() {
+                    return;
+                }
+                process_message(&deps, &shared, &message).await;
+            }
         }
     }
     .instrument(span)

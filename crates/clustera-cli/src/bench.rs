@@ -1,0 +1,184 @@
+//! `clustera bench`: the kernel runtime with a no-op kernel against a hand-written rdkafka
+//! consume-and-commit loop with the same at-least-once guarantee, on the same broker and
+//! topic, in one run. Each run reads the whole topic under its own consumer group; the time is
+//! measured from the first message received to the last offset committed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+use clap::Args;
+use clustera::testing::{kafka, MockBroker};
+use clustera::{Config, Context, Kernel, KernelError, Message, Outcome, Runtime};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{ClientConfig, Message as _};
+
+/// Arguments of `clustera bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Messages in the topic.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 32)]
+    partitions: i32,
+    /// Payload bytes per message (the mock cluster keeps about 5 MB per partition).
+    #[arg(long, default_value_t = 32)]
+    payload: usize,
+    /// Rounds; each runs the raw loop and the kernel once, alternating which goes first.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Use this broker instead of the embedded mock cluster (the topic must not exist yet).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    brokers: Option<String>,
+}
+
+struct Noop;
+
+impl Kernel for Noop {
+    fn name(&self) -> &str {
+        "bench-noop"
+    }
+    fn default_topics(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn process(&self, _: &Message, _: &mut Context) -> Result<Outcome, KernelError> {
+        Ok(Outcome::Ack)
+    }
+}
+
+/// Runs the benchmark and prints rates and their ratio.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mock = match &args.brokers {
+        Some(_) => None,
+        None => Some(MockBroker::start(1).context("starting the mock cluster")?),
+    };
+    let bootstrap = match (&args.brokers, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap().to_owned(),
+        (None, None) => unreachable!("one of them is set"),
+    };
+    let topic = format!("bench-{}", std::process::id());
+    let (b, t, n, p, size) = (bootstrap.clone(), topic.clone(), args.messages, args.partitions, args.payload);
+    if let Some(m) = &mock {
+        m.create_topic(&topic, p)?;
+    }
+    let external = mock.is_none();
+    let produce_secs = tokio::task::spawn_blocking(move || {
+        if external {
+            kafka::create_topic(&b, &t, p)?;
+        }
+        let started = Instant::now();
+        let payload = vec![b'x'; size];
+        kafka::produce(&b, &t, (0..n).map(|i| (Some(i.to_string().into_bytes()), payload.clone(), Vec::new())))?;
+        anyhow::Ok(started.elapsed().as_secs_f64())
+    })
+    .await??;
+    println!("produced {n} messages of {size} B to {p} partitions in {produce_secs:.2} s");
+
+    let mut raw_rates = Vec::new();
+    let mut kernel_rates = Vec::new();
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { ["raw", "kernel"] } else { ["kernel", "raw"] };
+        for which in order {
+            let group = format!("{topic}-{which}-{round}");
+            let secs = if which == "raw" {
+                let (b, t, g) = (bootstrap.clone(), topic.clone(), group.clone());
+                tokio::task::spawn_blocking(move || raw_loop(&b, &t, &g, n)).await??
+            } else {
+                kernel_run(&bootstrap, &topic, &group, n).await?
+            };
+            let rate = n as f64 / secs;
+            println!("round {round}: {which:<6} {rate:>12.0} msg/s ({secs:.2} s)");
+            let (b, t) = (bootstrap.clone(), topic.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                anyhow::Ok(kafka::committed_offsets(&b, &group, &t)? == kafka::high_watermarks(&b, &t)?)
+            })
+            .await??;
+            ensure!(done, "{which}: committed offsets do not reach the high watermarks");
+            if which == "raw" { raw_rates.push(rate) } else { kernel_rates.push(rate) }
+        }
+    }
+    let raw = median(&mut raw_rates);
+    let kernel = median(&mut kernel_rates);
+    println!("\nmedian raw loop: {raw:.0} msg/s");
+    println!("median kernel:   {kernel:.0} msg/s");
+    println!("ratio kernel/raw: {:.3}  (target >= 0.95)", kernel / raw);
+    drop(mock);
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The baseline: poll, "process" (nothing), store the offset, commit every second and at the
+/// end. At-least-once because an offset is stored only after its message was handled.
+fn raw_loop(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "32768")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut seen = 0usize;
+    let mut started: Option<Instant> = None;
+    let mut last_commit = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < expected {
+        ensure!(Instant::now() < deadline, "raw loop timed out at {seen} messages");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                std::hint::black_box(m.payload());
+                consumer.store_offset_from_message(&m)?;
+                seen += 1;
+            }
+            Some(Err(e)) => anyhow::bail!("raw loop: {e}"),
+            None => {}
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) {
+            let _ = consumer.commit_consumer_state(CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync)?;
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    consumer.unsubscribe();
+    Ok(secs)
+}
+
+/// The same work through the runtime with a no-op kernel; time from the first message to the
+/// last one done. The final commit happens at shutdown, which is timed and printed separately.
+async fn kernel_run(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyhow::Result<f64> {
+    let mut config = Config::for_brokers("bench-noop", bootstrap, &[topic]);
+    config.group_id = group.to_owned();
+    let runtime = Runtime::new(config, Noop);
+    let stats = runtime.stats();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stats.snapshot().processed() == 0 {
+        ensure!(Instant::now() < deadline, "kernel received nothing");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = Instant::now();
+    while stats.snapshot().processed() < expected as u64 {
+        ensure!(Instant::now() < deadline, "kernel timed out");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let processing = started.elapsed().as_secs_f64();
+    let stopping = Instant::now();
+    let _ = stop_tx.send(());
+    task.await??;
+    println!(
+        "         kernel: shutdown (drain, final commit, leave group, flush) took {:.2} s, not counted",
+        stopping.elapsed().as_secs_f64()
+    );
+    Ok(processing)
+}
