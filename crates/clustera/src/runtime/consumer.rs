@@ -52,7 +52,6 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                RuntimeStats::bump(&self.stats.commits);
                 tracing::debug!(kernel = %self.kernel_name, partitions = offsets.count(), "offsets committed");
             }
             Err(e) => {

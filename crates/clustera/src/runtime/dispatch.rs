@@ -172,8 +172,11 @@ impl<K: Kernel> Dispatcher<K> {
         }
         if tpl.count() > 0 {
             match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
-                    "final offsets committed"),
+                Ok(()) => {
+                    super::stats::RuntimeStats::bump(&self.deps.stats.commits);
+                    tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
+                        "final offsets committed")
+                }
                 Err(e) => tracing::error!(kernel = %self.deps.kernel_name, error = %e,
                     offsets = ?offsets_of(&tpl),
                     "final commit failed; messages after the last commit will be redelivered"),
@@ -284,6 +287,7 @@ impl<K: Kernel> Dispatcher<K> {
         }
         match consumer.commit(&tpl, CommitMode::Async) {
             Ok(()) => {
+                super::stats::RuntimeStats::bump(&self.deps.stats.commits);
                 self.recommit = false;
                 for (topic, partition, next, completed) in advanced {
                     if let Some(a) = self

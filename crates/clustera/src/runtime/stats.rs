@@ -33,7 +33,7 @@ pub struct StatsSnapshot {
     pub outputs_acked: u64,
     /// Deliveries that failed and were sent again.
     pub produce_failures: u64,
-    /// Successful offset commits.
+    /// Offset commits made (asynchronous ones counted when the request is queued).
     pub commits: u64,
     /// Failed offset commits (retried by the next commit).
     pub commit_failures: u64,

@@ -154,3 +154,45 @@ pub fn input_positions(bootstrap: &str, topic: &str) -> BTreeMap<(i32, i64), Vec
 }
 
 pub fn _assert_future_send<F: Future + Send>(_: F) {}
+
+/// Copies each input to `output` with the same key, recording its source; sleeps `delay` first.
+pub struct SlowCopy {
+    pub output: String,
+    pub delay: Duration,
+}
+
+impl Kernel for SlowCopy {
+    fn name(&self) -> &str {
+        "copy"
+    }
+    fn default_topics(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn process(
+        &self,
+        msg: &clustera::Message,
+        ctx: &mut clustera::Context,
+    ) -> Result<clustera::Outcome, clustera::KernelError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let out = serde_json::json!({"source": {"partition": msg.partition(), "offset": msg.offset()}});
+        ctx.send(
+            clustera::Record::to(&self.output)
+                .maybe_key(msg.key_bytes())
+                .json(&out)
+                .unwrap(),
+        );
+        Ok(clustera::Outcome::Ack)
+    }
+}
+
+/// Asserts every input of `input` has at least one output on `output`.
+pub fn assert_nothing_lost(bootstrap: &str, input: &str, output: &str) -> usize {
+    let inputs = input_positions(bootstrap, input);
+    let outputs = kafka::read_topic(bootstrap, output).unwrap();
+    let counts = histogram(&transform_sources(&outputs));
+    let lost: Vec<_> = inputs.keys().filter(|p| !counts.contains_key(p)).collect();
+    assert!(lost.is_empty(), "{} inputs lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    outputs.len() - inputs.len()
+}

@@ -1,0 +1,188 @@
+//! Kernels as separate processes (the transform example): SIGKILL and restart, SIGTERM, and
+//! bad configuration at start-up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clustera::testing::{kafka, MockBroker};
+
+use common::*;
+
+fn transform(bootstrap: &str, input: &str, output: &str, group: &str, delay_ms: u64) -> Child {
+    Command::new(example_bin("transform"))
+        .env_clear()
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+        .env("KAFKA_TOPIC", input)
+        .env("OUTPUT_TOPIC", output)
+        .env("KAFKA_CONSUMER_GROUP", group)
+        .env("TRANSFORM_DELAY_MS", delay_ms.to_string())
+        .env("CLUSTERA_COMMIT_INTERVAL_MS", "200")
+        .env("CLUSTERA_DRAIN_TIMEOUT_MS", "5000")
+        .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the transform example")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn output_count(bootstrap: &str, topic: &str) -> i64 {
+    kafka::high_watermarks(bootstrap, topic).unwrap().values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_run_loses_nothing_and_duplicates_only_the_uncommitted_window() {
+    const N: usize = 3_000;
+    let broker = MockBroker::start(1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    broker.create_topic("crash-in", 4).unwrap();
+    broker.create_topic("crash-out", 4).unwrap();
+    let b = bootstrap.clone();
+    blocking(move || kafka::produce_sequence(&b, "crash-in", N).unwrap()).await;
+
+    let mut first = transform(&bootstrap, "crash-in", "crash-out", "crash", 1);
+    let b = bootstrap.clone();
+    wait_for_blocking("a third of the outputs", Duration::from_secs(60), move || {
+        output_count(&b, "crash-out") >= (N / 3) as i64
+    })
+    .await;
+    signal(&first, "-KILL");
+    first.wait().unwrap();
+    let b = bootstrap.clone();
+    let committed_at_kill = blocking(move || kafka::committed_offsets(&b, "crash", "crash-in").unwrap()).await;
+    let total_committed: i64 = committed_at_kill.values().sum();
+    assert!(total_committed < N as i64, "killed before the end (committed {total_committed})");
+
+    let mut second = transform(&bootstrap, "crash-in", "crash-out", "crash", 0);
+    let b = bootstrap.clone();
+    wait_for_blocking("restart to commit everything", Duration::from_secs(90), move || {
+        fully_committed(&b, "crash", "crash-in")
+    })
+    .await;
+    signal(&second, "-TERM");
+    assert!(wait_exit(&mut second, Duration::from_secs(20)).is_some_and(|s| s.success()));
+
+    let b = bootstrap.clone();
+    let (inputs, outputs) = blocking(move || {
+        (input_positions(&b, "crash-in"), kafka::read_topic(&b, "crash-out").unwrap())
+    })
+    .await;
+    let sources = transform_sources(&outputs);
+    let counts = histogram(&sources);
+    for (pos, key) in &inputs {
+        let n = counts.get(pos).copied().unwrap_or(0);
+        assert!(n >= 1, "input {pos:?} was lost");
+        let committed = committed_at_kill.get(&pos.0).copied().unwrap_or(0);
+        if pos.1 < committed {
+            assert_eq!(n, 1, "input {pos:?} was committed before the kill but processed {n} times");
+        }
+        let out = outputs.iter().find(|o| transform_sources(std::slice::from_ref(o))[0] == *pos).unwrap();
+        assert_eq!(out.key.as_deref(), Some(key.as_slice()), "same key as the input");
+    }
+    let duplicates = sources.len() - inputs.len();
+    eprintln!("crash test: {duplicates} duplicates, committed at kill {total_committed} of {N}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_within_the_timeout_and_commits_what_it_processed() {
+    const N: usize = 2_000;
+    let broker = MockBroker::start(1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    broker.create_topic("term-in", 4).unwrap();
+    broker.create_topic("term-out", 4).unwrap();
+    let b = bootstrap.clone();
+    blocking(move || kafka::produce_sequence(&b, "term-in", N).unwrap()).await;
+
+    // 5 ms per message: about 5 s of work, so the signal lands mid-run.
+    let mut kernel = transform(&bootstrap, "term-in", "term-out", "term", 5);
+    let b = bootstrap.clone();
+    wait_for_blocking("some outputs", Duration::from_secs(60), move || {
+        output_count(&b, "term-out") >= 200
+    })
+    .await;
+    let signalled = Instant::now();
+    signal(&kernel, "-TERM");
+    let status = blocking(move || wait_exit(&mut kernel, Duration::from_secs(5 + 5))).await;
+    let took = signalled.elapsed();
+    let status = status.expect("exited within the drain timeout plus 5 s");
+    assert!(status.success(), "clean exit: {status:?}");
+    eprintln!("SIGTERM to exit: {took:?}");
+
+    let b = bootstrap.clone();
+    let (committed, outputs) = blocking(move || {
+        (kafka::committed_offsets(&b, "term", "term-in").unwrap(), kafka::read_topic(&b, "term-out").unwrap())
+    })
+    .await;
+    let processed: BTreeMap<i32, Vec<i64>> = transform_sources(&outputs).into_iter().fold(
+        BTreeMap::new(),
+        |mut m, (p, o)| {
+            m.entry(p).or_default().push(o);
+            m
+        },
+    );
+    let total: i64 = committed.values().sum();
+    assert!(total > 0 && total < N as i64, "stopped mid-run (committed {total})");
+    for (p, mut offsets) in processed {
+        offsets.sort_unstable();
+        let expected: Vec<i64> = (0..committed.get(&p).copied().unwrap_or(0)).collect();
+        assert_eq!(offsets, expected, "partition {p}: committed == processed, no gaps, no duplicates");
+    }
+}
+
+#[test]
+fn bad_configuration_fails_before_connecting_with_a_clear_message() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "KAFKA_BOOTSTRAP_SERVERS: missing"),
+        (&[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_CA_CERT", "***")], "KAFKA_CA_CERT: not valid base64"),
+        (
+            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_CA_CERT", "aGVsbG8=")],
+            "KAFKA_CA_CERT: decodes to text with no PEM block",
+        ),
+        (
+            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_PROPERTY_NOT_A_PROPERTY", "1")],
+            "KAFKA_PROPERTY_NOT_A_PROPERTY: rejected by librdkafka",
+        ),
+        (
+            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("CLUSTERA_MAX_ATTEMPTS", "many")],
+            "CLUSTERA_MAX_ATTEMPTS",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let out = Command::new(example_bin("transform"))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{vars:?}: exit code; stderr: {stderr}");
+        assert!(stderr.contains(expected), "{vars:?}: expected {expected:?} in {stderr:?}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    }
+}
