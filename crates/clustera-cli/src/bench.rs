@@ -58,7 +58,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("one of them is set"),
     };
     let topic = format!("bench-{}", std::process::id());
-    let (b, t, n, p, size) = (bootstrap.clone(), topic.clone(), args.messages, args.partitions, args.payload);
+    let (b, t, n, p, size) = (
+        bootstrap.clone(),
+        topic.clone(),
+        args.messages,
+        args.partitions,
+        args.payload,
+    );
     if let Some(m) = &mock {
         m.create_topic(&topic, p)?;
     }
@@ -69,7 +75,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let started = Instant::now();
         let payload = vec![b'x'; size];
-        kafka::produce(&b, &t, (0..n).map(|i| (Some(i.to_string().into_bytes()), payload.clone(), Vec::new())))?;
+        kafka::produce(
+            &b,
+            &t,
+            (0..n).map(|i| {
+                (
+                    Some(i.to_string().into_bytes()),
+                    payload.clone(),
+                    Vec::new(),
+                )
+            }),
+        )?;
         anyhow::Ok(started.elapsed().as_secs_f64())
     })
     .await??;
@@ -78,7 +94,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut raw_rates = Vec::new();
     let mut kernel_rates = Vec::new();
     for round in 0..args.rounds {
-        let order = if round % 2 == 0 { ["raw", "kernel"] } else { ["kernel", "raw"] };
+        let order = if round % 2 == 0 {
+            ["raw", "kernel"]
+        } else {
+            ["kernel", "raw"]
+        };
         for which in order {
             let group = format!("{topic}-{which}-{round}");
             let secs = if which == "raw" {
@@ -91,11 +111,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("round {round}: {which:<6} {rate:>12.0} msg/s ({secs:.2} s)");
             let (b, t) = (bootstrap.clone(), topic.clone());
             let done = tokio::task::spawn_blocking(move || {
-                anyhow::Ok(kafka::committed_offsets(&b, &group, &t)? == kafka::high_watermarks(&b, &t)?)
+                anyhow::Ok(
+                    kafka::committed_offsets(&b, &group, &t)? == kafka::high_watermarks(&b, &t)?,
+                )
             })
             .await??;
-            ensure!(done, "{which}: committed offsets do not reach the high watermarks");
-            if which == "raw" { raw_rates.push(rate) } else { kernel_rates.push(rate) }
+            ensure!(
+                done,
+                "{which}: committed offsets do not reach the high watermarks"
+            );
+            if which == "raw" {
+                raw_rates.push(rate)
+            } else {
+                kernel_rates.push(rate)
+            }
         }
     }
     let raw = median(&mut raw_rates);
@@ -129,7 +158,10 @@ fn raw_loop(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyho
     let mut last_commit = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < expected {
-        ensure!(Instant::now() < deadline, "raw loop timed out at {seen} messages");
+        ensure!(
+            Instant::now() < deadline,
+            "raw loop timed out at {seen} messages"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 started.get_or_insert_with(Instant::now);
@@ -153,7 +185,12 @@ fn raw_loop(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyho
 
 /// The same work through the runtime with a no-op kernel; time from the first message to the
 /// last one done. The final commit happens at shutdown, which is timed and printed separately.
-async fn kernel_run(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyhow::Result<f64> {
+async fn kernel_run(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    expected: usize,
+) -> anyhow::Result<f64> {
     let mut config = Config::for_brokers("bench-noop", bootstrap, &[topic]);
     config.group_id = group.to_owned();
     let runtime = Runtime::new(config, Noop);

@@ -82,8 +82,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     b"{\"order_id\": oops".to_vec()
                 } else {
                     let country = ["DE", "FR", "NL"][i % 3];
-                    format!(r#"{{"order_id":{i},"amount_cents":{},"country":"{country}"}}"#, 1000 + i)
-                        .into_bytes()
+                    format!(
+                        r#"{{"order_id":{i},"amount_cents":{},"country":"{country}"}}"#,
+                        1000 + i
+                    )
+                    .into_bytes()
                 };
                 (Some(format!("order-{i}").into_bytes()), value, Vec::new())
             }),
@@ -104,7 +107,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }));
     let deadline = Instant::now() + Duration::from_secs(120);
     while stats.snapshot().processed() < produced as u64 {
-        ensure!(Instant::now() < deadline, "the kernel did not finish within 120 s");
+        ensure!(
+            Instant::now() < deadline,
+            "the kernel did not finish within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
@@ -125,15 +131,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let committed_total: i64 = committed.values().sum();
     let high_total: i64 = high.values().sum();
     println!();
-    println!("Kernel 'tax' (group {group}) finished in {:.2} s, including joining the group", elapsed.as_secs_f64());
+    println!(
+        "Kernel 'tax' (group {group}) finished in {:.2} s, including joining the group",
+        elapsed.as_secs_f64()
+    );
     println!("  processed        {:>8}", summary.processed());
-    println!("  acked            {:>8}   -> outputs on 'orders-taxed': {outputs}", summary.acked);
-    println!("  dead-lettered    {:>8}   -> records on 'orders.dlq':   {dead}", summary.dead_lettered);
+    println!(
+        "  acked            {:>8}   -> outputs on 'orders-taxed': {outputs}",
+        summary.acked
+    );
+    println!(
+        "  dead-lettered    {:>8}   -> records on 'orders.dlq':   {dead}",
+        summary.dead_lettered
+    );
     println!("  skipped          {:>8}", summary.skipped);
     println!("  committed        {committed_total:>8}   of {high_total} (high watermarks)");
-    ensure!(outputs as u64 == summary.acked, "outputs ({outputs}) differ from acks ({})", summary.acked);
+    ensure!(
+        outputs as u64 == summary.acked,
+        "outputs ({outputs}) differ from acks ({})",
+        summary.acked
+    );
     ensure!(dead as u64 == summary.dead_lettered, "dead letters differ");
-    ensure!(committed == high, "committed offsets {committed:?} differ from high watermarks {high:?}");
+    ensure!(
+        committed == high,
+        "committed offsets {committed:?} differ from high watermarks {high:?}"
+    );
     println!("\nOK: every order processed once, outputs acknowledged, offsets committed.");
     Ok(())
 }

@@ -27,7 +27,11 @@ pub struct DevArgs {
 
 fn parse_topic(spec: &str) -> anyhow::Result<(&str, i32)> {
     let (name, partitions) = match spec.split_once(':') {
-        Some((n, p)) => (n, p.parse().with_context(|| format!("--topic {spec}: PARTITIONS must be a number"))?),
+        Some((n, p)) => (
+            n,
+            p.parse()
+                .with_context(|| format!("--topic {spec}: PARTITIONS must be a number"))?,
+        ),
         None => (spec, 4),
     };
     if name.is_empty() || partitions < 1 {
@@ -44,7 +48,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map(|t| parse_topic(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if !args.listen.ip().is_loopback() {
-        bail!("--listen {}: the development broker only serves loopback addresses", args.listen);
+        bail!(
+            "--listen {}: the development broker only serves loopback addresses",
+            args.listen
+        );
     }
     let broker = MockBroker::start(args.brokers).context("starting the mock cluster")?;
     for (name, partitions) in &topics {
@@ -59,9 +66,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .unwrap_or_default()
         .parse()
         .context("mock cluster bootstrap address")?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another broker running?)", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another broker running?)",
+            args.listen
+        )
+    })?;
     eprintln!(
         "clustera dev: IN-MEMORY development broker (librdkafka mock cluster, {} broker(s)).\n\
          \x20 Data is lost on exit and each partition keeps only about 5 MB: not for volume tests.\n\

@@ -30,10 +30,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
     match cli.command {
-        Command::Demo(_) | Command::Bench(_) => clustera::telemetry::init_logging_with_default("off"),
+        Command::Demo(_) | Command::Bench(_) => {
+            clustera::telemetry::init_logging_with_default("off")
+        }
         Command::Dev(_) => clustera::telemetry::init_logging(),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("clustera: cannot start the async runtime: {e}");

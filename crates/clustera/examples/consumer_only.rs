@@ -60,8 +60,14 @@ mod tests {
     #[tokio::test]
     async fn counts_and_rejects_bad_json() {
         let mut d = TestDriver::new(CountByType::default());
-        assert_eq!(d.process_value(None, br#"{"type":"a"}"#).await.outcome, Outcome::Ack);
-        assert_eq!(d.process_value(None, br#"{"type":"a"}"#).await.outcome, Outcome::Ack);
+        assert_eq!(
+            d.process_value(None, br#"{"type":"a"}"#).await.outcome,
+            Outcome::Ack
+        );
+        assert_eq!(
+            d.process_value(None, br#"{"type":"a"}"#).await.outcome,
+            Outcome::Ack
+        );
         assert_eq!(d.kernel().counts.lock().unwrap()["a"], 2);
         let bad = d.process_value(None, b"{oops").await;
         assert!(matches!(bad.outcome, Outcome::DeadLetter(_)));

@@ -46,10 +46,14 @@ impl Kernel for Enrichment {
             return Ok(Outcome::skip(format!("user {user_id} not found")));
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(KernelError::transient(format!("user service answered {status}")));
+            return Err(KernelError::transient(format!(
+                "user service answered {status}"
+            )));
         }
         if !status.is_success() {
-            return Ok(Outcome::dead_letter(format!("user service answered {status}")));
+            return Ok(Outcome::dead_letter(format!(
+                "user service answered {status}"
+            )));
         }
         let user: Value = response.json().await.transient()?;
         event.insert("user".into(), user);
@@ -67,7 +71,9 @@ fn urlencode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -86,7 +92,9 @@ fn main() -> ExitCode {
         Err(_) => 2000,
         Ok(Ok(ms)) => ms,
         Ok(Err(e)) => {
-            eprintln!("enrichment: configuration error: ENRICHMENT_TIMEOUT_MS: not a whole number ({e})");
+            eprintln!(
+                "enrichment: configuration error: ENRICHMENT_TIMEOUT_MS: not a whole number ({e})"
+            );
             return ExitCode::from(clustera::EXIT_CONFIG);
         }
     };

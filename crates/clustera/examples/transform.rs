@@ -71,7 +71,9 @@ fn main() -> ExitCode {
         Err(_) => Duration::ZERO,
         Ok(Ok(ms)) => Duration::from_millis(ms),
         Ok(Err(e)) => {
-            eprintln!("transform: configuration error: TRANSFORM_DELAY_MS: not a whole number ({e})");
+            eprintln!(
+                "transform: configuration error: TRANSFORM_DELAY_MS: not a whole number ({e})"
+            );
             return ExitCode::from(clustera::EXIT_CONFIG);
         }
     };
@@ -111,7 +113,11 @@ mod tests {
         let v: Value = serde_json::from_slice(run.outputs[0].value.as_deref().unwrap()).unwrap();
         assert_eq!(v["original"], json!("plain words"));
         let run = driver().process_value(None, &[0xff, 0xfe]).await;
-        assert!(matches!(run.outcome, Outcome::DeadLetter(ref r) if r.contains("UTF-8")), "{:?}", run.outcome);
+        assert!(
+            matches!(run.outcome, Outcome::DeadLetter(ref r) if r.contains("UTF-8")),
+            "{:?}",
+            run.outcome
+        );
         assert!(run.outputs.is_empty());
     }
 }

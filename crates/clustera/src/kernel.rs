@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn errors_map_to_outcomes() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream slow");
-        assert_eq!(KernelError::transient(io).into_outcome(), Outcome::Retry(None));
+        assert_eq!(
+            KernelError::transient(io).into_outcome(),
+            Outcome::Retry(None)
+        );
         let bad = KernelError::permanent("field `id` missing");
         assert_eq!(
             bad.into_outcome(),

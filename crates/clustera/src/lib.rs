@@ -97,7 +97,10 @@ pub fn run<K: Kernel>(kernel: K) -> ExitCode {
         }
     };
     telemetry::init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", kernel.name());

@@ -83,9 +83,11 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
     })
     .await;
     let (b, g) = (bootstrap.clone(), group.clone());
-    wait_for_blocking("commits to reach the high watermarks", Duration::from_secs(30), move || {
-        fully_committed(&b, &g, "in")
-    })
+    wait_for_blocking(
+        "commits to reach the high watermarks",
+        Duration::from_secs(30),
+        move || fully_committed(&b, &g, "in"),
+    )
     .await;
     let summary = running.stop().await;
 
@@ -93,7 +95,11 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
     assert_eq!(summary.processed(), N as u64, "{summary:?}");
     assert_eq!(summary.dead_lettered, expected_dead as u64);
     assert_eq!(summary.acked, (N - expected_dead) as u64);
-    assert_eq!(summary.retries, (N / 100) as u64, "every 100th retried exactly once");
+    assert_eq!(
+        summary.retries,
+        (N / 100) as u64,
+        "every 100th retried exactly once"
+    );
 
     let b = bootstrap.clone();
     let (inputs, outputs, dead, committed, high) = blocking(move || {
@@ -107,13 +113,20 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
     })
     .await;
     assert_eq!(inputs.len(), N);
-    assert_eq!(committed, high, "final committed offsets equal the high watermarks");
+    assert_eq!(
+        committed, high,
+        "final committed offsets equal the high watermarks"
+    );
 
     // Outputs equal acks: one per acked input, none for dead letters, none from failed attempts.
     assert_eq!(outputs.len(), N - expected_dead);
     let mut seqs: Vec<u64> = outputs
         .iter()
-        .map(|o| serde_json::from_slice::<serde_json::Value>(o.value.as_deref().unwrap()).unwrap()["seq"].as_u64().unwrap())
+        .map(|o| {
+            serde_json::from_slice::<serde_json::Value>(o.value.as_deref().unwrap()).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     seqs.sort_unstable();
     seqs.dedup();
@@ -125,16 +138,30 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
     for d in &dead {
         let p: i32 = d.header(dlq::ORIGINAL_PARTITION).unwrap().parse().unwrap();
         let o: i64 = d.header(dlq::ORIGINAL_OFFSET).unwrap().parse().unwrap();
-        let key = inputs.get(&(p, o)).expect("dead letter points at a real input");
+        let key = inputs
+            .get(&(p, o))
+            .expect("dead letter points at a real input");
         assert_eq!(d.key.as_deref(), Some(key.as_slice()));
-        let seq: u64 = serde_json::from_slice::<serde_json::Value>(d.value.as_deref().unwrap()).unwrap()["seq"].as_u64().unwrap();
+        let seq: u64 = serde_json::from_slice::<serde_json::Value>(d.value.as_deref().unwrap())
+            .unwrap()["seq"]
+            .as_u64()
+            .unwrap();
         assert_eq!(seq % 200, 0);
         assert_eq!(d.header(dlq::ORIGINAL_TOPIC).as_deref(), Some("in"));
-        assert_eq!(d.header(dlq::CONSUMER_GROUP).as_deref(), Some("scripted-consumer-group"));
+        assert_eq!(
+            d.header(dlq::CONSUMER_GROUP).as_deref(),
+            Some("scripted-consumer-group")
+        );
         assert_eq!(d.header(dlq::KERNEL).as_deref(), Some("scripted"));
         assert_eq!(d.header(dlq::ATTEMPTS).as_deref(), Some("1"));
         assert!(d.header(dlq::ERROR).unwrap().contains("unlucky"));
-        assert!(d.header(dlq::ORIGINAL_TIMESTAMP).unwrap().parse::<i64>().unwrap() > 0);
+        assert!(
+            d.header(dlq::ORIGINAL_TIMESTAMP)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                > 0
+        );
     }
 }
 
@@ -167,7 +194,10 @@ async fn partitions_are_processed_in_order() {
     cfg.runtime.partition_buffer = 8;
     let running = start(cfg, Shared(kernel.clone()));
     let stats = running.stats.clone();
-    wait_for("all processed", Duration::from_secs(120), || stats.snapshot().processed() >= N as u64).await;
+    wait_for("all processed", Duration::from_secs(120), || {
+        stats.snapshot().processed() >= N as u64
+    })
+    .await;
     running.stop().await;
     let seen = kernel.seen.lock().unwrap().clone();
     let b = bootstrap.clone();
@@ -177,6 +207,10 @@ async fn partitions_are_processed_in_order() {
         expected.entry(*p).or_default().push(*o);
     }
     for (p, offsets) in expected {
-        assert_eq!(seen.get(&p), Some(&offsets), "partition {p}: every offset once, in order");
+        assert_eq!(
+            seen.get(&p),
+            Some(&offsets),
+            "partition {p}: every offset once, in order"
+        );
     }
 }

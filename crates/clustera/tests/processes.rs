@@ -53,7 +53,10 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 }
 
 fn output_count(bootstrap: &str, topic: &str) -> i64 {
-    kafka::high_watermarks(bootstrap, topic).unwrap().values().sum()
+    kafka::high_watermarks(bootstrap, topic)
+        .unwrap()
+        .values()
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,29 +71,40 @@ async fn sigkill_mid_run_loses_nothing_and_duplicates_only_the_uncommitted_windo
 
     let mut first = transform(&bootstrap, "crash-in", "crash-out", "crash", 1);
     let b = bootstrap.clone();
-    wait_for_blocking("a third of the outputs", Duration::from_secs(60), move || {
-        output_count(&b, "crash-out") >= (N / 3) as i64
-    })
+    wait_for_blocking(
+        "a third of the outputs",
+        Duration::from_secs(60),
+        move || output_count(&b, "crash-out") >= (N / 3) as i64,
+    )
     .await;
     signal(&first, "-KILL");
     first.wait().unwrap();
     let b = bootstrap.clone();
-    let committed_at_kill = blocking(move || kafka::committed_offsets(&b, "crash", "crash-in").unwrap()).await;
+    let committed_at_kill =
+        blocking(move || kafka::committed_offsets(&b, "crash", "crash-in").unwrap()).await;
     let total_committed: i64 = committed_at_kill.values().sum();
-    assert!(total_committed < N as i64, "killed before the end (committed {total_committed})");
+    assert!(
+        total_committed < N as i64,
+        "killed before the end (committed {total_committed})"
+    );
 
     let mut second = transform(&bootstrap, "crash-in", "crash-out", "crash", 0);
     let b = bootstrap.clone();
-    wait_for_blocking("restart to commit everything", Duration::from_secs(90), move || {
-        fully_committed(&b, "crash", "crash-in")
-    })
+    wait_for_blocking(
+        "restart to commit everything",
+        Duration::from_secs(90),
+        move || fully_committed(&b, "crash", "crash-in"),
+    )
     .await;
     signal(&second, "-TERM");
     assert!(wait_exit(&mut second, Duration::from_secs(20)).is_some_and(|s| s.success()));
 
     let b = bootstrap.clone();
     let (inputs, outputs) = blocking(move || {
-        (input_positions(&b, "crash-in"), kafka::read_topic(&b, "crash-out").unwrap())
+        (
+            input_positions(&b, "crash-in"),
+            kafka::read_topic(&b, "crash-out").unwrap(),
+        )
     })
     .await;
     let sources = transform_sources(&outputs);
@@ -100,10 +114,20 @@ async fn sigkill_mid_run_loses_nothing_and_duplicates_only_the_uncommitted_windo
         assert!(n >= 1, "input {pos:?} was lost");
         let committed = committed_at_kill.get(&pos.0).copied().unwrap_or(0);
         if pos.1 < committed {
-            assert_eq!(n, 1, "input {pos:?} was committed before the kill but processed {n} times");
+            assert_eq!(
+                n, 1,
+                "input {pos:?} was committed before the kill but processed {n} times"
+            );
         }
-        let out = outputs.iter().find(|o| transform_sources(std::slice::from_ref(o))[0] == *pos).unwrap();
-        assert_eq!(out.key.as_deref(), Some(key.as_slice()), "same key as the input");
+        let out = outputs
+            .iter()
+            .find(|o| transform_sources(std::slice::from_ref(o))[0] == *pos)
+            .unwrap();
+        assert_eq!(
+            out.key.as_deref(),
+            Some(key.as_slice()),
+            "same key as the input"
+        );
     }
     let duplicates = sources.len() - inputs.len();
     eprintln!("crash test: {duplicates} duplicates, committed at kill {total_committed} of {N}");
@@ -136,22 +160,31 @@ async fn sigterm_drains_within_the_timeout_and_commits_what_it_processed() {
 
     let b = bootstrap.clone();
     let (committed, outputs) = blocking(move || {
-        (kafka::committed_offsets(&b, "term", "term-in").unwrap(), kafka::read_topic(&b, "term-out").unwrap())
+        (
+            kafka::committed_offsets(&b, "term", "term-in").unwrap(),
+            kafka::read_topic(&b, "term-out").unwrap(),
+        )
     })
     .await;
-    let processed: BTreeMap<i32, Vec<i64>> = transform_sources(&outputs).into_iter().fold(
-        BTreeMap::new(),
-        |mut m, (p, o)| {
-            m.entry(p).or_default().push(o);
-            m
-        },
-    );
+    let processed: BTreeMap<i32, Vec<i64>> =
+        transform_sources(&outputs)
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, (p, o)| {
+                m.entry(p).or_default().push(o);
+                m
+            });
     let total: i64 = committed.values().sum();
-    assert!(total > 0 && total < N as i64, "stopped mid-run (committed {total})");
+    assert!(
+        total > 0 && total < N as i64,
+        "stopped mid-run (committed {total})"
+    );
     for (p, mut offsets) in processed {
         offsets.sort_unstable();
         let expected: Vec<i64> = (0..committed.get(&p).copied().unwrap_or(0)).collect();
-        assert_eq!(offsets, expected, "partition {p}: committed == processed, no gaps, no duplicates");
+        assert_eq!(
+            offsets, expected,
+            "partition {p}: committed == processed, no gaps, no duplicates"
+        );
     }
 }
 
@@ -159,17 +192,32 @@ async fn sigterm_drains_within_the_timeout_and_commits_what_it_processed() {
 fn bad_configuration_fails_before_connecting_with_a_clear_message() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[], "KAFKA_BOOTSTRAP_SERVERS: missing"),
-        (&[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_CA_CERT", "***")], "KAFKA_CA_CERT: not valid base64"),
         (
-            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_CA_CERT", "aGVsbG8=")],
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("KAFKA_CA_CERT", "***"),
+            ],
+            "KAFKA_CA_CERT: not valid base64",
+        ),
+        (
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("KAFKA_CA_CERT", "aGVsbG8="),
+            ],
             "KAFKA_CA_CERT: decodes to text with no PEM block",
         ),
         (
-            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("KAFKA_PROPERTY_NOT_A_PROPERTY", "1")],
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("KAFKA_PROPERTY_NOT_A_PROPERTY", "1"),
+            ],
             "KAFKA_PROPERTY_NOT_A_PROPERTY: rejected by librdkafka",
         ),
         (
-            &[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"), ("CLUSTERA_MAX_ATTEMPTS", "many")],
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+                ("CLUSTERA_MAX_ATTEMPTS", "many"),
+            ],
             "CLUSTERA_MAX_ATTEMPTS",
         ),
     ];
@@ -181,8 +229,15 @@ fn bad_configuration_fails_before_connecting_with_a_clear_message() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(78), "{vars:?}: exit code; stderr: {stderr}");
-        assert!(stderr.contains(expected), "{vars:?}: expected {expected:?} in {stderr:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{vars:?}: exit code; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{vars:?}: expected {expected:?} in {stderr:?}"
+        );
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     }
 }

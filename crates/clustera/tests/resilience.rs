@@ -21,7 +21,10 @@ async fn two_instances_one_leaves_mid_run_nothing_lost() {
     let b = bootstrap.clone();
     blocking(move || kafka::produce_sequence(&b, "rb-in", N).unwrap()).await;
 
-    let kernel = || SlowCopy { output: "rb-out".into(), delay: Duration::from_millis(2) };
+    let kernel = || SlowCopy {
+        output: "rb-out".into(),
+        delay: Duration::from_millis(2),
+    };
     let a = start(config("copy", &bootstrap, "rb-in"), kernel());
     let b_run = start(config("copy", &bootstrap, "rb-in"), kernel());
     let (sa, sb) = (a.stats.clone(), b_run.stats.clone());
@@ -32,9 +35,11 @@ async fn two_instances_one_leaves_mid_run_nothing_lost() {
     let left = a.stop().await;
     assert!(left.processed() < N as u64, "instance A left mid-run");
     let b2 = bootstrap.clone();
-    wait_for_blocking("B to take over and commit everything", Duration::from_secs(120), move || {
-        fully_committed(&b2, "copy-consumer-group", "rb-in")
-    })
+    wait_for_blocking(
+        "B to take over and commit everything",
+        Duration::from_secs(120),
+        move || fully_committed(&b2, "copy-consumer-group", "rb-in"),
+    )
     .await;
     let remaining = b_run.stop().await;
     let b = bootstrap.clone();
@@ -61,13 +66,22 @@ async fn broker_down_and_injected_errors_lose_nothing() {
     // its own mock cluster never stored, after injected NOT_LEADER_FOR_PARTITION errors
     // (reproducible; see the closing note of the runtime issue). The runtime trusts delivery
     // reports, so this fault test uses a plain producer.
-    cfg.properties.insert("enable.idempotence".into(), clustera::config::Secret::new("false"));
+    cfg.properties.insert(
+        "enable.idempotence".into(),
+        clustera::config::Secret::new("false"),
+    );
     let running = start(
         cfg,
-        SlowCopy { output: "fault-out".into(), delay: Duration::from_millis(2) },
+        SlowCopy {
+            output: "fault-out".into(),
+            delay: Duration::from_millis(2),
+        },
     );
     let stats = running.stats.clone();
-    wait_for("progress", Duration::from_secs(60), || stats.snapshot().processed() > 300).await;
+    wait_for("progress", Duration::from_secs(60), || {
+        stats.snapshot().processed() > 300
+    })
+    .await;
 
     // Commits and produce requests fail for a while (retriable errors).
     let cluster = broker.cluster();
@@ -80,9 +94,11 @@ async fn broker_down_and_injected_errors_lose_nothing() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
     );
     let before = stats.snapshot().processed();
-    wait_for("progress through injected errors", Duration::from_secs(60), || {
-        stats.snapshot().processed() > before + 300
-    })
+    wait_for(
+        "progress through injected errors",
+        Duration::from_secs(60),
+        || stats.snapshot().processed() > before + 300,
+    )
     .await;
 
     // The only broker goes away for three seconds.
@@ -91,13 +107,21 @@ async fn broker_down_and_injected_errors_lose_nothing() {
     cluster.broker_up(1).unwrap();
 
     let b = bootstrap.clone();
-    wait_for_blocking("recovery and full commit", Duration::from_secs(120), move || {
-        fully_committed(&b, "copy-consumer-group", "fault-in")
-    })
+    wait_for_blocking(
+        "recovery and full commit",
+        Duration::from_secs(120),
+        move || fully_committed(&b, "copy-consumer-group", "fault-in"),
+    )
     .await;
     let summary = running.stop().await;
     let b = bootstrap.clone();
-    let hw: i64 = blocking(move || kafka::high_watermarks(&b, "fault-out").unwrap().values().sum()).await;
+    let hw: i64 = blocking(move || {
+        kafka::high_watermarks(&b, "fault-out")
+            .unwrap()
+            .values()
+            .sum()
+    })
+    .await;
     eprintln!("faults: {summary:?}, output high watermarks sum {hw}");
     let b = bootstrap.clone();
     let duplicates = blocking(move || assert_nothing_lost(&b, "fault-in", "fault-out")).await;

@@ -489,7 +489,10 @@ fn runtime_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<RuntimeSett
         ));
     }
     if settings.commit_every == 0 {
-        return Err(ConfigError::invalid("CLUSTERA_COMMIT_EVERY", "must be at least 1"));
+        return Err(ConfigError::invalid(
+            "CLUSTERA_COMMIT_EVERY",
+            "must be at least 1",
+        ));
     }
     if settings.retry_max_delay < settings.retry_initial_delay {
         return Err(ConfigError::invalid(
@@ -518,7 +521,10 @@ where
     match var(name).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|e| {
-            ConfigError::invalid(name, format!("{v:?} is not a non-negative whole number ({e})"))
+            ConfigError::invalid(
+                name,
+                format!("{v:?} is not a non-negative whole number ({e})"),
+            )
         }),
     }
 }
@@ -536,8 +542,7 @@ fn valid_topic_name(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t
-            .chars()
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 

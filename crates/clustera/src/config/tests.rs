@@ -80,7 +80,10 @@ fn tls_from_base64_pem_is_in_memory() {
     assert_eq!(cc.get("ssl.key.pem"), Some(KEY));
     assert!(cc.get("ssl.ca.location").is_none(), "never written to disk");
     let shown = format!("{c:?}");
-    assert!(!shown.contains("PRIVATE KEY") && !shown.contains("BEGIN"), "{shown}");
+    assert!(
+        !shown.contains("PRIVATE KEY") && !shown.contains("BEGIN"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -96,9 +99,15 @@ fn tls_errors_name_the_variable() {
     let e = error_for(&[("KAFKA_CA_CERT", &b64(KEY))]);
     assert_eq!(e.variable, "KAFKA_CA_CERT");
     assert!(e.problem.contains("CERTIFICATE"), "{e}");
-    assert!(!e.to_string().contains("BEGIN"), "no key material in errors: {e}");
+    assert!(
+        !e.to_string().contains("BEGIN"),
+        "no key material in errors: {e}"
+    );
 
-    let e = error_for(&[("KAFKA_CLIENT_KEY", &b64(CERT)), ("KAFKA_CLIENT_CERT", &b64(CERT))]);
+    let e = error_for(&[
+        ("KAFKA_CLIENT_KEY", &b64(CERT)),
+        ("KAFKA_CLIENT_CERT", &b64(CERT)),
+    ]);
     assert_eq!(e.variable, "KAFKA_CLIENT_KEY");
     assert!(e.problem.contains("PRIVATE KEY"), "{e}");
 
@@ -129,7 +138,10 @@ fn runtime_owned_properties_cannot_be_overridden() {
 
 #[test]
 fn sasl_needs_credentials() {
-    let e = error_for(&[("KAFKA_SASL_MECHANISM", "PLAIN"), ("KAFKA_SASL_USERNAME", "u")]);
+    let e = error_for(&[
+        ("KAFKA_SASL_MECHANISM", "PLAIN"),
+        ("KAFKA_SASL_USERNAME", "u"),
+    ]);
     assert_eq!(e.variable, "KAFKA_SASL_PASSWORD");
     let e = error_for(&[("KAFKA_SASL_MECHANISM", "KERBEROS")]);
     assert_eq!(e.variable, "KAFKA_SASL_MECHANISM");
@@ -139,7 +151,10 @@ fn sasl_needs_credentials() {
         ("KAFKA_SASL_PASSWORD", "p4ss"),
     ])
     .unwrap();
-    assert_eq!(c.consumer_config().get("security.protocol"), Some("sasl_plaintext"));
+    assert_eq!(
+        c.consumer_config().get("security.protocol"),
+        Some("sasl_plaintext")
+    );
     assert!(!format!("{c:?}").contains("p4ss"));
 }
 

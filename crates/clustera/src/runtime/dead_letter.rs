@@ -35,7 +35,11 @@ pub(crate) struct Failure<'a> {
 
 /// Builds the dead-letter record for `message`: the original key, value and headers, then the
 /// provenance headers.
-pub(crate) fn dead_letter_record(topic: String, message: &Message, failure: &Failure<'_>) -> Record {
+pub(crate) fn dead_letter_record(
+    topic: String,
+    message: &Message,
+    failure: &Failure<'_>,
+) -> Record {
     let mut headers: Vec<Header> = message.headers().to_vec();
     let mut add = |name: &str, value: String| {
         headers.push(Header {
@@ -94,7 +98,10 @@ mod tests {
         assert_eq!(get(headers::ORIGINAL_TOPIC).as_deref(), Some("orders"));
         assert_eq!(get(headers::ORIGINAL_PARTITION).as_deref(), Some("3"));
         assert_eq!(get(headers::ORIGINAL_OFFSET).as_deref(), Some("42"));
-        assert_eq!(get(headers::ORIGINAL_TIMESTAMP).as_deref(), Some("1700000000000"));
+        assert_eq!(
+            get(headers::ORIGINAL_TIMESTAMP).as_deref(),
+            Some("1700000000000")
+        );
         assert_eq!(get(headers::CONSUMER_GROUP).as_deref(), Some("g"));
         assert_eq!(get(headers::KERNEL).as_deref(), Some("kern"));
         assert_eq!(get(headers::ERROR).as_deref(), Some("bad json"));

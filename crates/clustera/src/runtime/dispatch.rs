@@ -59,10 +59,7 @@ impl<K: Kernel> Dispatcher<K> {
         for elem in tpl.elements() {
             let by_partition = match self.partitions.get_mut(elem.topic()) {
                 Some(p) => p,
-                None => self
-                    .partitions
-                    .entry(Arc::from(elem.topic()))
-                    .or_default(),
+                None => self.partitions.entry(Arc::from(elem.topic())).or_default(),
             };
             if by_partition.contains_key(&elem.partition()) {
                 continue;
@@ -245,7 +242,6 @@ impl<K: Kernel> Dispatcher<K> {
                         a.held.clear();
                         break;
                     }
-
                 }
             }
             if a.held.is_empty() {
@@ -323,7 +319,9 @@ fn set_paused<C: ConsumerContext>(consumer: &BaseConsumer<C>, p: &PartitionShare
         consumer.resume(&tpl)
     };
     match result {
-        Ok(()) => tracing::debug!(topic = %p.topic, partition = p.partition, pause, "partition flow control"),
+        Ok(()) => {
+            tracing::debug!(topic = %p.topic, partition = p.partition, pause, "partition flow control")
+        }
         Err(e) => tracing::warn!(topic = %p.topic, partition = p.partition, pause, error = %e,
             "could not change the partition's pause state"),
     }

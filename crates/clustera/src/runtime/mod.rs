@@ -154,7 +154,9 @@ impl<K: Kernel> Runtime<K> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(kernel = %kernel_name, error = %e, in_flight,
                 "producer flush incomplete; those inputs were not committed and will be redelivered"),
-            Err(e) => tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed"),
+            Err(e) => {
+                tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed")
+            }
         }
         let summary = self.stats.snapshot();
         tracing::info!(kernel = %kernel_name, acked = summary.acked, skipped = summary.skipped,

@@ -209,7 +209,10 @@ mod tests {
     fn settled_ignores_unfinished_but_waits_for_acks() {
         let mut t = PartitionOffsets::new();
         t.begin(0).unwrap();
-        assert!(t.settled(), "an unfinished message without outputs is settled");
+        assert!(
+            t.settled(),
+            "an unfinished message without outputs is settled"
+        );
         t.add_unacked(0, 1).unwrap();
         assert!(!t.settled());
         t.ack(0).unwrap();

@@ -145,7 +145,10 @@ async fn decide<K: Kernel>(
             Err(panic) => {
                 let text = panic_text(&panic);
                 tracing::error!(offset = message.offset(), panic = %text, "kernel panicked");
-                (Outcome::DeadLetter(format!("kernel panicked: {text}")), None)
+                (
+                    Outcome::DeadLetter(format!("kernel panicked: {text}")),
+                    None,
+                )
             }
         };
         match outcome {

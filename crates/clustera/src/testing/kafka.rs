@@ -175,7 +175,9 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> KafkaResult<Vec<Consumed>> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while (finished.len() as i64) < remaining {
         if Instant::now() > deadline {
-            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut));
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            ));
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -186,10 +188,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> KafkaResult<Vec<Consumed>> {
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
-                        headers: m
-                            .headers()
-                            .map(Header::all_from_kafka)
-                            .unwrap_or_default(),
+                        headers: m.headers().map(Header::all_from_kafka).unwrap_or_default(),
                     });
                 }
                 if m.offset() + 1 >= high {

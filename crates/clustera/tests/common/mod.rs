@@ -73,7 +73,10 @@ pub fn config(name: &str, bootstrap: &str, topic: &str) -> Config {
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -90,7 +93,10 @@ where
         if tokio::task::spawn_blocking(move || c()).await.unwrap() {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -176,7 +182,8 @@ impl Kernel for SlowCopy {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let out = serde_json::json!({"source": {"partition": msg.partition(), "offset": msg.offset()}});
+        let out =
+            serde_json::json!({"source": {"partition": msg.partition(), "offset": msg.offset()}});
         ctx.send(
             clustera::Record::to(&self.output)
                 .maybe_key(msg.key_bytes())
@@ -193,6 +200,11 @@ pub fn assert_nothing_lost(bootstrap: &str, input: &str, output: &str) -> usize 
     let outputs = kafka::read_topic(bootstrap, output).unwrap();
     let counts = histogram(&transform_sources(&outputs));
     let lost: Vec<_> = inputs.keys().filter(|p| !counts.contains_key(p)).collect();
-    assert!(lost.is_empty(), "{} inputs lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} inputs lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     outputs.len() - inputs.len()
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (tansu, into a cache outside the clone), then
+# runs formatting, lints and every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== test dependencies"
+# librdkafka builds from source (rdkafka-sys): it needs a C toolchain, make, and OpenSSL headers.
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v make >/dev/null || missing+=(make)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+CLUSTERA_TANSU_BIN="$(scripts/install-tansu.sh)"
+export CLUSTERA_TANSU_BIN
+echo "tansu: $CLUSTERA_TANSU_BIN"
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== tests"
+# Broker tests are heavy on 2 cores; a few at a time keeps timings stable.
+cargo test --workspace --all-targets -- --test-threads 2
+cargo test --workspace --doc
