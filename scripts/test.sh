@@ -29,6 +29,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests"
+# The process tests run the example binaries; test builds compile examples only as test harnesses.
+cargo build --workspace --examples
 # Broker tests are heavy on 2 cores; a few at a time keeps timings stable.
 cargo test --workspace --all-targets -- --test-threads 2
 cargo test --workspace --doc

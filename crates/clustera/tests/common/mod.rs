@@ -113,7 +113,7 @@ pub fn fully_committed(bootstrap: &str, group: &str, topic: &str) -> bool {
         .all(|(p, h)| *h == 0 || committed.get(p) == Some(h))
 }
 
-/// The built example binary `name` (cargo builds examples before running tests).
+/// The built example binary `name` (`cargo build --examples`; scripts/test.sh does it).
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> → target/<profile>/examples/<name>
@@ -121,7 +121,7 @@ pub fn example_bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "example binary {} is missing: run the tests with `cargo test` (which builds examples)",
+        "example binary {} is missing: run `cargo build -p clustera --examples` first (scripts/test.sh does)",
         path.display()
     );
     path
