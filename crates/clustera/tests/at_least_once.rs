@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clustera::dead_letter_headers as dlq;
-use clustera::testing::{kafka, MockBroker};
+use clustera::testing::kafka;
 use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
 use serde_json::json;
 
@@ -62,13 +62,7 @@ impl Kernel for Scripted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_messages_with_retries_and_dead_letters() {
     const N: usize = 10_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("in", 4).unwrap();
-    broker.create_topic("out", 4).unwrap();
-    broker.create_topic("in.dlq", 1).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "in", N).unwrap()).await;
+    let (_broker, bootstrap) = mock_with_sequence(&[("in", 4), ("out", 4), ("in.dlq", 1)], N).await;
 
     let kernel = Scripted {
         output: "out".into(),
@@ -168,11 +162,7 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_are_processed_in_order() {
     const N: usize = 1_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("ordered", 4).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "ordered", N).unwrap()).await;
+    let (_broker, bootstrap) = mock_with_sequence(&[("ordered", 4)], N).await;
     let kernel = std::sync::Arc::new(Scripted {
         output: "ordered-out".into(),
         seen: Mutex::new(HashMap::new()),

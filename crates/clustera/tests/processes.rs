@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clustera::testing::{kafka, MockBroker};
+use clustera::testing::kafka;
 
 use common::*;
 
@@ -62,12 +62,7 @@ fn output_count(bootstrap: &str, topic: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_run_loses_nothing_and_duplicates_only_the_uncommitted_window() {
     const N: usize = 3_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("crash-in", 4).unwrap();
-    broker.create_topic("crash-out", 4).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "crash-in", N).unwrap()).await;
+    let (_broker, bootstrap) = mock_with_sequence(&[("crash-in", 4), ("crash-out", 4)], N).await;
 
     let mut first = transform(&bootstrap, "crash-in", "crash-out", "crash", 1);
     let b = bootstrap.clone();
@@ -136,12 +131,7 @@ async fn sigkill_mid_run_loses_nothing_and_duplicates_only_the_uncommitted_windo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_within_the_timeout_and_commits_what_it_processed() {
     const N: usize = 2_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("term-in", 4).unwrap();
-    broker.create_topic("term-out", 4).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "term-in", N).unwrap()).await;
+    let (_broker, bootstrap) = mock_with_sequence(&[("term-in", 4), ("term-out", 4)], N).await;
 
     // 5 ms per message: about 5 s of work, so the signal lands mid-run.
     let mut kernel = transform(&bootstrap, "term-in", "term-out", "term", 5);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use clustera::testing::{kafka, MockBroker};
+use clustera::testing::kafka;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use common::*;
@@ -14,12 +14,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_one_leaves_mid_run_nothing_lost() {
     const N: usize = 3_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("rb-in", 4).unwrap();
-    broker.create_topic("rb-out", 4).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "rb-in", N).unwrap()).await;
+    let (_broker, bootstrap) = mock_with_sequence(&[("rb-in", 4), ("rb-out", 4)], N).await;
 
     let kernel = || SlowCopy {
         output: "rb-out".into(),
@@ -54,12 +49,7 @@ async fn two_instances_one_leaves_mid_run_nothing_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_down_and_injected_errors_lose_nothing() {
     const N: usize = 3_000;
-    let broker = MockBroker::start(1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
-    broker.create_topic("fault-in", 4).unwrap();
-    broker.create_topic("fault-out", 4).unwrap();
-    let b = bootstrap.clone();
-    blocking(move || kafka::produce_sequence(&b, "fault-in", N).unwrap()).await;
+    let (broker, bootstrap) = mock_with_sequence(&[("fault-in", 4), ("fault-out", 4)], N).await;
 
     let mut cfg = config("copy", &bootstrap, "fault-in");
     // With the idempotent producer, librdkafka 2.12.1 reports two records as delivered that

@@ -208,3 +208,19 @@ pub fn assert_nothing_lost(bootstrap: &str, input: &str, output: &str) -> usize 
     );
     outputs.len() - inputs.len()
 }
+
+/// A one-broker mock cluster with `topics` (name, partitions) created and `count` sequence
+/// messages (`{"seq": i}`, key `key-i`) produced to the first one.
+pub async fn mock_with_sequence(
+    topics: &[(&str, i32)],
+    count: usize,
+) -> (clustera::testing::MockBroker, String) {
+    let broker = clustera::testing::MockBroker::start(1).unwrap();
+    for (name, partitions) in topics {
+        broker.create_topic(name, *partitions).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_owned();
+    let (b, input) = (bootstrap.clone(), topics[0].0.to_owned());
+    blocking(move || kafka::produce_sequence(&b, &input, count).unwrap()).await;
+    (broker, bootstrap)
+}
