@@ -1,5 +1,7 @@
 //! What a kernel can do while processing a message: collect output records.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::message::Header;
@@ -76,14 +78,14 @@ impl Record {
 /// Handed to [`crate::Kernel::process`] with each message.
 #[derive(Debug)]
 pub struct Context {
-    kernel: String,
+    kernel: Arc<str>,
     attempt: u32,
     outputs: Vec<Record>,
 }
 
 impl Context {
     /// A context for one attempt; `attempt` counts from 1.
-    pub fn new(kernel: impl Into<String>, attempt: u32) -> Self {
+    pub fn new(kernel: impl Into<Arc<str>>, attempt: u32) -> Self {
         Self {
             kernel: kernel.into(),
             attempt,

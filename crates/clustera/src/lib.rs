@@ -38,7 +38,7 @@
 //!    side effects idempotent.
 //! 3. **Retries.** [`Outcome::Retry`] or a transient [`KernelError`] retries the same message
 //!    with exponential backoff and jitter; nothing later in that partition overtakes it. The
-//!    poll loop keeps polling meanwhile (the partition is paused once its queue fills), so the
+//!    poll thread keeps polling meanwhile (the partition's own queue simply waits), so the
 //!    consumer is never evicted for exceeding `max.poll.interval.ms`. After
 //!    `CLUSTERA_MAX_ATTEMPTS` attempts (default 5; 0 retries forever) the message is
 //!    dead-lettered.
@@ -52,9 +52,11 @@
 //!    leaves the group and flushes the producer. It never hangs: every wait is bounded, and
 //!    blocking librdkafka calls run on the consumer's own thread or a blocking thread. A second
 //!    signal exits at once.
-//! 6. **Bounded memory.** Each partition buffers at most `CLUSTERA_PARTITION_BUFFER` messages
-//!    ahead of the kernel; beyond that the partition is paused. librdkafka's prefetch is capped
-//!    by `queued.max.messages.kbytes` (32 MiB by default here).
+//! 6. **Bounded memory, backpressure without pausing.** Each assigned partition has its own
+//!    librdkafka queue, read by its own worker; librdkafka stops fetching a partition once its
+//!    queue holds `queued.max.messages.kbytes` (8 MiB by default here) or
+//!    `queued.min.messages` (50,000), so a slow or retrying partition is simply not read
+//!    while the others go on. Nothing is paused, so prefetched data is never thrown away.
 //!
 //! Failed deliveries of outputs are retried by the runtime with backoff, never dropped; a
 //! record the broker keeps refusing holds its partition's commits back (and is logged) rather

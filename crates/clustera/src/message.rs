@@ -74,6 +74,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// Copies a consumed record; `topic` is shared between all messages of a partition.
+    pub(crate) fn from_kafka(topic: Arc<str>, m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+        use rdkafka::Message as _;
+        Message {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(Bytes::copy_from_slice),
+            value: m.payload().map(Bytes::copy_from_slice),
+            headers: m.headers().map(Header::all_from_kafka).unwrap_or_default(),
+        }
+    }
+
     /// Builds a message by hand, for tests and the in-memory [`crate::testing::TestDriver`].
     pub fn new(topic: &str, partition: i32, offset: i64) -> Self {
         Self {

@@ -180,8 +180,14 @@ async fn partitions_are_processed_in_order() {
         }
     }
     let mut cfg = config("ordered", &bootstrap, "ordered");
-    // A tiny buffer forces pause/resume flow control all the time.
-    cfg.runtime.partition_buffer = 8;
+    // A tiny prefetch makes librdkafka's backpressure act all the time.
+    for (k, v) in [
+        ("queued.min.messages", "5"),
+        ("queued.max.messages.kbytes", "1"),
+    ] {
+        cfg.properties
+            .insert(k.into(), clustera::config::Secret::new(v));
+    }
     let running = start(cfg, Shared(kernel.clone()));
     let stats = running.stats.clone();
     wait_for("all processed", Duration::from_secs(120), || {

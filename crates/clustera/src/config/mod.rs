@@ -61,8 +61,6 @@ pub struct RuntimeSettings {
     pub commit_every: u64,
     /// On shutdown or revocation: how long in-flight messages and their outputs may take.
     pub drain_timeout: Duration,
-    /// Messages buffered per partition ahead of the kernel before the partition is paused.
-    pub partition_buffer: usize,
     /// One dead-letter topic for all inputs; by default each input `T` uses `T.dlq`.
     pub dead_letter_topic: Option<String>,
 }
@@ -76,7 +74,6 @@ impl Default for RuntimeSettings {
             commit_interval: Duration::from_secs(1),
             commit_every: 10_000,
             drain_timeout: Duration::from_secs(30),
-            partition_buffer: 1024,
             dead_letter_topic: None,
         }
     }
@@ -293,8 +290,11 @@ impl Config {
         c.set("enable.auto.offset.store", "false");
         c.set("auto.offset.reset", "earliest");
         c.set("enable.partition.eof", "false");
-        // Caps what librdkafka fetches ahead of the kernel (bounded memory).
-        c.set("queued.max.messages.kbytes", "32768");
+        // Each partition has its own queue (see runtime::dispatch), and librdkafka applies
+        // these caps per queue: memory ahead of the kernel stays under about
+        // 8 MiB × assigned partitions.
+        c.set("queued.max.messages.kbytes", "8192");
+        c.set("queued.min.messages", "50000");
         for (k, v) in &self.properties {
             if !is_producer_only(k) {
                 c.set(k, v.expose());
@@ -479,15 +479,8 @@ fn runtime_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<RuntimeSett
         commit_interval: ms("CLUSTERA_COMMIT_INTERVAL_MS", d.commit_interval)?,
         commit_every: number(var, "CLUSTERA_COMMIT_EVERY")?.unwrap_or(d.commit_every),
         drain_timeout: ms("CLUSTERA_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
-        partition_buffer: number(var, "CLUSTERA_PARTITION_BUFFER")?.unwrap_or(d.partition_buffer),
         dead_letter_topic: var("CLUSTERA_DLQ_TOPIC").filter(|v| !v.is_empty()),
     };
-    if settings.partition_buffer == 0 {
-        return Err(ConfigError::invalid(
-            "CLUSTERA_PARTITION_BUFFER",
-            "must be at least 1",
-        ));
-    }
     if settings.commit_every == 0 {
         return Err(ConfigError::invalid(
             "CLUSTERA_COMMIT_EVERY",

@@ -162,8 +162,8 @@ fn sasl_needs_credentials() {
 fn numbers_and_topics_are_checked() {
     let e = error_for(&[("CLUSTERA_MAX_ATTEMPTS", "-1")]);
     assert_eq!(e.variable, "CLUSTERA_MAX_ATTEMPTS");
-    let e = error_for(&[("CLUSTERA_PARTITION_BUFFER", "0")]);
-    assert_eq!(e.variable, "CLUSTERA_PARTITION_BUFFER");
+    let e = error_for(&[("CLUSTERA_COMMIT_EVERY", "0")]);
+    assert_eq!(e.variable, "CLUSTERA_COMMIT_EVERY");
     let e = error_for(&[("KAFKA_TOPIC", "bad topic!")]);
     assert_eq!(e.variable, "KAFKA_TOPIC");
     let e = error_for(&[("KAFKA_TOPIC", " , ")]);

@@ -10,21 +10,24 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, KernelConsumer};
 use super::stats::RuntimeStats;
 use crate::kernel::Kernel;
 
-/// How often commits and held messages are looked at while messages flow.
+/// How often commits are looked at.
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
 
+/// The main queue's poll timeout: also how quickly a stop request is noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+
 /// librdkafka callbacks for the kernel's consumer.
-pub(crate) struct KernelConsumerContext<K> {
+pub(crate) struct KernelConsumerContext<K: Kernel> {
     dispatcher: Mutex<Dispatcher<K>>,
     stats: Arc<RuntimeStats>,
     kernel_name: Arc<str>,
 }
 
-impl<K> KernelConsumerContext<K> {
+impl<K: Kernel> KernelConsumerContext<K> {
     fn dispatcher(&self) -> MutexGuard<'_, Dispatcher<K>> {
         self.dispatcher.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -65,7 +68,7 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
 
 /// The consumer, ready to be moved onto its thread.
 pub(crate) struct PollLoop<K: Kernel> {
-    consumer: BaseConsumer<KernelConsumerContext<K>>,
+    consumer: Arc<KernelConsumer<K>>,
 }
 
 impl<K: Kernel> PollLoop<K> {
@@ -82,7 +85,11 @@ impl<K: Kernel> PollLoop<K> {
             stats,
             kernel_name,
         };
-        let consumer: BaseConsumer<_> = config.create_with_context(context)?;
+        let consumer: Arc<KernelConsumer<K>> = Arc::new(config.create_with_context(context)?);
+        consumer
+            .context()
+            .dispatcher()
+            .set_consumer(Arc::downgrade(&consumer));
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self { consumer })
@@ -93,21 +100,18 @@ impl<K: Kernel> PollLoop<K> {
         let consumer = self.consumer;
         let mut next_housekeeping = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let holding = consumer.context().dispatcher().holding();
-            let timeout = if holding {
-                Duration::from_millis(5)
-            } else {
-                Duration::from_millis(100)
-            };
-            match consumer.poll(timeout) {
-                Some(Ok(m)) => consumer.context().dispatcher().dispatch(&consumer, &m),
+            // Partitions are read by their workers; this queue carries events (rebalances,
+            // commit results, errors) and messages fetched before a partition was split.
+            let polled = consumer.poll(POLL_TIMEOUT);
+            // Rebalance callbacks lock the dispatcher inside poll, so it is locked only after.
+            let mut d = consumer.context().dispatcher();
+            match polled {
+                Some(Ok(m)) => d.dispatch(&m),
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {}
+                None => d.release_all(),
             }
             let now = Instant::now();
-            if holding || now >= next_housekeeping {
-                let mut d = consumer.context().dispatcher();
-                d.service_held(&consumer);
+            if now >= next_housekeeping {
                 d.maybe_commit(&consumer);
                 next_housekeeping = now + HOUSEKEEPING;
             }
@@ -115,6 +119,12 @@ impl<K: Kernel> PollLoop<K> {
         consumer.context().dispatcher().shutdown(&consumer);
         // Leaving the group: revocation callbacks find nothing left to drain.
         consumer.unsubscribe();
+        // Partition queues hold the consumer too; closing must happen here, on this thread,
+        // so wait (bounded) for the stopped workers to let go of theirs.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(consumer);
     }
 }

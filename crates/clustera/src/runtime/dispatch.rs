@@ -1,8 +1,17 @@
-//! Routes polled messages to per-partition queues, pauses partitions whose queue is full, and
-//! turns the offset trackers into commits. Owned by the poll thread; every method runs there.
+//! Gives each assigned partition its own librdkafka queue and worker, and turns the offset
+//! trackers into commits. Owned by the poll thread; every method runs there.
+//!
+//! Each partition's messages are split off the consumer's main queue (librdkafka's partition
+//! queues), so a worker reads its partition directly and backpressure is librdkafka's own
+//! bounded prefetch: a slow or retrying partition simply stops being read, while the poll
+//! thread keeps serving the group. Nothing is paused, so nothing prefetched is thrown away.
+//!
+//! Messages fetched before the split still arrive on the main queue. They are older than
+//! anything in the partition queue, so they are handed to the worker first ("residual"), and the
+//! worker starts reading its partition queue only once the main queue has been seen empty.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -10,85 +19,110 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::consumer::KernelConsumerContext;
 use super::partition::PartitionShared;
-use super::worker::{run_partition, WorkerDeps};
+use super::worker::{run_partition, PartitionSource, WorkerDeps};
 use crate::kernel::Kernel;
-use crate::message::{Header, Message};
+use crate::message::Message;
 
 /// The poll thread's view of one assigned partition.
 struct Assigned {
     shared: Arc<PartitionShared>,
-    queue: mpsc::Sender<Message>,
-    /// Messages polled while the queue was full, in order. Pausing makes librdkafka drop what
-    /// it prefetched and fetch it again on resume, so a partition is paused only once this
-    /// overflow is as long as the queue itself.
-    held: VecDeque<Message>,
-    paused: bool,
+    /// Messages of this partition that arrived on the main queue (fetched before the split).
+    residual: mpsc::UnboundedSender<Message>,
+    /// Cancelled once the main queue holds no more messages of this partition.
+    released: CancellationToken,
     worker: JoinHandle<()>,
     last_committed: Option<i64>,
     completed_at_commit: u64,
 }
 
+/// The consumer, as the partition queues need it.
+pub(crate) type KernelConsumer<K> = BaseConsumer<KernelConsumerContext<K>>;
+
 /// All assigned partitions of one consumer.
-pub(crate) struct Dispatcher<K> {
+pub(crate) struct Dispatcher<K: Kernel> {
     deps: WorkerDeps<K>,
+    /// Set once the consumer exists; weak because the consumer owns the dispatcher.
+    consumer: Option<Weak<KernelConsumer<K>>>,
+    /// Whether some partition still waits to be released.
+    unreleased: bool,
     runtime: tokio::runtime::Handle,
     partitions: HashMap<Arc<str>, HashMap<i32, Assigned>>,
     last_commit: Instant,
     /// A commit failed: the next one re-sends every partition's position.
     recommit: bool,
-    /// How many partitions hold overflow messages.
-    holding: usize,
 }
 
 impl<K: Kernel> Dispatcher<K> {
     pub(crate) fn new(deps: WorkerDeps<K>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             deps,
+            consumer: None,
+            unreleased: false,
             runtime,
             partitions: HashMap::new(),
             last_commit: Instant::now(),
             recommit: false,
-            holding: 0,
         }
     }
 
-    /// Starts a worker for each newly assigned partition.
+    /// Gives the dispatcher the consumer it splits partition queues from.
+    pub(crate) fn set_consumer(&mut self, consumer: Weak<KernelConsumer<K>>) {
+        self.consumer = Some(consumer);
+    }
+
+    /// Splits each newly assigned partition's queue off the main queue and starts its worker.
+    /// Runs in the rebalance callback, after librdkafka applied the assignment.
     pub(crate) fn assign(&mut self, tpl: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.as_ref().and_then(Weak::upgrade) else {
+            tracing::error!("assignment before the consumer was registered; ignoring it");
+            return;
+        };
         for elem in tpl.elements() {
-            let by_partition = match self.partitions.get_mut(elem.topic()) {
-                Some(p) => p,
-                None => self.partitions.entry(Arc::from(elem.topic())).or_default(),
-            };
-            if by_partition.contains_key(&elem.partition()) {
+            let (topic, partition) = (elem.topic(), elem.partition());
+            if self
+                .partitions
+                .get(topic)
+                .is_some_and(|p| p.contains_key(&partition))
+            {
                 continue;
             }
-            let topic = match self.partitions.get_key_value(elem.topic()) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(elem.topic()),
+            let Some(queue) = consumer.split_partition_queue(topic, partition) else {
+                tracing::error!(topic, partition, "cannot split the partition's queue");
+                continue;
             };
-            let shared = PartitionShared::new(topic.clone(), elem.partition());
-            let (tx, rx) = mpsc::channel(self.deps.settings.partition_buffer);
-            let worker = self
-                .runtime
-                .spawn(run_partition(self.deps.clone(), shared.clone(), rx));
-            tracing::info!(kernel = %self.deps.kernel_name, topic = %topic,
-                partition = elem.partition(), "partition assigned");
-            if let Some(p) = self.partitions.get_mut(elem.topic()) {
-                p.insert(
-                    elem.partition(),
-                    Assigned {
-                        shared,
-                        queue: tx,
-                        held: VecDeque::new(),
-                        paused: false,
-                        worker,
-                        last_committed: None,
-                        completed_at_commit: 0,
-                    },
-                );
-            }
+            let topic: Arc<str> = match self.partitions.get_key_value(topic) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(topic),
+            };
+            let shared = PartitionShared::new(topic.clone(), partition);
+            let (residual, residual_rx) = mpsc::unbounded_channel();
+            let released = CancellationToken::new();
+            let source = PartitionSource {
+                queue,
+                residual: residual_rx,
+                released: released.clone(),
+            };
+            let worker =
+                self.runtime
+                    .spawn(run_partition(self.deps.clone(), shared.clone(), source));
+            tracing::info!(kernel = %self.deps.kernel_name, topic = %topic, partition,
+                "partition assigned");
+            self.unreleased = true;
+            self.partitions.entry(topic).or_default().insert(
+                partition,
+                Assigned {
+                    shared,
+                    residual,
+                    released,
+                    worker,
+                    last_committed: None,
+                    completed_at_commit: 0,
+                },
+            );
         }
     }
 
@@ -110,7 +144,6 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         self.partitions.retain(|_, p| !p.is_empty());
-        self.holding -= revoked.iter().filter(|a| !a.held.is_empty()).count();
         if revoked.is_empty() {
             return;
         }
@@ -129,7 +162,6 @@ impl<K: Kernel> Dispatcher<K> {
             .drain()
             .flat_map(|(_, p)| p.into_values())
             .collect();
-        self.holding = 0;
         self.stop_and_commit(consumer, all);
     }
 
@@ -181,77 +213,38 @@ impl<K: Kernel> Dispatcher<K> {
         }
     }
 
-    /// Hands a polled message to its partition's queue, or holds it and pauses the partition.
-    pub(crate) fn dispatch<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        m: &BorrowedMessage<'_>,
-    ) {
+    /// Hands a message that arrived on the main queue to its partition's worker.
+    pub(crate) fn dispatch(&mut self, m: &BorrowedMessage<'_>) {
         let Some(a) = self
             .partitions
-            .get_mut(m.topic())
-            .and_then(|p| p.get_mut(&m.partition()))
+            .get(m.topic())
+            .and_then(|p| p.get(&m.partition()))
         else {
             // Revoked in the meantime: whoever owns it now reads it again from the commit.
             return;
         };
-        let message = owned_message(a.shared.topic.clone(), m);
-        let message = if a.held.is_empty() {
-            match a.queue.try_send(message) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(message)) => {
-                    self.holding += 1;
-                    message
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-        } else {
-            message
-        };
-        a.held.push_back(message);
-        if !a.paused && a.held.len() >= self.deps.settings.partition_buffer {
-            a.paused = true;
-            set_paused(consumer, &a.shared, true);
-        }
+        tracing::debug!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            "message fetched before its partition was split; handing it over first"
+        );
+        // A closed channel means the worker stopped; the message is then read again later.
+        let _ = a
+            .residual
+            .send(Message::from_kafka(a.shared.topic.clone(), m));
     }
 
-    /// Whether any partition holds messages (the poll loop then polls more briefly).
-    pub(crate) fn holding(&self) -> bool {
-        self.holding > 0
-    }
-
-    /// Moves held messages into queues that have room, and resumes partitions whose queue has
-    /// drained to half.
-    pub(crate) fn service_held<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        if self.holding == 0 {
+    /// The main queue was seen empty: no message fetched before a split remains, so every
+    /// worker may read its partition queue.
+    pub(crate) fn release_all(&mut self) {
+        if !self.unreleased {
             return;
         }
-        let half = self.deps.settings.partition_buffer.div_ceil(2);
-        for a in self.partitions.values_mut().flat_map(|p| p.values_mut()) {
-            if a.held.is_empty() {
-                continue;
-            }
-            while let Some(message) = a.held.pop_front() {
-                match a.queue.try_send(message) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(message)) => {
-                        a.held.push_front(message);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        a.held.clear();
-                        break;
-                    }
-                }
-            }
-            if a.held.is_empty() {
-                self.holding -= 1;
-            }
-            if a.paused && a.held.len() < half {
-                a.paused = false;
-                set_paused(consumer, &a.shared, false);
-            }
+        for a in self.partitions.values().flat_map(|p| p.values()) {
+            a.released.cancel();
         }
+        self.unreleased = false;
     }
 
     /// Commits asynchronously when the interval has passed or enough messages are done.
@@ -307,36 +300,6 @@ impl<K: Kernel> Dispatcher<K> {
     /// An asynchronous commit failed: send every position again next time.
     pub(crate) fn commit_failed(&mut self) {
         self.recommit = true;
-    }
-}
-
-fn set_paused<C: ConsumerContext>(consumer: &BaseConsumer<C>, p: &PartitionShared, pause: bool) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&p.topic, p.partition);
-    let result = if pause {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    match result {
-        Ok(()) => {
-            tracing::debug!(topic = %p.topic, partition = p.partition, pause, "partition flow control")
-        }
-        Err(e) => tracing::warn!(topic = %p.topic, partition = p.partition, pause, error = %e,
-            "could not change the partition's pause state"),
-    }
-}
-
-fn owned_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
-    let headers = m.headers().map(Header::all_from_kafka).unwrap_or_default();
-    Message {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis(),
-        key: m.key().map(|k| k.to_vec().into()),
-        value: m.payload().map(|v| v.to_vec().into()),
-        headers,
     }
 }
 

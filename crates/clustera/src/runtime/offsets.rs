@@ -77,6 +77,20 @@ impl PartitionOffsets {
         Ok(())
     }
 
+    /// Begins and finishes `offset` in one step, with `unacked` records about to be sent for it.
+    /// A partition's worker is sequential, so a message need not be tracked while the kernel
+    /// runs: nothing later can finish before it, and the committable offset can reach it but
+    /// never pass it.
+    pub fn finished_with(&mut self, offset: i64, unacked: u32) -> Result<(), OffsetError> {
+        self.begin(offset)?;
+        if let Some(entry) = self.in_flight.back_mut() {
+            entry.unacked = unacked;
+            entry.finished = true;
+        }
+        self.advance();
+        Ok(())
+    }
+
     /// Records that `count` more records were produced on behalf of `offset`. Call it before
     /// sending them, so that an acknowledgement can never arrive first.
     pub fn add_unacked(&mut self, offset: i64, count: u32) -> Result<(), OffsetError> {
@@ -181,6 +195,24 @@ mod tests {
         assert_eq!(t.committable(), None);
         t.ack(0).unwrap();
         assert_eq!(t.committable(), Some(3));
+    }
+
+    #[test]
+    fn finished_with_waits_for_its_records() {
+        let mut t = PartitionOffsets::new();
+        t.finished_with(0, 0).unwrap();
+        assert_eq!(t.committable(), Some(1));
+        t.finished_with(1, 2).unwrap();
+        t.finished_with(2, 0).unwrap();
+        assert_eq!(
+            t.committable(),
+            Some(1),
+            "offset 1 still has two records in flight"
+        );
+        t.ack(1).unwrap();
+        t.ack(1).unwrap();
+        assert_eq!(t.committable(), Some(3));
+        assert_eq!(t.completed(), 3);
     }
 
     #[test]

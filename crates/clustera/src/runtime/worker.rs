@@ -5,9 +5,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::consumer::KernelConsumerContext;
 use super::dead_letter::{dead_letter_record, Failure};
 use super::partition::PartitionShared;
 use super::producer::{DeliveryToken, OutputProducer};
@@ -43,35 +48,73 @@ impl<K> Clone for WorkerDeps<K> {
     }
 }
 
-/// Messages taken from the queue at once.
-const BATCH: usize = 64;
+/// Where one partition's messages come from.
+pub(crate) struct PartitionSource<K: Kernel> {
+    /// The partition's own librdkafka queue.
+    pub queue: PartitionQueue<KernelConsumerContext<K>>,
+    /// Messages of the partition that reached the main queue before the split; older than
+    /// anything in `queue`.
+    pub residual: mpsc::UnboundedReceiver<Message>,
+    /// Cancelled once no residual message can arrive any more.
+    pub released: CancellationToken,
+}
 
-/// Runs until the partition is stopped or its queue closes.
+/// Runs until the partition is stopped: first the residual messages, then the partition queue.
 pub(crate) async fn run_partition<K: Kernel>(
     deps: WorkerDeps<K>,
     shared: Arc<PartitionShared>,
-    mut queue: mpsc::Receiver<Message>,
+    source: PartitionSource<K>,
 ) {
     let span = tracing::info_span!("partition", kernel = %deps.kernel_name,
         topic = %shared.topic, partition = shared.partition);
+    let PartitionSource {
+        mut queue,
+        mut residual,
+        released,
+    } = source;
     async move {
-        // Taking messages in batches saves a wake-up per message when the queue is busy.
-        let mut batch = Vec::with_capacity(BATCH);
+        // Residual messages come first, until the poll thread has seen the main queue empty.
         loop {
-            let received = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
-                n = queue.recv_many(&mut batch, BATCH) => n,
-            };
-            if received == 0 {
+                m = residual.recv() => match m {
+                    Some(m) => process_message(&deps, &shared, &m).await,
+                    None => return,
+                },
+                _ = released.cancelled() => break,
+            }
+        }
+        while let Ok(m) = residual.try_recv() {
+            if shared.stop.is_cancelled() {
                 return;
             }
-            for message in batch.drain(..) {
-                if shared.stop.is_cancelled() {
-                    return;
-                }
-                process_message(&deps, &shared, &message).await;
+            process_message(&deps, &shared, &m).await;
+        }
+        // librdkafka calls this from its own thread when the queue becomes non-empty; a permit
+        // is stored if nobody waits, so no wake-up is lost between a poll and the wait.
+        let ready = Arc::new(Notify::new());
+        let notify = ready.clone();
+        queue.set_nonempty_callback(move || notify.notify_one());
+        loop {
+            if shared.stop.is_cancelled() {
+                return;
             }
+            let message = match queue.poll(Duration::ZERO) {
+                Some(Ok(m)) => Message::from_kafka(shared.topic.clone(), &m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "partition queue error");
+                    continue;
+                }
+                None => {
+                    tokio::select! {
+                        biased;
+                        _ = shared.stop.cancelled() => return,
+                        _ = ready.notified() => continue,
+                    }
+                }
+            };
+            process_message(&deps, &shared, &message).await;
         }
     }
     .instrument(span)
@@ -91,19 +134,19 @@ async fn process_message<K: Kernel>(
     message: &Message,
 ) {
     let offset = message.offset();
-    shared.track(|o| o.begin(offset));
     let Some(decision) = decide(deps, shared, message).await else {
-        // Stopped while waiting to retry: left unfinished, so it is redelivered.
+        // Stopped while waiting to retry: never tracked, so never committed; redelivered.
         return;
     };
-    match decision {
+    let records = match decision {
         Final::Outputs(records) => {
             RuntimeStats::bump(&deps.stats.acked);
-            send_all(deps, shared, offset, records).await;
+            records
         }
         Final::Skipped(reason) => {
             RuntimeStats::bump(&deps.stats.skipped);
             tracing::warn!(offset, %reason, "message skipped");
+            Vec::new()
         }
         Final::DeadLetter { reason, attempts } => {
             RuntimeStats::bump(&deps.stats.dead_lettered);
@@ -116,11 +159,21 @@ async fn process_message<K: Kernel>(
                 reason: &reason,
                 attempts,
             };
-            let record = dead_letter_record(topic, message, &failure);
-            send_all(deps, shared, offset, vec![record]).await;
+            vec![dead_letter_record(topic, message, &failure)]
         }
+    };
+    // Registered before sending, so no acknowledgement can arrive before it is expected.
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    shared.track(|o| o.finished_with(offset, count));
+    for record in &records {
+        let token = Box::new(DeliveryToken {
+            partition: shared.clone(),
+            offset,
+            pinned_partition: record.partition,
+            failures: 0,
+        });
+        deps.producer.send(record, token).await;
     }
-    shared.track(|o| o.finish(offset));
 }
 
 /// Runs the kernel until its outcome is final. `None` if the partition was stopped meanwhile.
@@ -129,10 +182,11 @@ async fn decide<K: Kernel>(
     shared: &PartitionShared,
     message: &Message,
 ) -> Option<Final> {
-    let mut delays = deps.retry.delays();
+    // Built on the first retry only: most messages never need it.
+    let mut delays = None;
     let mut attempt = 1u32;
     loop {
-        let mut ctx = Context::new(&*deps.kernel_name, attempt);
+        let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
         let result = AssertUnwindSafe(deps.kernel.process(message, &mut ctx))
             .catch_unwind()
             .await;
@@ -170,7 +224,7 @@ async fn decide<K: Kernel>(
                     });
                 }
                 let delay = delay
-                    .or_else(|| delays.next())
+                    .or_else(|| delays.get_or_insert_with(|| deps.retry.delays()).next())
                     .unwrap_or(deps.settings.retry_max_delay);
                 tracing::warn!(offset = message.offset(), attempt, delay_ms = delay.as_millis() as u64,
                     reason = %why, "retrying message");
@@ -182,30 +236,6 @@ async fn decide<K: Kernel>(
                 attempt += 1;
             }
         }
-    }
-}
-
-/// Sends `records` on behalf of the message at `offset`; registered before sending so that no
-/// acknowledgement can arrive before the tracker expects it.
-async fn send_all<K>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    offset: i64,
-    records: Vec<Record>,
-) {
-    if records.is_empty() {
-        return;
-    }
-    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    shared.track(|o| o.add_unacked(offset, count));
-    for record in &records {
-        let token = Box::new(DeliveryToken {
-            partition: shared.clone(),
-            offset,
-            pinned_partition: record.partition,
-            failures: 0,
-        });
-        deps.producer.send(record, token).await;
     }
 }
 
