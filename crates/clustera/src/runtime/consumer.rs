@@ -99,10 +99,18 @@ impl<K: Kernel> PollLoop<K> {
     pub(crate) fn run(self, stop: &AtomicBool) {
         let consumer = self.consumer;
         let mut next_housekeeping = Instant::now();
+        let mut releasing = false;
         while !stop.load(Ordering::Relaxed) {
             // Partitions are read by their workers; this queue carries events (rebalances,
-            // commit results, errors) and messages fetched before a partition was split.
-            let polled = consumer.poll(POLL_TIMEOUT);
+            // commit results, errors) and messages fetched before a partition was split. Right
+            // after an assignment it is polled without waiting, so that the new workers are
+            // released as soon as it is seen empty.
+            let timeout = if releasing {
+                Duration::ZERO
+            } else {
+                POLL_TIMEOUT
+            };
+            let polled = consumer.poll(timeout);
             // Rebalance callbacks lock the dispatcher inside poll, so it is locked only after.
             let mut d = consumer.context().dispatcher();
             match polled {
@@ -115,6 +123,7 @@ impl<K: Kernel> PollLoop<K> {
                 d.maybe_commit(&consumer);
                 next_housekeeping = now + HOUSEKEEPING;
             }
+            releasing = d.releasing();
         }
         consumer.context().dispatcher().shutdown(&consumer);
         // Leaving the group: revocation callbacks find nothing left to drain.

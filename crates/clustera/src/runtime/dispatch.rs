@@ -112,6 +112,7 @@ impl<K: Kernel> Dispatcher<K> {
             tracing::info!(kernel = %self.deps.kernel_name, topic = %topic, partition,
                 "partition assigned");
             self.unreleased = true;
+            super::stats::RuntimeStats::bump(&self.deps.stats.partitions_assigned);
             self.partitions.entry(topic).or_default().insert(
                 partition,
                 Assigned {
@@ -233,6 +234,11 @@ impl<K: Kernel> Dispatcher<K> {
         let _ = a
             .residual
             .send(Message::from_kafka(a.shared.topic.clone(), m));
+    }
+
+    /// Whether newly assigned workers wait for the main queue to be seen empty.
+    pub(crate) fn releasing(&self) -> bool {
+        self.unreleased
     }
 
     /// The main queue was seen empty: no message fetched before a split remains, so every

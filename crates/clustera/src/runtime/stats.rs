@@ -14,6 +14,7 @@ pub struct RuntimeStats {
     pub(crate) produce_failures: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
+    pub(crate) partitions_assigned: AtomicU64,
 }
 
 /// A copy of [`RuntimeStats`] at one moment.
@@ -37,6 +38,8 @@ pub struct StatsSnapshot {
     pub commits: u64,
     /// Failed offset commits (retried by the next commit).
     pub commit_failures: u64,
+    /// Partitions assigned to this consumer, counted at every assignment.
+    pub partitions_assigned: u64,
 }
 
 impl StatsSnapshot {
@@ -64,6 +67,7 @@ impl RuntimeStats {
             produce_failures: r(&self.produce_failures),
             commits: r(&self.commits),
             commit_failures: r(&self.commit_failures),
+            partitions_assigned: r(&self.partitions_assigned),
         }
     }
 }
