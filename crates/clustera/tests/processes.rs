@@ -24,6 +24,7 @@ fn transform(bootstrap: &str, input: &str, output: &str, group: &str, delay_ms: 
         .env("CLUSTERA_DRAIN_TIMEOUT_MS", "5000")
         .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
         .env("RUST_LOG", "warn")
+        .env("CLUSTERA_HTTP_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

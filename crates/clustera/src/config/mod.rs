@@ -63,6 +63,10 @@ pub struct RuntimeSettings {
     pub drain_timeout: Duration,
     /// One dead-letter topic for all inputs; by default each input `T` uses `T.dlq`.
     pub dead_letter_topic: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` serves nothing.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// Liveness fails when a partition with work makes no progress for this long.
+    pub stall_timeout: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -75,6 +79,8 @@ impl Default for RuntimeSettings {
             commit_every: 10_000,
             drain_timeout: Duration::from_secs(30),
             dead_letter_topic: None,
+            http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            stall_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -232,7 +238,30 @@ impl Config {
         Ok(config)
     }
 
-    /// A minimal configuration for tests and tools: defaults everywhere, no security.
+    /// Every value that must never be logged: certificates, keys, the SASL password and all
+    /// passthrough property values (those are only redacted when at least 4 characters long).
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .properties
+            .values()
+            .map(|v| v.expose().to_owned())
+            .collect();
+        if let Some(tls) = &self.tls {
+            for pem in [&tls.ca_pem, &tls.client_cert_pem, &tls.client_key_pem]
+                .into_iter()
+                .flatten()
+            {
+                out.push(pem.expose().to_owned());
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            out.push(sasl.password.expose().to_owned());
+        }
+        out
+    }
+
+    /// A minimal configuration for tests and tools: defaults everywhere, no security, no HTTP
+    /// listener.
     pub fn for_brokers(kernel_name: &str, bootstrap_servers: &str, topics: &[&str]) -> Self {
         Self {
             kernel_name: kernel_name.to_owned(),
@@ -244,7 +273,10 @@ impl Config {
             sasl: None,
             security_protocol: None,
             properties: BTreeMap::new(),
-            runtime: RuntimeSettings::default(),
+            runtime: RuntimeSettings {
+                http_addr: None,
+                ..RuntimeSettings::default()
+            },
         }
     }
 
@@ -295,6 +327,8 @@ impl Config {
         // 8 MiB × assigned partitions.
         c.set("queued.max.messages.kbytes", "8192");
         c.set("queued.min.messages", "50000");
+        // Consumer lag for metrics and the stall watchdog comes from librdkafka's statistics.
+        c.set("statistics.interval.ms", "5000");
         for (k, v) in &self.properties {
             if !is_producer_only(k) {
                 c.set(k, v.expose());
@@ -480,6 +514,17 @@ fn runtime_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<RuntimeSett
         commit_every: number(var, "CLUSTERA_COMMIT_EVERY")?.unwrap_or(d.commit_every),
         drain_timeout: ms("CLUSTERA_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
         dead_letter_topic: var("CLUSTERA_DLQ_TOPIC").filter(|v| !v.is_empty()),
+        http_addr: match var("CLUSTERA_HTTP_ADDR").filter(|v| !v.is_empty()) {
+            None => d.http_addr,
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "CLUSTERA_HTTP_ADDR",
+                    format!("{v:?} is not an address like 0.0.0.0:8080 (or `off`)"),
+                )
+            })?),
+        },
+        stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
     };
     if settings.commit_every == 0 {
         return Err(ConfigError::invalid(

@@ -164,6 +164,15 @@ fn numbers_and_topics_are_checked() {
     assert_eq!(e.variable, "CLUSTERA_MAX_ATTEMPTS");
     let e = error_for(&[("CLUSTERA_COMMIT_EVERY", "0")]);
     assert_eq!(e.variable, "CLUSTERA_COMMIT_EVERY");
+    let e = error_for(&[("CLUSTERA_HTTP_ADDR", "everywhere")]);
+    assert_eq!(e.variable, "CLUSTERA_HTTP_ADDR");
+    assert_eq!(
+        load(&[("CLUSTERA_HTTP_ADDR", "off")])
+            .unwrap()
+            .runtime
+            .http_addr,
+        None
+    );
     let e = error_for(&[("KAFKA_TOPIC", "bad topic!")]);
     assert_eq!(e.variable, "KAFKA_TOPIC");
     let e = error_for(&[("KAFKA_TOPIC", " , ")]);

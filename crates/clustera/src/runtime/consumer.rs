@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use super::dispatch::{Dispatcher, KernelConsumer};
 use super::stats::RuntimeStats;
 use crate::kernel::Kernel;
+use crate::telemetry::Telemetry;
 
 /// How often commits are looked at.
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
@@ -24,6 +26,7 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 pub(crate) struct KernelConsumerContext<K: Kernel> {
     dispatcher: Mutex<Dispatcher<K>>,
     stats: Arc<RuntimeStats>,
+    telemetry: Arc<Telemetry>,
     kernel_name: Arc<str>,
 }
 
@@ -33,7 +36,23 @@ impl<K: Kernel> KernelConsumerContext<K> {
     }
 }
 
-impl<K: Kernel> ClientContext for KernelConsumerContext<K> {}
+impl<K: Kernel> ClientContext for KernelConsumerContext<K> {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.telemetry.redactor.log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let d = self.dispatcher();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions it is not consuming.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    d.update_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -44,7 +63,11 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => self.dispatcher().assign(tpl),
+            Rebalance::Assign(tpl) => {
+                self.dispatcher().assign(tpl);
+                // In the group with an assignment, even an empty one.
+                self.telemetry.health.set_ready(true);
+            }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
                 tracing::error!(kernel = %self.kernel_name, error = %e, "rebalance error")
@@ -59,6 +82,7 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
             }
             Err(e) => {
                 RuntimeStats::bump(&self.stats.commit_failures);
+                self.telemetry.metrics.error("commit");
                 tracing::warn!(kernel = %self.kernel_name, error = %e, "offset commit failed; will commit again");
                 self.dispatcher().commit_failed();
             }
@@ -78,11 +102,13 @@ impl<K: Kernel> PollLoop<K> {
         topics: &[String],
         dispatcher: Dispatcher<K>,
         stats: Arc<RuntimeStats>,
+        telemetry: Arc<Telemetry>,
         kernel_name: Arc<str>,
     ) -> KafkaResult<Self> {
         let context = KernelConsumerContext {
             dispatcher: Mutex::new(dispatcher),
             stats,
+            telemetry,
             kernel_name,
         };
         let consumer: Arc<KernelConsumer<K>> = Arc::new(config.create_with_context(context)?);
@@ -118,9 +144,11 @@ impl<K: Kernel> PollLoop<K> {
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => d.release_all(),
             }
+            consumer.context().telemetry.health.poll_turned();
             let now = Instant::now();
             if now >= next_housekeeping {
                 d.maybe_commit(&consumer);
+                d.watch();
                 next_housekeeping = now + HOUSEKEEPING;
             }
             releasing = d.releasing();

@@ -11,6 +11,7 @@
 //! worker starts reading its partition queue only once the main queue has been seen empty.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,9 @@ struct Assigned {
     worker: JoinHandle<()>,
     last_committed: Option<i64>,
     completed_at_commit: u64,
+    /// For the stall watchdog: messages done when last looked at, and when that changed.
+    last_completed: u64,
+    last_progress_ms: u64,
 }
 
 /// The consumer, as the partition queues need it.
@@ -122,9 +126,71 @@ impl<K: Kernel> Dispatcher<K> {
                     worker,
                     last_committed: None,
                     completed_at_commit: 0,
+                    last_completed: 0,
+                    last_progress_ms: self.deps.telemetry.health.now_ms(),
                 },
             );
         }
+        self.count_assigned();
+    }
+
+    fn count_assigned(&self) {
+        let n = self.partitions.values().map(HashMap::len).sum::<usize>();
+        self.deps
+            .telemetry
+            .metrics
+            .assigned
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records a partition's lag from librdkafka's statistics.
+    pub(crate) fn update_lag(&self, topic: &str, partition: i32, lag: i64) {
+        if let Some(a) = self.partitions.get(topic).and_then(|p| p.get(&partition)) {
+            a.shared.lag.store(lag, Ordering::Relaxed);
+            self.deps.telemetry.metrics.set_lag(topic, partition, lag);
+        }
+    }
+
+    /// The watchdog and the gauges sampled rather than counted: a partition with work (a
+    /// message in process, or lag) that has finished nothing for the stall timeout is stalled.
+    pub(crate) fn watch(&mut self) {
+        let telemetry = &self.deps.telemetry;
+        let now = telemetry.health.now_ms();
+        let timeout =
+            u64::try_from(self.deps.settings.stall_timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut stalled = Vec::new();
+        let mut paused = 0i64;
+        for a in self.partitions.values_mut().flat_map(|p| p.values_mut()) {
+            let completed = a.shared.offsets().completed();
+            if completed != a.last_completed {
+                a.last_completed = completed;
+                a.last_progress_ms = now;
+            }
+            let busy = a.shared.busy_since_ms.load(Ordering::Relaxed) != 0;
+            let lag = a.shared.lag.load(Ordering::Relaxed);
+            if a.shared.retrying.load(Ordering::Relaxed) {
+                paused += 1;
+            }
+            let idle_for = now.saturating_sub(a.last_progress_ms);
+            if (busy || lag > 0) && idle_for > timeout {
+                stalled.push(format!(
+                    "{}[{}]: no message finished for {idle_for} ms (lag {lag}, {})",
+                    a.shared.topic,
+                    a.shared.partition,
+                    if busy {
+                        "a message is in process"
+                    } else {
+                        "nothing in process"
+                    },
+                ));
+            }
+        }
+        telemetry.metrics.paused.set(paused);
+        telemetry
+            .metrics
+            .producer_queue
+            .set(i64::from(self.deps.producer.in_flight()));
+        telemetry.health.set_stalled(stalled);
     }
 
     /// Stops the revoked partitions' workers after their current message, waits (bounded) for
@@ -145,6 +211,13 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         self.partitions.retain(|_, p| !p.is_empty());
+        for a in &revoked {
+            self.deps
+                .telemetry
+                .metrics
+                .forget_partition(&a.shared.topic, a.shared.partition);
+        }
+        self.count_assigned();
         if revoked.is_empty() {
             return;
         }
@@ -201,15 +274,24 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         if tpl.count() > 0 {
-            match consumer.commit(&tpl, CommitMode::Sync) {
+            let started = Instant::now();
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            self.deps
+                .telemetry
+                .metrics
+                .observe_commit(started.elapsed().as_secs_f64());
+            match result {
                 Ok(()) => {
                     super::stats::RuntimeStats::bump(&self.deps.stats.commits);
                     tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
                         "final offsets committed")
                 }
-                Err(e) => tracing::error!(kernel = %self.deps.kernel_name, error = %e,
-                    offsets = ?offsets_of(&tpl),
-                    "final commit failed; messages after the last commit will be redelivered"),
+                Err(e) => {
+                    self.deps.telemetry.metrics.error("commit");
+                    tracing::error!(kernel = %self.deps.kernel_name, error = %e,
+                        offsets = ?offsets_of(&tpl),
+                        "final commit failed; messages after the last commit will be redelivered")
+                }
             }
         }
     }
@@ -280,7 +362,13 @@ impl<K: Kernel> Dispatcher<K> {
         if tpl.count() == 0 || !(interval_due || done_since >= settings.commit_every) {
             return;
         }
-        match consumer.commit(&tpl, CommitMode::Async) {
+        let started = Instant::now();
+        let result = consumer.commit(&tpl, CommitMode::Async);
+        self.deps
+            .telemetry
+            .metrics
+            .observe_commit(started.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
                 super::stats::RuntimeStats::bump(&self.deps.stats.commits);
                 self.recommit = false;
@@ -296,6 +384,7 @@ impl<K: Kernel> Dispatcher<K> {
                 }
             }
             Err(e) => {
+                self.deps.telemetry.metrics.error("commit");
                 self.recommit = true;
                 tracing::warn!(kernel = %self.deps.kernel_name, error = %e, "commit request failed; will retry");
             }

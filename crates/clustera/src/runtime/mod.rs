@@ -30,6 +30,7 @@ pub use stats::{RuntimeStats, StatsSnapshot};
 
 use crate::config::Config;
 use crate::kernel::Kernel;
+use crate::telemetry::{serve, Health, Redactor, Telemetry};
 use consumer::PollLoop;
 use dispatch::Dispatcher;
 use producer::OutputProducer;
@@ -45,6 +46,9 @@ pub enum RuntimeError {
     /// The poll thread could not be started or died.
     #[error("consumer thread: {0}")]
     Thread(String),
+    /// The HTTP listener could not bind its address.
+    #[error("CLUSTERA_HTTP_ADDR {0}: cannot listen: {1}")]
+    Http(std::net::SocketAddr, std::io::Error),
     /// Must be called inside a tokio runtime.
     #[error("no tokio runtime: call Runtime::run from within one")]
     NoTokio,
@@ -55,16 +59,36 @@ pub struct Runtime<K: Kernel> {
     config: Config,
     kernel: Arc<K>,
     stats: Arc<RuntimeStats>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl<K: Kernel> Runtime<K> {
     /// Prepares a runtime; nothing connects until [`Runtime::run_until`].
     pub fn new(config: Config, kernel: K) -> Self {
+        // Revocation may hold the poll loop for the drain timeout; only longer is a stall.
+        let poll_stall = config.runtime.drain_timeout + Duration::from_secs(30);
+        // Passthrough values such as `debug=all` are not secrets; only sensitive-looking
+        // property names and the security settings are redacted from librdkafka's logs.
+        let secrets = config
+            .secret_values()
+            .into_iter()
+            .filter(|v| !is_plain_word(v));
+        let telemetry = Arc::new(Telemetry::new(
+            &config.kernel_name,
+            Health::new(poll_stall),
+            Redactor::new(secrets),
+        ));
         Self {
             config,
             kernel: Arc::new(kernel),
             stats: Arc::new(RuntimeStats::default()),
+            telemetry,
         }
+    }
+
+    /// Metrics and health, readable while the runtime runs (and the HTTP listener's address).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
     }
 
     /// Counters that can be read while the runtime runs.
@@ -87,10 +111,25 @@ impl<K: Kernel> Runtime<K> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoTokio)?;
         let config = &self.config;
         let settings = Arc::new(config.runtime.clone());
+        let http = match settings.http_addr {
+            None => None,
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RuntimeError::Http(addr, e))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| RuntimeError::Http(addr, e))?;
+                self.telemetry.set_http_addr(bound);
+                tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+                Some(tokio::spawn(serve(listener, self.telemetry.clone())))
+            }
+        };
         let kernel_name: Arc<str> = Arc::from(config.kernel_name.as_str());
         let (producer, resender) = OutputProducer::start(
             &config.producer_config(),
             self.stats.clone(),
+            self.telemetry.clone(),
             settings.retry_max_delay,
         )?;
         let deps = WorkerDeps {
@@ -101,12 +140,14 @@ impl<K: Kernel> Runtime<K> {
             group_id: Arc::from(config.group_id.as_str()),
             kernel_name: kernel_name.clone(),
             stats: self.stats.clone(),
+            telemetry: self.telemetry.clone(),
         };
         let poll_loop = PollLoop::new(
             &config.consumer_config(),
             &config.topics,
             Dispatcher::new(deps, handle),
             self.stats.clone(),
+            self.telemetry.clone(),
             kernel_name.clone(),
         )?;
         tracing::info!(kernel = %kernel_name, topics = ?config.topics, group = %config.group_id,
@@ -158,9 +199,20 @@ impl<K: Kernel> Runtime<K> {
                 tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed")
             }
         }
+        if let Some(http) = http {
+            http.abort();
+        }
         let summary = self.stats.snapshot();
         tracing::info!(kernel = %kernel_name, acked = summary.acked, skipped = summary.skipped,
             dead_lettered = summary.dead_lettered, retries = summary.retries, "kernel stopped");
         Ok(summary)
     }
+}
+
+/// Short lowercase words and numbers (`all`, `5000`, `earliest`) are configuration, not
+/// secrets; redacting them would garble every log line.
+fn is_plain_word(v: &str) -> bool {
+    v.len() < 12
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == ',' || c == '.')
 }

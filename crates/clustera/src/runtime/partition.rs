@@ -1,6 +1,7 @@
 //! State of one assigned partition shared by its worker, the producer's delivery callback and
 //! the poll thread.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,13 @@ pub(crate) struct PartitionShared {
     offsets: Mutex<PartitionOffsets>,
     /// Cancelled on revocation and shutdown: the worker stops after its current message.
     pub stop: CancellationToken,
+    /// When the current message's processing began ([`crate::telemetry::Health`] clock, ms);
+    /// 0 when idle.
+    pub busy_since_ms: AtomicU64,
+    /// Waiting to retry a message: nothing else in the partition moves meanwhile.
+    pub retrying: AtomicBool,
+    /// Consumer lag from librdkafka's statistics; -1 until known.
+    pub lag: AtomicI64,
 }
 
 impl PartitionShared {
@@ -25,6 +33,9 @@ impl PartitionShared {
             partition,
             offsets: Mutex::new(PartitionOffsets::new()),
             stop: CancellationToken::new(),
+            busy_since_ms: AtomicU64::new(0),
+            retrying: AtomicBool::new(false),
+            lag: AtomicI64::new(-1),
         })
     }
 

@@ -16,6 +16,7 @@ use super::partition::PartitionShared;
 use super::stats::RuntimeStats;
 use crate::context::Record;
 use crate::message::Header;
+use crate::telemetry::Telemetry;
 
 /// Names the input message a produced record belongs to.
 #[derive(Debug)]
@@ -38,9 +39,14 @@ struct Resend {
 pub(crate) struct DeliveryContext {
     resend: mpsc::UnboundedSender<Resend>,
     stats: Arc<RuntimeStats>,
+    telemetry: Arc<Telemetry>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.telemetry.redactor.log(level, fac, log_message);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<DeliveryToken>;
@@ -54,6 +60,7 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message)) => {
                 RuntimeStats::bump(&self.stats.produce_failures);
+                self.telemetry.metrics.error("produce");
                 token.failures += 1;
                 tracing::warn!(
                     topic = message.topic(), input_topic = %token.partition.topic,
@@ -97,12 +104,14 @@ impl OutputProducer {
     pub(crate) fn start(
         config: &ClientConfig,
         stats: Arc<RuntimeStats>,
+        telemetry: Arc<Telemetry>,
         max_backoff: Duration,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), KafkaError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Resend>();
         let context = DeliveryContext {
             resend: tx.clone(),
             stats: stats.clone(),
+            telemetry,
         };
         let inner = config.create_with_context(context)?;
         let producer = Arc::new(Self {

@@ -5,7 +5,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use tokio::sync::{mpsc, Notify};
@@ -22,6 +23,7 @@ use crate::config::RuntimeSettings;
 use crate::context::{Context, Record};
 use crate::kernel::{Kernel, Outcome};
 use crate::message::Message;
+use crate::telemetry::{PartitionMetrics, Telemetry};
 
 /// What every partition worker shares.
 pub(crate) struct WorkerDeps<K> {
@@ -32,6 +34,7 @@ pub(crate) struct WorkerDeps<K> {
     pub group_id: Arc<str>,
     pub kernel_name: Arc<str>,
     pub stats: Arc<RuntimeStats>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl<K> Clone for WorkerDeps<K> {
@@ -44,6 +47,7 @@ impl<K> Clone for WorkerDeps<K> {
             group_id: self.group_id.clone(),
             kernel_name: self.kernel_name.clone(),
             stats: self.stats.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -72,14 +76,16 @@ pub(crate) async fn run_partition<K: Kernel>(
         mut residual,
         released,
     } = source;
+    let metrics = deps.telemetry.metrics.partition(&shared.topic);
     async move {
+        let metrics = &metrics;
         // Residual messages come first, until the poll thread has seen the main queue empty.
         loop {
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
                 m = residual.recv() => match m {
-                    Some(m) => process_message(&deps, &shared, &m).await,
+                    Some(m) => process_message(&deps, &shared, metrics, &m).await,
                     None => return,
                 },
                 _ = released.cancelled() => break,
@@ -89,7 +95,7 @@ pub(crate) async fn run_partition<K: Kernel>(
             if shared.stop.is_cancelled() {
                 return;
             }
-            process_message(&deps, &shared, &m).await;
+            process_message(&deps, &shared, metrics, &m).await;
         }
         // librdkafka calls this from its own thread when the queue becomes non-empty; a permit
         // is stored if nobody waits, so no wake-up is lost between a poll and the wait.
@@ -114,7 +120,7 @@ pub(crate) async fn run_partition<K: Kernel>(
                     }
                 }
             };
-            process_message(&deps, &shared, &message).await;
+            process_message(&deps, &shared, metrics, &message).await;
         }
     }
     .instrument(span)
@@ -131,25 +137,48 @@ enum Final {
 async fn process_message<K: Kernel>(
     deps: &WorkerDeps<K>,
     shared: &Arc<PartitionShared>,
+    metrics: &PartitionMetrics,
     message: &Message,
 ) {
     let offset = message.offset();
-    let Some(decision) = decide(deps, shared, message).await else {
+    let started = Instant::now();
+    let health = &deps.telemetry.health;
+    shared
+        .busy_since_ms
+        .store(health.now_ms().max(1), Ordering::Relaxed);
+    deps.telemetry.metrics.in_flight.inc();
+    let decision = decide(deps, shared, metrics, message).await;
+    deps.telemetry.metrics.in_flight.dec();
+    shared.busy_since_ms.store(0, Ordering::Relaxed);
+    let Some(decision) = decision else {
         // Stopped while waiting to retry: never tracked, so never committed; redelivered.
         return;
     };
+    metrics.processing.observe(started.elapsed().as_secs_f64());
+    if let Some(ts) = message.timestamp_ms() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if now_ms >= ts {
+            metrics.end_to_end.observe((now_ms - ts) as f64 / 1000.0);
+        }
+    }
     let records = match decision {
         Final::Outputs(records) => {
             RuntimeStats::bump(&deps.stats.acked);
+            metrics.acked.inc();
             records
         }
         Final::Skipped(reason) => {
             RuntimeStats::bump(&deps.stats.skipped);
+            metrics.skipped.inc();
             tracing::warn!(offset, %reason, "message skipped");
             Vec::new()
         }
         Final::DeadLetter { reason, attempts } => {
             RuntimeStats::bump(&deps.stats.dead_lettered);
+            metrics.dead_lettered.inc();
+            metrics.dead_letters.inc();
             let topic = deps.settings.dead_letter_topic_for(message.topic());
             tracing::error!(offset, %reason, attempts, dead_letter_topic = %topic,
                 "message dead-lettered");
@@ -180,6 +209,7 @@ async fn process_message<K: Kernel>(
 async fn decide<K: Kernel>(
     deps: &WorkerDeps<K>,
     shared: &PartitionShared,
+    metrics: &PartitionMetrics,
     message: &Message,
 ) -> Option<Final> {
     // Built on the first retry only: most messages never need it.
@@ -193,10 +223,15 @@ async fn decide<K: Kernel>(
         let (outcome, error) = match result {
             Ok(Ok(outcome)) => (outcome, None),
             Ok(Err(e)) => {
+                deps.telemetry.metrics.error(match e.kind() {
+                    crate::kernel::ErrorKind::Transient => "transient",
+                    crate::kernel::ErrorKind::Permanent => "permanent",
+                });
                 let text = crate::kernel::error_chain(&e);
                 (e.into_outcome(), Some(text))
             }
             Err(panic) => {
+                deps.telemetry.metrics.error("panic");
                 let text = panic_text(&panic);
                 tracing::error!(offset = message.offset(), panic = %text, "kernel panicked");
                 (
@@ -216,6 +251,7 @@ async fn decide<K: Kernel>(
             }
             Outcome::Retry(delay) => {
                 RuntimeStats::bump(&deps.stats.retries);
+                metrics.retries.inc();
                 let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
                 if deps.retry.exhausted(attempt) {
                     return Some(Final::DeadLetter {
@@ -228,10 +264,15 @@ async fn decide<K: Kernel>(
                     .unwrap_or(deps.settings.retry_max_delay);
                 tracing::warn!(offset = message.offset(), attempt, delay_ms = delay.as_millis() as u64,
                     reason = %why, "retrying message");
-                tokio::select! {
+                shared.retrying.store(true, Ordering::Relaxed);
+                let stopped = tokio::select! {
                     biased;
-                    _ = shared.stop.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.stop.cancelled() => true,
+                    _ = tokio::time::sleep(delay) => false,
+                };
+                shared.retrying.store(false, Ordering::Relaxed);
+                if stopped {
+                    return None;
                 }
                 attempt += 1;
             }

@@ -1,0 +1,227 @@
+//! Prometheus metrics (OpenMetrics text). Names carry the `clustera_` prefix and every series
+//! a `kernel` label; other labels are bounded: topic, partition, outcome, error kind. Handles
+//! for a partition's series are resolved once per assignment, so the per-message path only
+//! touches atomics.
+
+use std::borrow::Cow;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicOutcome {
+    topic: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    topic: String,
+    partition: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    kind: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// From 100 µs to about 100 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+/// Every metric of one kernel.
+#[derive(Debug)]
+pub struct KernelMetrics {
+    registry: Registry,
+    messages: Family<TopicOutcome, Counter>,
+    retries: Family<TopicLabel, Counter>,
+    dead_letters: Family<TopicLabel, Counter>,
+    errors: Family<ErrorLabel, Counter>,
+    processing: HistogramFamily<TopicLabel>,
+    end_to_end: HistogramFamily<TopicLabel>,
+    commit: Histogram,
+    lag: Family<PartitionLabel, Gauge>,
+    pub(crate) assigned: Gauge,
+    pub(crate) paused: Gauge,
+    pub(crate) in_flight: Gauge,
+    pub(crate) producer_queue: Gauge,
+}
+
+/// One partition's series, resolved once per assignment.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionMetrics {
+    pub acked: Counter,
+    pub skipped: Counter,
+    pub dead_lettered: Counter,
+    pub dead_letters: Counter,
+    pub retries: Counter,
+    pub processing: Histogram,
+    pub end_to_end: Histogram,
+}
+
+impl KernelMetrics {
+    /// Registers every metric for kernel `kernel`.
+    pub fn new(kernel: &str) -> Self {
+        let labels = [(Cow::Borrowed("kernel"), Cow::Owned(kernel.to_owned()))];
+        let mut registry = Registry::with_prefix_and_labels("clustera", labels.into_iter());
+        let messages = Family::default();
+        registry.register(
+            "messages",
+            "Messages whose outcome is final, by topic and outcome (ack, skip, dead_letter)",
+            messages.clone(),
+        );
+        let retries = Family::default();
+        registry.register("retries", "Attempts that ended in a retry", retries.clone());
+        let dead_letters = Family::default();
+        registry.register(
+            "dead_letters",
+            "Records sent to a dead-letter topic, by input topic",
+            dead_letters.clone(),
+        );
+        let errors = Family::default();
+        registry.register(
+            "errors",
+            "Errors by kind: transient, permanent, panic (kernel); produce, commit (runtime)",
+            errors.clone(),
+        );
+        let processing: HistogramFamily<TopicLabel> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "processing_duration",
+            "Time from the first attempt to the final outcome of a message",
+            Unit::Seconds,
+            processing.clone(),
+        );
+        let end_to_end: HistogramFamily<TopicLabel> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "end_to_end_latency",
+            "Time from the message's timestamp to its final outcome",
+            Unit::Seconds,
+            end_to_end.clone(),
+        );
+        let commit = duration_histogram();
+        registry.register_with_unit(
+            "commit_duration",
+            "Time taken by offset commit calls",
+            Unit::Seconds,
+            commit.clone(),
+        );
+        let lag = Family::default();
+        registry.register(
+            "consumer_lag",
+            "Messages behind the high watermark, per assigned partition (librdkafka statistics)",
+            lag.clone(),
+        );
+        let assigned = Gauge::default();
+        registry.register(
+            "assigned_partitions",
+            "Partitions assigned to this consumer",
+            assigned.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "paused_partitions",
+            "Partitions held by a retry: not read until the retried message is done",
+            paused.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_messages",
+            "Messages being processed now",
+            in_flight.clone(),
+        );
+        let producer_queue = Gauge::default();
+        registry.register(
+            "producer_queue_depth",
+            "Records handed to the producer and not yet acknowledged",
+            producer_queue.clone(),
+        );
+        Self {
+            registry,
+            messages,
+            retries,
+            dead_letters,
+            errors,
+            processing,
+            end_to_end,
+            commit,
+            lag,
+            assigned,
+            paused,
+            in_flight,
+            producer_queue,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn partition(&self, topic: &str) -> PartitionMetrics {
+        let outcome = |o: &str| {
+            self.messages
+                .get_or_create(&TopicOutcome {
+                    topic: topic.to_owned(),
+                    outcome: o.to_owned(),
+                })
+                .clone()
+        };
+        let t = TopicLabel {
+            topic: topic.to_owned(),
+        };
+        PartitionMetrics {
+            acked: outcome("ack"),
+            skipped: outcome("skip"),
+            dead_lettered: outcome("dead_letter"),
+            dead_letters: self.dead_letters.get_or_create(&t).clone(),
+            retries: self.retries.get_or_create(&t).clone(),
+            processing: self.processing.get_or_create(&t).clone(),
+            end_to_end: self.end_to_end.get_or_create(&t).clone(),
+        }
+    }
+
+    pub(crate) fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn observe_commit(&self, seconds: f64) {
+        self.commit.observe(seconds);
+    }
+
+    pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&PartitionLabel {
+                topic: topic.to_owned(),
+                partition: i64::from(partition),
+            })
+            .set(lag);
+    }
+
+    pub(crate) fn forget_partition(&self, topic: &str, partition: i32) {
+        self.lag.remove(&PartitionLabel {
+            topic: topic.to_owned(),
+            partition: i64::from(partition),
+        });
+    }
+}

@@ -1,0 +1,49 @@
+//! What a running kernel tells its operator: Prometheus metrics, liveness and readiness, and
+//! structured logs. One HTTP listener (`CLUSTERA_HTTP_ADDR`) serves `/metrics`, `/healthz` and
+//! `/readyz`.
+
+mod health;
+mod http;
+mod logging;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+pub use health::{Health, HealthReport};
+pub(crate) use http::serve;
+pub(crate) use logging::Redactor;
+pub use logging::{init_logging, init_logging_with_default};
+pub use metrics::KernelMetrics;
+pub(crate) use metrics::PartitionMetrics;
+
+/// Metrics and health of one kernel, shared by the runtime and its HTTP listener.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// The Prometheus registry and its metrics.
+    pub metrics: KernelMetrics,
+    /// Liveness and readiness.
+    pub health: Health,
+    http_addr: OnceLock<SocketAddr>,
+    pub(crate) redactor: Redactor,
+}
+
+impl Telemetry {
+    pub(crate) fn new(kernel: &str, health: Health, redactor: Redactor) -> Self {
+        Self {
+            metrics: KernelMetrics::new(kernel),
+            health,
+            http_addr: OnceLock::new(),
+            redactor,
+        }
+    }
+
+    /// The address the HTTP listener is bound to, once it is (useful with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
+    pub(crate) fn set_http_addr(&self, addr: SocketAddr) {
+        let _ = self.http_addr.set(addr);
+    }
+}
