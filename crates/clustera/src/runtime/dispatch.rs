@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumer::KernelConsumerContext;
 use super::partition::PartitionShared;
+use super::stats::RuntimeStats;
 use super::worker::{run_partition, PartitionSource, WorkerDeps};
 use crate::kernel::Kernel;
 use crate::message::Message;
+use crate::telemetry::PartitionMetrics;
 
 /// The poll thread's view of one assigned partition.
 struct Assigned {
@@ -41,6 +43,40 @@ struct Assigned {
     /// For the stall watchdog: messages done when last looked at, and when that changed.
     last_completed: u64,
     last_progress_ms: u64,
+    /// The topic's metric series this partition's counters are published into.
+    metrics: PartitionMetrics,
+    /// Counter values already published: acked, skipped, dead-lettered, retries.
+    published: [u64; 4],
+}
+
+impl Assigned {
+    /// Moves what the worker counted since the last call into the shared metrics and stats.
+    fn publish(&mut self, stats: &RuntimeStats) {
+        let c = &self.shared.counters;
+        let now =
+            [&c.acked, &c.skipped, &c.dead_lettered, &c.retries].map(|a| a.load(Ordering::Relaxed));
+        let delta: [u64; 4] = std::array::from_fn(|i| now[i] - self.published[i]);
+        self.published = now;
+        let m = &self.metrics;
+        m.acked.inc_by(delta[0]);
+        m.skipped.inc_by(delta[1]);
+        m.dead_lettered.inc_by(delta[2]);
+        m.dead_letters.inc_by(delta[2]);
+        m.retries.inc_by(delta[3]);
+        for (counter, d) in [
+            &stats.acked,
+            &stats.skipped,
+            &stats.dead_lettered,
+            &stats.retries,
+        ]
+        .into_iter()
+        .zip(delta)
+        {
+            counter.fetch_add(d, Ordering::Relaxed);
+        }
+        c.processing.drain_into(&m.processing);
+        c.end_to_end.drain_into(&m.end_to_end);
+    }
 }
 
 /// The consumer, as the partition queues need it.
@@ -117,6 +153,7 @@ impl<K: Kernel> Dispatcher<K> {
                 "partition assigned");
             self.unreleased = true;
             super::stats::RuntimeStats::bump(&self.deps.stats.partitions_assigned);
+            let metrics = self.deps.telemetry.metrics.partition(&topic);
             self.partitions.entry(topic).or_default().insert(
                 partition,
                 Assigned {
@@ -128,6 +165,8 @@ impl<K: Kernel> Dispatcher<K> {
                     completed_at_commit: 0,
                     last_completed: 0,
                     last_progress_ms: self.deps.telemetry.health.now_ms(),
+                    metrics,
+                    published: [0; 4],
                 },
             );
         }
@@ -160,13 +199,16 @@ impl<K: Kernel> Dispatcher<K> {
             u64::try_from(self.deps.settings.stall_timeout.as_millis()).unwrap_or(u64::MAX);
         let mut stalled = Vec::new();
         let mut paused = 0i64;
+        let mut in_flight = 0i64;
         for a in self.partitions.values_mut().flat_map(|p| p.values_mut()) {
+            a.publish(&self.deps.stats);
             let completed = a.shared.offsets().completed();
             if completed != a.last_completed {
                 a.last_completed = completed;
                 a.last_progress_ms = now;
             }
-            let busy = a.shared.busy_since_ms.load(Ordering::Relaxed) != 0;
+            let busy = a.shared.busy.load(Ordering::Relaxed);
+            in_flight += i64::from(busy);
             let lag = a.shared.lag.load(Ordering::Relaxed);
             if a.shared.retrying.load(Ordering::Relaxed) {
                 paused += 1;
@@ -186,6 +228,7 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         telemetry.metrics.paused.set(paused);
+        telemetry.metrics.in_flight.set(in_flight);
         telemetry
             .metrics
             .producer_queue
@@ -242,7 +285,7 @@ impl<K: Kernel> Dispatcher<K> {
     fn stop_and_commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        partitions: Vec<Assigned>,
+        mut partitions: Vec<Assigned>,
     ) {
         for a in &partitions {
             a.shared.stop.cancel();
@@ -258,8 +301,9 @@ impl<K: Kernel> Dispatcher<K> {
                 timeout_ms = self.deps.settings.drain_timeout.as_millis() as u64,
                 "drain timeout: committing what is done; unfinished messages will be redelivered");
         }
-        for a in &partitions {
+        for a in &mut partitions {
             a.worker.abort();
+            a.publish(&self.deps.stats);
         }
         let mut tpl = TopicPartitionList::new();
         for a in &partitions {

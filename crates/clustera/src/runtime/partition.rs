@@ -2,6 +2,8 @@
 //! the poll thread.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+
+use crate::telemetry::DurationHistogram;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
@@ -17,9 +19,11 @@ pub(crate) struct PartitionShared {
     offsets: Mutex<PartitionOffsets>,
     /// Cancelled on revocation and shutdown: the worker stops after its current message.
     pub stop: CancellationToken,
-    /// When the current message's processing began ([`crate::telemetry::Health`] clock, ms);
-    /// 0 when idle.
-    pub busy_since_ms: AtomicU64,
+    /// A message is being processed now.
+    pub busy: AtomicBool,
+    /// Written only by this partition's worker, published by the poll thread: the
+    /// per-message path never touches an atomic that another thread also writes.
+    pub counters: PartitionCounters,
     /// Waiting to retry a message: nothing else in the partition moves meanwhile.
     pub retrying: AtomicBool,
     /// Consumer lag from librdkafka's statistics; -1 until known.
@@ -33,7 +37,8 @@ impl PartitionShared {
             partition,
             offsets: Mutex::new(PartitionOffsets::new()),
             stop: CancellationToken::new(),
-            busy_since_ms: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            counters: PartitionCounters::default(),
             retrying: AtomicBool::new(false),
             lag: AtomicI64::new(-1),
         })
@@ -54,5 +59,24 @@ impl PartitionShared {
             tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
                 "offset bookkeeping error; this partition will not commit past it");
         }
+    }
+}
+
+/// What one partition's worker has done, since the partition was assigned.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionCounters {
+    pub acked: AtomicU64,
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub retries: AtomicU64,
+    /// Drained into the topic's histogram on publication.
+    pub processing: DurationHistogram,
+    /// Drained into the topic's histogram on publication.
+    pub end_to_end: DurationHistogram,
+}
+
+impl PartitionCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::consumer::KernelConsumerContext;
 use super::dead_letter::{dead_letter_record, Failure};
-use super::partition::PartitionShared;
+use super::partition::{PartitionCounters, PartitionShared};
 use super::producer::{DeliveryToken, OutputProducer};
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
@@ -23,7 +23,7 @@ use crate::config::RuntimeSettings;
 use crate::context::{Context, Record};
 use crate::kernel::{Kernel, Outcome};
 use crate::message::Message;
-use crate::telemetry::{PartitionMetrics, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// What every partition worker shares.
 pub(crate) struct WorkerDeps<K> {
@@ -76,16 +76,15 @@ pub(crate) async fn run_partition<K: Kernel>(
         mut residual,
         released,
     } = source;
-    let metrics = deps.telemetry.metrics.partition(&shared.topic);
     async move {
-        let metrics = &metrics;
+        let clock = &mut WallClock::new();
         // Residual messages come first, until the poll thread has seen the main queue empty.
         loop {
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
                 m = residual.recv() => match m {
-                    Some(m) => process_message(&deps, &shared, metrics, &m).await,
+                    Some(m) => process_message(&deps, &shared, clock, &m).await,
                     None => return,
                 },
                 _ = released.cancelled() => break,
@@ -95,7 +94,7 @@ pub(crate) async fn run_partition<K: Kernel>(
             if shared.stop.is_cancelled() {
                 return;
             }
-            process_message(&deps, &shared, metrics, &m).await;
+            process_message(&deps, &shared, clock, &m).await;
         }
         // librdkafka calls this from its own thread when the queue becomes non-empty; a permit
         // is stored if nobody waits, so no wake-up is lost between a poll and the wait.
@@ -120,7 +119,7 @@ pub(crate) async fn run_partition<K: Kernel>(
                     }
                 }
             };
-            process_message(&deps, &shared, metrics, &message).await;
+            process_message(&deps, &shared, clock, &message).await;
         }
     }
     .instrument(span)
@@ -137,48 +136,38 @@ enum Final {
 async fn process_message<K: Kernel>(
     deps: &WorkerDeps<K>,
     shared: &Arc<PartitionShared>,
-    metrics: &PartitionMetrics,
+    clock: &mut WallClock,
     message: &Message,
 ) {
     let offset = message.offset();
+    let counters = &shared.counters;
     let started = Instant::now();
-    let health = &deps.telemetry.health;
-    shared
-        .busy_since_ms
-        .store(health.now_ms().max(1), Ordering::Relaxed);
-    deps.telemetry.metrics.in_flight.inc();
-    let decision = decide(deps, shared, metrics, message).await;
-    deps.telemetry.metrics.in_flight.dec();
-    shared.busy_since_ms.store(0, Ordering::Relaxed);
+    shared.busy.store(true, Ordering::Relaxed);
+    let decision = decide(deps, shared, message).await;
+    shared.busy.store(false, Ordering::Relaxed);
     let Some(decision) = decision else {
         // Stopped while waiting to retry: never tracked, so never committed; redelivered.
         return;
     };
-    metrics.processing.observe(started.elapsed().as_secs_f64());
+    let finished = Instant::now();
+    counters.processing.observe(finished - started);
     if let Some(ts) = message.timestamp_ms() {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        if now_ms >= ts {
-            metrics.end_to_end.observe((now_ms - ts) as f64 / 1000.0);
+        if let Ok(ms) = u64::try_from(clock.epoch_ms(finished) - ts) {
+            counters.end_to_end.observe(Duration::from_millis(ms));
         }
     }
     let records = match decision {
         Final::Outputs(records) => {
-            RuntimeStats::bump(&deps.stats.acked);
-            metrics.acked.inc();
+            PartitionCounters::bump(&counters.acked);
             records
         }
         Final::Skipped(reason) => {
-            RuntimeStats::bump(&deps.stats.skipped);
-            metrics.skipped.inc();
+            PartitionCounters::bump(&counters.skipped);
             tracing::warn!(offset, %reason, "message skipped");
             Vec::new()
         }
         Final::DeadLetter { reason, attempts } => {
-            RuntimeStats::bump(&deps.stats.dead_lettered);
-            metrics.dead_lettered.inc();
-            metrics.dead_letters.inc();
+            PartitionCounters::bump(&counters.dead_lettered);
             let topic = deps.settings.dead_letter_topic_for(message.topic());
             tracing::error!(offset, %reason, attempts, dead_letter_topic = %topic,
                 "message dead-lettered");
@@ -209,7 +198,6 @@ async fn process_message<K: Kernel>(
 async fn decide<K: Kernel>(
     deps: &WorkerDeps<K>,
     shared: &PartitionShared,
-    metrics: &PartitionMetrics,
     message: &Message,
 ) -> Option<Final> {
     // Built on the first retry only: most messages never need it.
@@ -250,8 +238,7 @@ async fn decide<K: Kernel>(
                 })
             }
             Outcome::Retry(delay) => {
-                RuntimeStats::bump(&deps.stats.retries);
-                metrics.retries.inc();
+                PartitionCounters::bump(&shared.counters.retries);
                 let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
                 if deps.retry.exhausted(attempt) {
                     return Some(Final::DeadLetter {
@@ -288,4 +275,35 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
+}
+
+/// Wall-clock milliseconds from a monotonic instant, for end-to-end latency without a system
+/// clock read per message. Re-anchored every ten seconds so clock adjustments are followed.
+struct WallClock {
+    anchor: Instant,
+    anchor_epoch_ms: i64,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        Self {
+            anchor: Instant::now(),
+            anchor_epoch_ms: system_epoch_ms(),
+        }
+    }
+
+    fn epoch_ms(&mut self, at: Instant) -> i64 {
+        let since = at.saturating_duration_since(self.anchor);
+        if since > Duration::from_secs(10) {
+            *self = Self::new();
+            return self.anchor_epoch_ms;
+        }
+        self.anchor_epoch_ms + i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+fn system_epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

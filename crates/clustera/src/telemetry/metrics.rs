@@ -10,6 +10,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use super::histogram::DurationHistogram;
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,9 +36,7 @@ struct ErrorLabel {
     kind: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// From 100 µs to about 100 s.
+/// From 100 µs to about 100 s: commits are rare, so the locking histogram is fine.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
 }
@@ -49,8 +49,8 @@ pub struct KernelMetrics {
     retries: Family<TopicLabel, Counter>,
     dead_letters: Family<TopicLabel, Counter>,
     errors: Family<ErrorLabel, Counter>,
-    processing: HistogramFamily<TopicLabel>,
-    end_to_end: HistogramFamily<TopicLabel>,
+    processing: Family<TopicLabel, DurationHistogram>,
+    end_to_end: Family<TopicLabel, DurationHistogram>,
     commit: Histogram,
     lag: Family<PartitionLabel, Gauge>,
     pub(crate) assigned: Gauge,
@@ -67,8 +67,8 @@ pub(crate) struct PartitionMetrics {
     pub dead_lettered: Counter,
     pub dead_letters: Counter,
     pub retries: Counter,
-    pub processing: Histogram,
-    pub end_to_end: Histogram,
+    pub processing: DurationHistogram,
+    pub end_to_end: DurationHistogram,
 }
 
 impl KernelMetrics {
@@ -96,16 +96,14 @@ impl KernelMetrics {
             "Errors by kind: transient, permanent, panic (kernel); produce, commit (runtime)",
             errors.clone(),
         );
-        let processing: HistogramFamily<TopicLabel> =
-            Family::new_with_constructor(duration_histogram);
+        let processing: Family<TopicLabel, DurationHistogram> = Family::default();
         registry.register_with_unit(
             "processing_duration",
             "Time from the first attempt to the final outcome of a message",
             Unit::Seconds,
             processing.clone(),
         );
-        let end_to_end: HistogramFamily<TopicLabel> =
-            Family::new_with_constructor(duration_histogram);
+        let end_to_end: Family<TopicLabel, DurationHistogram> = Family::default();
         registry.register_with_unit(
             "end_to_end_latency",
             "Time from the message's timestamp to its final outcome",

@@ -3,6 +3,7 @@
 //! `/readyz`.
 
 mod health;
+mod histogram;
 mod http;
 mod logging;
 mod metrics;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 pub use health::{Health, HealthReport};
+pub(crate) use histogram::DurationHistogram;
 pub(crate) use http::serve;
 pub(crate) use logging::Redactor;
 pub use logging::{init_logging, init_logging_with_default};
