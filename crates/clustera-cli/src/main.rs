@@ -1,8 +1,13 @@
 //! The `clustera` command: a development broker, the demo, and benchmarks.
 
 mod bench;
+mod connect;
+mod consume;
 mod demo;
 mod dev;
+mod lag;
+mod produce;
+mod topics;
 
 use std::process::ExitCode;
 
@@ -24,6 +29,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Compare the kernel runtime against a raw rdkafka consume-and-commit loop.
     Bench(bench::BenchArgs),
+    /// Produce one message per line of a file or standard input.
+    Produce(produce::ProduceArgs),
+    /// Print messages of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Show a consumer group's committed offsets and lag.
+    Lag(lag::LagArgs),
+    /// List topics, or create one.
+    Topics(topics::TopicsArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +47,8 @@ fn main() -> ExitCode {
             clustera::telemetry::init_logging_with_default("off")
         }
         Command::Dev(_) => clustera::telemetry::init_logging(),
+        // Tools print results on stdout and one-line errors; librdkafka chatter stays quiet.
+        _ => clustera::telemetry::init_logging_with_default("error,librdkafka=off"),
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +65,10 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Produce(args) => blocking(move || produce::run(args)).await,
+            Command::Consume(args) => blocking(move || consume::run(args)).await,
+            Command::Lag(args) => blocking(move || lag::run(args)).await,
+            Command::Topics(args) => blocking(move || topics::run(args)).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -60,4 +79,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command made of blocking librdkafka calls off the async workers.
+async fn blocking(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(f).await?
 }

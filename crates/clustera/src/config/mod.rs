@@ -151,10 +151,21 @@ impl Config {
     /// already set win over the file).
     pub fn from_env(kernel_name: &str, default_topics: &[String]) -> Result<Self, ConfigError> {
         load_dotenv()?;
-        let vars: BTreeMap<String, String> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        Self::from_vars(kernel_name, default_topics, &vars)
+        Self::from_vars(kernel_name, default_topics, &env_vars())
+    }
+
+    /// The connection settings of the environment (brokers, TLS, SASL) for command-line
+    /// tools, with `brokers` overriding `KAFKA_BOOTSTRAP_SERVERS`.
+    pub fn tool_client_from_env(brokers: Option<&str>) -> Result<ClientConfig, ConfigError> {
+        load_dotenv()?;
+        let mut vars = env_vars();
+        if let Some(b) = brokers {
+            vars.insert("KAFKA_BOOTSTRAP_SERVERS".to_owned(), b.to_owned());
+        }
+        // Tools name their topics on the command line.
+        vars.remove("KAFKA_TOPIC");
+        let config = Self::from_vars("clustera", &["unused".to_owned()], &vars)?;
+        Ok(config.common_client_config())
     }
 
     /// Builds the configuration from a map of variables (the environment, or a test's map).
@@ -374,6 +385,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn env_vars() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// Finds the variable that set `property`.

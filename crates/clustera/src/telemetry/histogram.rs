@@ -131,7 +131,10 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("d_bucket{le=\"0.000016384\"} 1\n"), "{text}");
         assert!(text.contains("d_bucket{le=\"0.004194304\"} 2\n"), "{text}");
-        assert!(text.contains("d_bucket{le=\"137.438953472\"} 2\n"), "{text}");
+        assert!(
+            text.contains("d_bucket{le=\"137.438953472\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("d_bucket{le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("d_count 3"), "{text}");
     }

@@ -15,7 +15,8 @@ use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
 use crate::message::Header;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// Every broker call is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A record read back from a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,18 +44,39 @@ impl Consumed {
     }
 }
 
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
+/// Where to connect: a bootstrap list, or a whole client configuration (TLS, SASL, …).
+pub trait Brokers {
+    /// The base configuration every helper starts from.
+    fn client_config(&self) -> ClientConfig;
+}
+
+impl Brokers for str {
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self);
+        c
+    }
+}
+
+impl Brokers for String {
+    fn client_config(&self) -> ClientConfig {
+        self.as_str().client_config()
+    }
+}
+
+impl Brokers for ClientConfig {
+    fn client_config(&self) -> ClientConfig {
+        self.clone()
+    }
 }
 
 /// Produces `records` (key, value, headers) to `topic` and waits until all are acknowledged.
-pub fn produce<I>(bootstrap: &str, topic: &str, records: I) -> KafkaResult<usize>
+pub fn produce<I>(brokers: &(impl Brokers + ?Sized), topic: &str, records: I) -> KafkaResult<usize>
 where
     I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>)>,
 {
-    let producer: BaseProducer = client(bootstrap)
+    let producer: BaseProducer = brokers
+        .client_config()
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
         .set("queue.buffering.max.messages", "1000000")
@@ -91,9 +113,13 @@ where
 }
 
 /// Produces `count` keyed JSON messages `{"seq": i}` with key `key-i`.
-pub fn produce_sequence(bootstrap: &str, topic: &str, count: usize) -> KafkaResult<usize> {
+pub fn produce_sequence(
+    brokers: &(impl Brokers + ?Sized),
+    topic: &str,
+    count: usize,
+) -> KafkaResult<usize> {
     produce(
-        bootstrap,
+        brokers,
         topic,
         (0..count).map(|i| {
             (
@@ -106,8 +132,11 @@ pub fn produce_sequence(bootstrap: &str, topic: &str, count: usize) -> KafkaResu
 }
 
 /// Low and high watermarks of every partition of `topic`.
-pub fn watermarks(bootstrap: &str, topic: &str) -> KafkaResult<BTreeMap<i32, (i64, i64)>> {
-    let consumer: BaseConsumer = client(bootstrap).create()?;
+pub fn watermarks(
+    brokers: &(impl Brokers + ?Sized),
+    topic: &str,
+) -> KafkaResult<BTreeMap<i32, (i64, i64)>> {
+    let consumer: BaseConsumer = brokers.client_config().create()?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let mut out = BTreeMap::new();
     for t in metadata.topics() {
@@ -122,8 +151,11 @@ pub fn watermarks(bootstrap: &str, topic: &str) -> KafkaResult<BTreeMap<i32, (i6
 }
 
 /// The high watermark (next offset to be written) of every partition.
-pub fn high_watermarks(bootstrap: &str, topic: &str) -> KafkaResult<BTreeMap<i32, i64>> {
-    Ok(watermarks(bootstrap, topic)?
+pub fn high_watermarks(
+    brokers: &(impl Brokers + ?Sized),
+    topic: &str,
+) -> KafkaResult<BTreeMap<i32, i64>> {
+    Ok(watermarks(brokers, topic)?
         .into_iter()
         .map(|(p, (_, high))| (p, high))
         .collect())
@@ -131,13 +163,13 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> KafkaResult<BTreeMap<i32
 
 /// The offsets `group` has committed for `topic`; partitions without a commit are absent.
 pub fn committed_offsets(
-    bootstrap: &str,
+    brokers: &(impl Brokers + ?Sized),
     group: &str,
     topic: &str,
 ) -> KafkaResult<BTreeMap<i32, i64>> {
-    let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create()?;
+    let consumer: BaseConsumer = brokers.client_config().set("group.id", group).create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in watermarks(bootstrap, topic)?.keys() {
+    for p in watermarks(brokers, topic)?.keys() {
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
@@ -152,9 +184,10 @@ pub fn committed_offsets(
 }
 
 /// Reads every record of `topic` from the beginning up to the high watermarks taken now.
-pub fn read_topic(bootstrap: &str, topic: &str) -> KafkaResult<Vec<Consumed>> {
-    let marks = watermarks(bootstrap, topic)?;
-    let consumer: BaseConsumer = client(bootstrap)
+pub fn read_topic(brokers: &(impl Brokers + ?Sized), topic: &str) -> KafkaResult<Vec<Consumed>> {
+    let marks = watermarks(brokers, topic)?;
+    let consumer: BaseConsumer = brokers
+        .client_config()
         .set("group.id", "clustera-test-reader")
         .set("enable.auto.commit", "false")
         .create()?;
@@ -203,8 +236,12 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> KafkaResult<Vec<Consumed>> {
 }
 
 /// Creates a topic through the admin API (for brokers that do not auto-create, like tansu).
-pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> KafkaResult<()> {
-    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create()?;
+pub fn create_topic(
+    brokers: &(impl Brokers + ?Sized),
+    name: &str,
+    partitions: i32,
+) -> KafkaResult<()> {
+    let admin: AdminClient<DefaultClientContext> = brokers.client_config().create()?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     let results = futures::executor::block_on(admin.create_topics([&topic], &options))?;

@@ -1,0 +1,230 @@
+//! The `clustera` command against its own development broker.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clustera");
+
+/// `clustera dev` on a free port, killed on drop.
+struct Dev {
+    child: Child,
+    addr: String,
+}
+
+impl Dev {
+    fn start(topics: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["dev", "--listen", &addr]);
+        for t in topics {
+            cmd.args(["--topic", t]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It prints the bootstrap address on stdout once it serves.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), addr, "dev broker announces its address");
+        Dev { child, addr }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clustera(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn produce_consume_and_lag_round_trip() {
+    let dev = Dev::start(&["rt:3"]);
+    let b = dev.addr.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.txt");
+    let expected: BTreeMap<String, String> = (0..1000)
+        .map(|i| (format!("key-{i}"), format!("value {i} ü")))
+        .collect();
+    let text: String = expected.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+
+    let out = clustera(
+        &[
+            "produce",
+            "--brokers",
+            b,
+            "--topic",
+            "rt",
+            "--key-separator",
+            ":",
+            "--header",
+            "source=test",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    ok(&out);
+
+    let out = clustera(
+        &[
+            "consume",
+            "--brokers",
+            b,
+            "--topic",
+            "rt",
+            "--from-beginning",
+            "--count",
+            "1000",
+            "--timeout",
+            "20",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let got: BTreeMap<String, String> = ok(&out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["topic"], "rt");
+            assert_eq!(v["headers"]["source"], "test");
+            (
+                v["key"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "consumed back identical");
+
+    // No group has read it yet: lag refuses an unknown group.
+    let out = clustera(
+        &["lag", "--brokers", b, "--group", "readers", "--topic", "rt"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown consumer group"));
+
+    let out = clustera(
+        &[
+            "consume",
+            "--brokers",
+            b,
+            "--topic",
+            "rt",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--count",
+            "1000",
+            "--timeout",
+            "30",
+        ],
+        None,
+    );
+    assert_eq!(ok(&out).lines().count(), 1000);
+    let out = ok(&clustera(
+        &["lag", "--brokers", b, "--group", "readers", "--topic", "rt"],
+        None,
+    ));
+    let total = out.lines().last().unwrap();
+    assert!(
+        total.starts_with("TOTAL") && total.trim_end().ends_with(" 0"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        1 + 3 + 1,
+        "header, three partitions, total:\n{out}"
+    );
+
+    // Standard input works too, and topics lists what exists.
+    ok(&clustera(
+        &["produce", "--brokers", b, "--topic", "rt", "-"],
+        Some(b"one\ntwo\n"),
+    ));
+    let topics = ok(&clustera(&["topics", "--brokers", b], None));
+    assert!(topics.lines().any(|l| l == "rt\t3"), "{topics}");
+}
+
+#[test]
+fn errors_are_one_line_and_never_hang() {
+    let started = Instant::now();
+    let out = clustera(&["produce", "--no-such-flag"], None);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = clustera(&["topics", "--brokers", "127.0.0.1:1"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the brokers at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = clustera(&["lag", "--group", "g"], None);
+    assert!(!out.status.success(), "no brokers given");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--brokers"));
+
+    let dev = Dev::start(&[]);
+    let out = clustera(
+        &[
+            "consume",
+            "--brokers",
+            &dev.addr,
+            "--topic",
+            "nope",
+            "--count",
+            "1",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown topic nope"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bounded by timeouts"
+    );
+}
