@@ -34,3 +34,13 @@ cargo build --workspace --examples
 # Broker tests are heavy on 2 cores; a few at a time keeps timings stable.
 cargo test --workspace --all-targets -- --test-threads 2
 cargo test --workspace --doc
+
+echo "== scaffolded kernel"
+# `clustera new` must produce a crate that builds and passes its tests against this workspace.
+scaffold="$(mktemp -d)"
+trap 'rm -rf "$scaffold"' EXIT
+cargo run -q -p clustera-cli -- new scaffold-check --path "$scaffold/scaffold-check"
+# The same dependency versions as the workspace, and its build cache.
+cp Cargo.lock "$scaffold/scaffold-check/"
+workspace_target="${CARGO_TARGET_DIR:-$PWD/target}"
+(cd "$scaffold/scaffold-check" && CARGO_TARGET_DIR="$workspace_target" cargo test)

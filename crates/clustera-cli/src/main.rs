@@ -6,6 +6,7 @@ mod consume;
 mod demo;
 mod dev;
 mod lag;
+mod new;
 mod produce;
 mod topics;
 
@@ -37,6 +38,8 @@ enum Command {
     Lag(lag::LagArgs),
     /// List topics, or create one.
     Topics(topics::TopicsArgs),
+    /// Scaffold a new kernel crate.
+    New(new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => blocking(move || consume::run(args)).await,
             Command::Lag(args) => blocking(move || lag::run(args)).await,
             Command::Topics(args) => blocking(move || topics::run(args)).await,
+            Command::New(args) => new::run(args),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

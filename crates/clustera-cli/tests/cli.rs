@@ -228,3 +228,50 @@ fn errors_are_one_line_and_never_hang() {
         "bounded by timeouts"
     );
 }
+
+#[test]
+fn new_scaffolds_a_complete_kernel_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("order-enricher");
+    ok(&clustera(
+        &["new", "order-enricher", "--path", target.to_str().unwrap()],
+        None,
+    ));
+    for file in [
+        "Cargo.toml",
+        "src/main.rs",
+        ".env.template",
+        "Dockerfile",
+        "README.md",
+        ".gitignore",
+    ] {
+        let text = std::fs::read_to_string(target.join(file)).unwrap();
+        assert!(!text.contains("{{"), "{file} has an unfilled placeholder");
+        assert!(
+            text.contains("order-enricher") || file == ".gitignore",
+            "{file} names the kernel"
+        );
+    }
+    let main = std::fs::read_to_string(target.join("src/main.rs")).unwrap();
+    assert!(main.contains("struct OrderEnricher") && main.contains("TestDriver"));
+    let manifest = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("clustera = { path = "), "{manifest}");
+
+    let again = clustera(
+        &["new", "order-enricher", "--path", target.to_str().unwrap()],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = clustera(
+        &[
+            "new",
+            "Bad_Name",
+            "--path",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid kernel name"));
+}

@@ -1,0 +1,135 @@
+//! `clustera new`: scaffold a kernel crate that builds and passes its tests.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+/// Arguments of `clustera new`.
+#[derive(Args)]
+pub struct NewArgs {
+    /// The kernel's name: lowercase letters, digits and dashes, starting with a letter.
+    name: String,
+    /// Where to create it (default: `./NAME`).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Path of the `clustera` crate to depend on (default: this build's source tree if it
+    /// still exists, otherwise the crates.io release).
+    #[arg(long, value_name = "DIR")]
+    clustera_path: Option<PathBuf>,
+}
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../templates/kernel/Cargo.toml.tmpl"),
+    ),
+    (
+        "src/main.rs",
+        include_str!("../templates/kernel/main.rs.tmpl"),
+    ),
+    (
+        ".env.template",
+        include_str!("../templates/kernel/env.template.tmpl"),
+    ),
+    (
+        "Dockerfile",
+        include_str!("../templates/kernel/Dockerfile.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/kernel/README.md.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../templates/kernel/gitignore.tmpl"),
+    ),
+];
+
+fn validate(name: &str) -> anyhow::Result<()> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("{name:?} is not a valid kernel name: use lowercase letters, digits and dashes, starting with a letter");
+    }
+    Ok(())
+}
+
+/// `my-kernel` → `MyKernel`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn clustera_dependency(explicit: Option<&Path>) -> anyhow::Result<String> {
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clustera");
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => built_from.is_dir().then_some(built_from),
+    };
+    Ok(match path {
+        Some(p) => {
+            let p = p
+                .canonicalize()
+                .with_context(|| format!("--clustera-path {}", p.display()))?;
+            format!("{{ path = {:?} }}", p.display().to_string())
+        }
+        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// Writes the crate; refuses to touch an existing non-empty directory.
+pub fn run(args: NewArgs) -> anyhow::Result<()> {
+    validate(&args.name)?;
+    let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    let dependency = clustera_dependency(args.clustera_path.as_deref())?;
+    let type_name = type_name(&args.name);
+    for (file, template) in FILES {
+        let text = template
+            .replace("{{name}}", &args.name)
+            .replace("{{type_name}}", &type_name)
+            .replace("{{clustera_dependency}}", &dependency);
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("created kernel {} in {}", args.name, dir.display());
+    println!("next: cd {} && cargo test", dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_typed() {
+        assert!(validate("order-enricher2").is_ok());
+        for bad in ["", "Order", "1abc", "a_b", "a-", "a b"] {
+            assert!(validate(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(type_name("order-enricher2"), "OrderEnricher2");
+    }
+}
