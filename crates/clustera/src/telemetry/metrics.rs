@@ -223,3 +223,81 @@ impl KernelMetrics {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Every family, with one series each, as a scrape of a busy kernel shows them.
+    fn exported_families() -> BTreeSet<String> {
+        let m = KernelMetrics::new("k");
+        let p = m.partition("t");
+        p.acked.inc();
+        p.processing.observe(std::time::Duration::from_millis(1));
+        p.end_to_end.observe(std::time::Duration::from_millis(1));
+        m.error("transient");
+        m.set_lag("t", 0, 3);
+        m.encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let families = exported_families();
+        assert!(
+            families.iter().all(|f| f.starts_with("clustera_")),
+            "{families:?}"
+        );
+        for expected in [
+            "clustera_messages",
+            "clustera_consumer_lag",
+            "clustera_processing_duration_seconds",
+        ] {
+            assert!(families.contains(expected), "{expected} in {families:?}");
+        }
+        let text = KernelMetrics::new("k").encode();
+        assert!(!text.contains("offset="), "no offsets as labels");
+    }
+
+    #[test]
+    fn dashboard_queries_name_exported_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/dashboard.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let families = exported_families();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|t| t.starts_with("clustera_"))
+                    .collect();
+                assert!(!names.is_empty(), "{expr} queries no clustera metric");
+                for name in names {
+                    let family = ["_bucket", "_sum", "_count", "_total"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    assert!(
+                        families.contains(family),
+                        "{name} (in {expr}) is not exported: {families:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked >= 10,
+            "the dashboard covers the metrics ({checked} references)"
+        );
+    }
+}
