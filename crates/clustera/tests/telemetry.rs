@@ -244,3 +244,74 @@ async fn secrets_never_reach_the_logs() {
     }
     assert!(!logs.contains(&b64(key)[..40]), "base64 key leaked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_is_continued_into_every_output() {
+    let (_broker, bootstrap) = mock_with_sequence(&[("tr-in", 2), ("tr-out", 2)], 0).await;
+    let trace = |i: usize| format!("00-{:032x}-{:016x}-01", 0xabc0 + i, 0x1000 + i);
+    let b = bootstrap.clone();
+    blocking(move || {
+        clustera::testing::kafka::produce(
+            &b,
+            "tr-in",
+            (0..20).map(|i| {
+                let headers = if i % 2 == 0 {
+                    vec![
+                        ("traceparent".to_owned(), trace(i)),
+                        ("tracestate".to_owned(), "vendor=1".to_owned()),
+                    ]
+                } else {
+                    Vec::new()
+                };
+                (
+                    Some(format!("k{i}").into_bytes()),
+                    format!("{{\"seq\":{i}}}").into_bytes(),
+                    headers,
+                )
+            }),
+        )
+        .unwrap()
+    })
+    .await;
+    let running = start(
+        config("copy", &bootstrap, "tr-in"),
+        SlowCopy {
+            output: "tr-out".into(),
+            delay: Duration::ZERO,
+        },
+    );
+    let stats = running.stats.clone();
+    wait_for("processing", Duration::from_secs(30), || {
+        stats.snapshot().processed() >= 20
+    })
+    .await;
+    running.stop().await;
+    let b = bootstrap.clone();
+    let (inputs, outputs) = blocking(move || {
+        (
+            clustera::testing::kafka::read_topic(&b, "tr-in").unwrap(),
+            clustera::testing::kafka::read_topic(&b, "tr-out").unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(outputs.len(), 20);
+    for (out, (p, o)) in outputs.iter().zip(transform_sources(&outputs)) {
+        let input = inputs
+            .iter()
+            .find(|m| m.partition == p && m.offset == o)
+            .unwrap();
+        match input.header("traceparent") {
+            None => assert_eq!(out.header("traceparent"), None, "no trace in, none out"),
+            Some(tp) => {
+                let got = out.header("traceparent").expect("trace continued");
+                let (want, have): (Vec<&str>, Vec<&str>) =
+                    (tp.split('-').collect(), got.split('-').collect());
+                assert_eq!(have[0], "00");
+                assert_eq!(have[1], want[1], "same trace id");
+                assert_ne!(have[2], want[2], "a new span id for the processing span");
+                assert_eq!(have[3], want[3], "same flags");
+                assert_eq!(out.header("tracestate").as_deref(), Some("vendor=1"));
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ mod producer;
 mod retry;
 mod shutdown;
 mod stats;
+pub mod trace;
 mod worker;
 
 use std::future::Future;

@@ -19,6 +19,7 @@ use super::partition::{PartitionCounters, PartitionShared};
 use super::producer::{DeliveryToken, OutputProducer};
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
+use super::trace::{to_hex, TraceParent, TRACEPARENT, TRACESTATE};
 use crate::config::RuntimeSettings;
 use crate::context::{Context, Record};
 use crate::kernel::{Kernel, Outcome};
@@ -143,7 +144,20 @@ async fn process_message<K: Kernel>(
     let counters = &shared.counters;
     let started = Instant::now();
     shared.busy.store(true, Ordering::Relaxed);
-    let decision = decide(deps, shared, message).await;
+    // A message that carries a trace is processed in a span continuing it.
+    let trace = message
+        .header(TRACEPARENT)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(TraceParent::parse)
+        .map(|parent| parent.child(rand::random()));
+    let decision = match &trace {
+        None => decide(deps, shared, message).await,
+        Some(t) => {
+            let span = tracing::info_span!("message", offset, trace_id = %t.trace_id_hex(),
+                span_id = %to_hex(&t.parent_id));
+            decide(deps, shared, message).instrument(span).await
+        }
+    };
     shared.busy.store(false, Ordering::Relaxed);
     let Some(decision) = decision else {
         // Stopped while waiting to retry: never tracked, so never committed; redelivered.
@@ -181,6 +195,13 @@ async fn process_message<K: Kernel>(
         }
     };
     // Registered before sending, so no acknowledgement can arrive before it is expected.
+    let records = match &trace {
+        Some(t) => records
+            .into_iter()
+            .map(|r| with_trace(r, t, message.header(TRACESTATE)))
+            .collect(),
+        None => records,
+    };
     let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
     shared.track(|o| o.finished_with(offset, count));
     for record in &records {
@@ -275,6 +296,19 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
+}
+
+/// Sets the record's `traceparent` to this message's span (replacing any the kernel set) and
+/// copies the input's `tracestate`.
+fn with_trace(mut record: Record, trace: &TraceParent, state: Option<&[u8]>) -> Record {
+    record
+        .headers
+        .retain(|h| h.name != TRACEPARENT && (state.is_none() || h.name != TRACESTATE));
+    record = record.header(TRACEPARENT, trace.to_header());
+    if let Some(state) = state {
+        record = record.header(TRACESTATE, state.to_vec());
+    }
+    record
 }
 
 /// Wall-clock milliseconds from a monotonic instant, for end-to-end latency without a system
