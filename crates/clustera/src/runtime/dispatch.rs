@@ -415,6 +415,8 @@ impl<K: Kernel> Dispatcher<K> {
         match result {
             Ok(()) => {
                 super::stats::RuntimeStats::bump(&self.deps.stats.commits);
+                tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
+                    "committing offsets");
                 self.recommit = false;
                 for (topic, partition, next, completed) in advanced {
                     if let Some(a) = self
