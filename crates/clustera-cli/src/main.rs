@@ -45,14 +45,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
-    match cli.command {
+    let _logging = match cli.command {
         Command::Demo(_) | Command::Bench(_) => {
             clustera::telemetry::init_logging_with_default("off")
         }
         Command::Dev(_) => clustera::telemetry::init_logging(),
         // Tools print results on stdout and one-line errors; librdkafka chatter stays quiet.
         _ => clustera::telemetry::init_logging_with_default("error,librdkafka=off"),
-    }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

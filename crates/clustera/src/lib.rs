@@ -98,7 +98,13 @@ pub fn run<K: Kernel>(kernel: K) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init_logging();
+    let _logging = match telemetry::init_kernel_logging(kernel.name()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{}: configuration error: {e}", kernel.name());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

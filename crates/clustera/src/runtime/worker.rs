@@ -24,7 +24,7 @@ use crate::config::RuntimeSettings;
 use crate::context::{Context, Record};
 use crate::kernel::{Kernel, Outcome};
 use crate::message::Message;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{continue_trace, Telemetry};
 
 /// What every partition worker shares.
 pub(crate) struct WorkerDeps<K> {
@@ -145,17 +145,22 @@ async fn process_message<K: Kernel>(
     let started = Instant::now();
     shared.busy.store(true, Ordering::Relaxed);
     // A message that carries a trace is processed in a span continuing it.
-    let trace = message
+    // When spans are exported, the outputs carry the exported span's id; otherwise a new one.
+    let parent = message
         .header(TRACEPARENT)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(TraceParent::parse)
-        .map(|parent| parent.child(rand::random()));
-    let decision = match &trace {
-        None => decide(deps, shared, message).await,
-        Some(t) => {
-            let span = tracing::info_span!("message", offset, trace_id = %t.trace_id_hex(),
-                span_id = %to_hex(&t.parent_id));
-            decide(deps, shared, message).instrument(span).await
+        .and_then(TraceParent::parse);
+    let (decision, trace) = match parent {
+        None => (decide(deps, shared, message).await, None),
+        Some(parent) => {
+            let span = tracing::info_span!("message", offset, trace_id = %parent.trace_id_hex(),
+                parent_span_id = %to_hex(&parent.parent_id));
+            let span_id = continue_trace(&span, &parent).unwrap_or_else(rand::random);
+            let trace = parent.child(span_id);
+            (
+                decide(deps, shared, message).instrument(span).await,
+                Some(trace),
+            )
         }
     };
     shared.busy.store(false, Ordering::Relaxed);

@@ -1,18 +1,47 @@
-//! Logging: `tracing` everywhere, librdkafka's own logs included.
+//! Logging: `tracing` everywhere, librdkafka's own logs included, with optional OTLP export.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use super::otel;
+
+/// Keeps the OpenTelemetry exporter alive; dropping it flushes and shuts the exporter down.
+#[must_use = "dropping the guard stops span export"]
+#[derive(Debug, Default)]
+pub struct LoggingGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LoggingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
 
 /// Installs the global subscriber once: level from `RUST_LOG` (default `info`), format from
 /// `CLUSTERA_LOG_FORMAT` (`json` or `pretty`; default pretty on a terminal, JSON otherwise).
-/// Calling it again does nothing.
-pub fn init_logging() {
-    init_logging_with_default("info");
+/// Calling it again does nothing. No spans are exported.
+pub fn init_logging() -> LoggingGuard {
+    init("info", None).unwrap_or_default()
 }
 
 /// Like [`init_logging`], with `default_filter` when `RUST_LOG` is not set.
-pub fn init_logging_with_default(default_filter: &str) {
+pub fn init_logging_with_default(default_filter: &str) -> LoggingGuard {
+    init(default_filter, None).unwrap_or_default()
+}
+
+/// Like [`init_logging`], and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports spans over
+/// OTLP/HTTP as service `service`. Fails only if that exporter cannot be built.
+pub fn init_kernel_logging(service: &str) -> Result<LoggingGuard, String> {
+    init("info", Some(service))
+}
+
+fn init(default_filter: &str, service: Option<&str>) -> Result<LoggingGuard, String> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match std::env::var("CLUSTERA_LOG_FORMAT").ok().as_deref() {
@@ -20,14 +49,22 @@ pub fn init_logging_with_default(default_filter: &str) {
         Some("pretty") | Some("text") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().flatten_event(true).boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    let provider = match service {
+        Some(name) if otel::configured() => Some(otel::provider(name)?),
+        _ => None,
+    };
+    let otel_layer = provider.as_ref().map(otel::layer);
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel_layer)
+        .try_init();
+    Ok(LoggingGuard { provider })
 }
 
 /// Removes secrets from librdkafka's log lines before they reach the subscriber: PEM blocks

@@ -7,6 +7,7 @@ mod histogram;
 mod http;
 mod logging;
 mod metrics;
+mod otel;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -15,9 +16,10 @@ pub use health::{Health, HealthReport};
 pub(crate) use histogram::DurationHistogram;
 pub(crate) use http::serve;
 pub(crate) use logging::Redactor;
-pub use logging::{init_logging, init_logging_with_default};
+pub use logging::{init_kernel_logging, init_logging, init_logging_with_default, LoggingGuard};
 pub use metrics::KernelMetrics;
 pub(crate) use metrics::PartitionMetrics;
+pub(crate) use otel::continue_trace;
 
 /// Metrics and health of one kernel, shared by the runtime and its HTTP listener.
 #[derive(Debug)]
