@@ -94,6 +94,8 @@ pub(crate) struct Dispatcher<K: Kernel> {
     last_commit: Instant,
     /// A commit failed: the next one re-sends every partition's position.
     recommit: bool,
+    /// When every position was last sent regardless of change (see `maybe_commit`).
+    last_full_commit: Instant,
 }
 
 impl<K: Kernel> Dispatcher<K> {
@@ -106,6 +108,7 @@ impl<K: Kernel> Dispatcher<K> {
             partitions: HashMap::new(),
             last_commit: Instant::now(),
             recommit: false,
+            last_full_commit: Instant::now(),
         }
     }
 
@@ -332,6 +335,7 @@ impl<K: Kernel> Dispatcher<K> {
                 }
                 Err(e) => {
                     self.deps.telemetry.metrics.error("commit");
+                    RuntimeStats::bump(&self.deps.stats.commit_failures);
                     tracing::error!(kernel = %self.deps.kernel_name, error = %e,
                         offsets = ?offsets_of(&tpl),
                         "final commit failed; messages after the last commit will be redelivered")
@@ -381,6 +385,15 @@ impl<K: Kernel> Dispatcher<K> {
 
     /// Commits asynchronously when the interval has passed or enough messages are done.
     pub(crate) fn maybe_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        // librdkafka reports the result of an asynchronous commit only to an offset-commit
+        // callback, which rdkafka's consumer does not install: a failed commit goes unseen.
+        // So every few intervals every position is sent again, changed or not (idempotent),
+        // and a lost commit heals itself.
+        let full_every = (self.deps.settings.commit_interval * 5).max(Duration::from_secs(5));
+        if self.last_full_commit.elapsed() >= full_every {
+            self.recommit = true;
+            self.last_full_commit = Instant::now();
+        }
         let settings = &self.deps.settings;
         let interval_due = self.last_commit.elapsed() >= settings.commit_interval;
         let mut done_since = 0u64;
@@ -431,6 +444,7 @@ impl<K: Kernel> Dispatcher<K> {
             }
             Err(e) => {
                 self.deps.telemetry.metrics.error("commit");
+                RuntimeStats::bump(&self.deps.stats.commit_failures);
                 self.recommit = true;
                 tracing::warn!(kernel = %self.deps.kernel_name, error = %e, "commit request failed; will retry");
             }

@@ -36,7 +36,9 @@ pub struct StatsSnapshot {
     pub produce_failures: u64,
     /// Offset commits made (asynchronous ones counted when the request is queued).
     pub commits: u64,
-    /// Failed offset commits (retried by the next commit).
+    /// Offset commits that failed visibly (a commit call returned an error). librdkafka does
+    /// not report asynchronous commit results to this consumer; those heal through the
+    /// periodic full re-commit instead.
     pub commit_failures: u64,
     /// Partitions assigned to this consumer, counted at every assignment.
     pub partitions_assigned: u64,
