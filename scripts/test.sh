@@ -20,6 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
 fi
+scripts/install-postgres.sh
 CLUSTERA_TANSU_BIN="$(scripts/install-tansu.sh)"
 export CLUSTERA_TANSU_BIN
 echo "tansu: $CLUSTERA_TANSU_BIN"

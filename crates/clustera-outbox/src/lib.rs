@@ -1,0 +1,14 @@
+//! The outbox pipeline's consuming side: outbox events from Debezium-format change events are
+//! routed by event type to handlers; each handler's read-model writes and its
+//! `(handler, event_id)` marker are committed in one PostgreSQL transaction, so a redelivered
+//! event changes nothing.
+
+pub mod activity;
+mod handler;
+mod registry;
+mod store;
+pub mod testing;
+
+pub use handler::{DocOp, Handler, HandlerError};
+pub use registry::{HandlerOutcome, Registry};
+pub use store::{PgStore, Store, StoreError};

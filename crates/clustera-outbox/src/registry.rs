@@ -1,0 +1,84 @@
+//! Handlers by event type. Each handler of an event runs on its own: one failing leaves the
+//! others' writes in place, and its own failure is reported for it alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use clustera_debezium::OutboxEvent;
+
+use crate::handler::Handler;
+use crate::store::Store;
+
+/// What happened to one handler of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerOutcome {
+    /// Its writes and marker were committed.
+    Applied(String),
+    /// Its marker was already there: a redelivery, nothing changed.
+    AlreadyApplied(String),
+    /// The event is unusable for this handler (permanent: dead-letter it for this handler).
+    Invalid {
+        /// The handler.
+        handler: String,
+        /// Why.
+        error: String,
+    },
+    /// The store failed (transient: retry; the handlers that were applied are skipped then).
+    Failed {
+        /// The handler.
+        handler: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Event type → handlers.
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: HashMap<String, Vec<Arc<dyn Handler>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for `event_type`; several handlers per type run independently.
+    pub fn register(&mut self, event_type: &str, handler: Arc<dyn Handler>) -> &mut Self {
+        self.handlers
+            .entry(event_type.to_owned())
+            .or_default()
+            .push(handler);
+        self
+    }
+
+    /// The handlers of `event_type`, in registration order.
+    pub fn handlers_for(&self, event_type: &str) -> &[Arc<dyn Handler>] {
+        self.handlers.get(event_type).map_or(&[], Vec::as_slice)
+    }
+
+    /// Runs every handler of the event against `store`, each on its own.
+    pub async fn dispatch<S: Store>(&self, store: &S, event: &OutboxEvent) -> Vec<HandlerOutcome> {
+        let mut outcomes = Vec::new();
+        for handler in self.handlers_for(&event.event_type) {
+            let name = handler.name().to_owned();
+            let outcome = match handler.handle(event) {
+                Err(e) => HandlerOutcome::Invalid {
+                    handler: name,
+                    error: e.to_string(),
+                },
+                Ok(ops) => match store.apply(&name, &event.event_id, &ops).await {
+                    Ok(true) => HandlerOutcome::Applied(name),
+                    Ok(false) => HandlerOutcome::AlreadyApplied(name),
+                    Err(e) => HandlerOutcome::Failed {
+                        handler: name,
+                        error: e.to_string(),
+                    },
+                },
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+}

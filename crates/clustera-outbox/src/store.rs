@@ -1,0 +1,175 @@
+//! Read models and processed-markers. The PostgreSQL store keeps documents as JSONB.
+
+use std::future::Future;
+
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+use crate::handler::DocOp;
+
+/// A store failure: transient (connection, serialization) unless it says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or was unreachable.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Where handlers' writes go.
+pub trait Store: Send + Sync {
+    /// Applies `ops` and records `(handler, event_id)` atomically. Returns `false`, changing
+    /// nothing, if that pair was already recorded.
+    fn apply(
+        &self,
+        handler: &str,
+        event_id: &str,
+        ops: &[DocOp],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Documents in `read_models(collection, id, doc jsonb)`, markers in
+/// `processed_events(handler, event_id)`.
+pub struct PgStore {
+    client: tokio::sync::Mutex<Client>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS read_models (
+    collection text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, id)
+);
+CREATE TABLE IF NOT EXISTS processed_events (
+    handler text NOT NULL,
+    event_id text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (handler, event_id)
+);";
+
+impl PgStore {
+    /// Connects and creates the tables if needed.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "postgres connection ended");
+            }
+        });
+        client.batch_execute(SCHEMA).await?;
+        Ok(Self {
+            client: tokio::sync::Mutex::new(client),
+        })
+    }
+
+    /// One document, for tests and verification.
+    pub async fn document(&self, collection: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT doc FROM read_models WHERE collection = $1 AND id = $2",
+                &[&collection, &id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Every document, ordered, for comparing states.
+    pub async fn all_documents(&self) -> Result<Vec<(String, String, Value)>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT collection, id, doc FROM read_models ORDER BY 1, 2",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}
+
+impl Store for PgStore {
+    async fn apply(
+        &self,
+        handler: &str,
+        event_id: &str,
+        ops: &[DocOp],
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let fresh = tx
+            .execute(
+                "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&handler, &event_id],
+            )
+            .await?
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for op in ops {
+            match op {
+                DocOp::Upsert {
+                    collection,
+                    id,
+                    doc,
+                } => {
+                    tx.execute(
+                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
+                         ON CONFLICT (collection, id) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()",
+                        &[collection, id, doc],
+                    )
+                    .await?;
+                }
+                DocOp::Merge {
+                    collection,
+                    id,
+                    patch,
+                } => {
+                    tx.execute(
+                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
+                         ON CONFLICT (collection, id) DO UPDATE SET doc = read_models.doc || EXCLUDED.doc, updated_at = now()",
+                        &[collection, id, patch],
+                    )
+                    .await?;
+                }
+                DocOp::Increment {
+                    collection,
+                    id,
+                    field,
+                    by,
+                } => {
+                    tx.execute(
+                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, $4::bigint))
+                         ON CONFLICT (collection, id) DO UPDATE SET doc = jsonb_set(read_models.doc, ARRAY[$3::text],
+                             to_jsonb(COALESCE((read_models.doc->>$3::text)::bigint, 0) + $4::bigint)), updated_at = now()",
+                        &[collection, id, field, by],
+                    )
+                    .await?;
+                }
+                DocOp::AddToSet {
+                    collection,
+                    id,
+                    field,
+                    value,
+                } => {
+                    tx.execute(
+                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, jsonb_build_array($4::jsonb)))
+                         ON CONFLICT (collection, id) DO UPDATE SET doc = CASE
+                             WHEN COALESCE(read_models.doc->$3::text, '[]'::jsonb) @> jsonb_build_array($4::jsonb) THEN read_models.doc
+                             ELSE jsonb_set(read_models.doc, ARRAY[$3::text], COALESCE(read_models.doc->$3::text, '[]'::jsonb) || jsonb_build_array($4::jsonb))
+                         END, updated_at = now()",
+                        &[collection, id, field, value],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,155 @@
+//! A throwaway PostgreSQL server for tests and demos: `initdb` into a temporary directory,
+//! `wal_level=logical`, a free loopback port. initdb and postgres refuse to run as root, so
+//! when this process is root they run as the `postgres` system user, through `setpriv`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian puts PostgreSQL 15's server binaries (`scripts/install-postgres.sh`).
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A running server, stopped and deleted when dropped.
+pub struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn as_server_user(program: &str, root: bool) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if root {
+        // setpriv execs the server itself (runuser would fork and outlive a kill).
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            &path,
+        ]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+impl Postgres {
+    /// Starts a server; fails with instructions if PostgreSQL is not installed.
+    pub fn start() -> Result<Self, String> {
+        if !PathBuf::from(PG_BIN).join("initdb").is_file() {
+            return Err(format!(
+                "PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): run scripts/install-postgres.sh"
+            ));
+        }
+        let root = is_root();
+        let dir =
+            std::env::temp_dir().join(format!("clustera-pg-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(format!(
+                    "cannot give {} to the postgres user",
+                    dir.display()
+                ));
+            }
+        }
+        let data = dir.join("data");
+        let out = as_server_user("initdb", root)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = as_server_user("postgres", root)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+            ])
+            .arg(&dir)
+            .args([
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+            ])
+            .args(["-c", "max_replication_slots=8", "-c", "max_wal_senders=8"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("postgres: {e}"))?;
+        let pg = Self {
+            child,
+            dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        };
+        pg.wait_ready(port)?;
+        Ok(pg)
+    }
+
+    fn wait_ready(&self, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("postgres did not become ready within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `DATABASE_URL` for the server.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
