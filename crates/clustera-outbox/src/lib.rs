@@ -5,10 +5,12 @@
 
 pub mod activity;
 mod handler;
+mod processor;
 mod registry;
 mod store;
 pub mod testing;
 
 pub use handler::{DocOp, Handler, HandlerError};
+pub use processor::{headers as dead_letter_headers, OutboxProcessor, SkipPolicy};
 pub use registry::{HandlerOutcome, Registry};
 pub use store::{PgStore, Store, StoreError};

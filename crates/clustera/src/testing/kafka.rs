@@ -70,10 +70,13 @@ impl Brokers for ClientConfig {
     }
 }
 
+/// A record to produce: key, value and headers (name, text).
+pub type ProducedRecord = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
+
 /// Produces `records` (key, value, headers) to `topic` and waits until all are acknowledged.
 pub fn produce<I>(brokers: &(impl Brokers + ?Sized), topic: &str, records: I) -> KafkaResult<usize>
 where
-    I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>)>,
+    I: IntoIterator<Item = ProducedRecord>,
 {
     let producer: BaseProducer = brokers
         .client_config()

@@ -1,0 +1,159 @@
+//! The processor kernel: Debezium change events of the outbox table in, read models out.
+
+use std::sync::Arc;
+
+use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
+use clustera_debezium::{decode, Decoded, Op, OutboxColumns, OutboxEvent};
+
+use crate::registry::{HandlerOutcome, Registry};
+use crate::store::Store;
+
+/// Headers added to a per-handler dead-letter record (besides the original's).
+pub mod headers {
+    /// The handler that gave up on the event.
+    pub const HANDLER: &str = "clustera.handler";
+    /// Why.
+    pub const ERROR: &str = "clustera.error";
+    /// The event's id.
+    pub const EVENT_ID: &str = "clustera.event.id";
+    /// Where the message came from.
+    pub const ORIGINAL_TOPIC: &str = "clustera.original.topic";
+    /// Its partition.
+    pub const ORIGINAL_PARTITION: &str = "clustera.original.partition";
+    /// Its offset.
+    pub const ORIGINAL_OFFSET: &str = "clustera.original.offset";
+}
+
+/// What the processor skips, as the seed does by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkipPolicy {
+    /// Skip `op = d`.
+    pub deletes: bool,
+    /// Skip snapshot reads (`op = r`).
+    pub snapshots: bool,
+}
+
+impl Default for SkipPolicy {
+    fn default() -> Self {
+        Self {
+            deletes: true,
+            snapshots: true,
+        }
+    }
+}
+
+/// Routes outbox events to the registry's handlers and writes through `store`.
+pub struct OutboxProcessor<S> {
+    registry: Registry,
+    store: Arc<S>,
+    columns: OutboxColumns,
+    skip: SkipPolicy,
+    topics: Vec<String>,
+    /// Attempts before a handler whose store writes keep failing is dead-lettered alone.
+    max_attempts: u32,
+}
+
+impl<S: Store + 'static> OutboxProcessor<S> {
+    /// A processor for `topics` (default `postgres.activity.event_outbox`).
+    pub fn new(registry: Registry, store: Arc<S>) -> Self {
+        Self {
+            registry,
+            store,
+            columns: OutboxColumns::default(),
+            skip: SkipPolicy::default(),
+            topics: vec!["postgres.activity.event_outbox".into()],
+            max_attempts: 5,
+        }
+    }
+
+    /// Consumes these topics instead.
+    pub fn with_topics(mut self, topics: Vec<String>) -> Self {
+        self.topics = topics;
+        self
+    }
+
+    /// Skips these changes instead of the defaults.
+    pub fn with_skip(mut self, skip: SkipPolicy) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    fn dead_letter(msg: &Message, event: &OutboxEvent, handler: &str, error: &str) -> Record {
+        let mut r = Record::to(format!("{}.dlq", msg.topic())).maybe_key(msg.key_bytes());
+        if let Some(v) = msg.value_bytes() {
+            r = r.value(v);
+        }
+        for h in msg.headers() {
+            if let Some(v) = &h.value {
+                r = r.header(h.name.clone(), v.clone());
+            }
+        }
+        r.header(headers::HANDLER, handler.to_owned())
+            .header(headers::ERROR, error.to_owned())
+            .header(headers::EVENT_ID, event.event_id.clone())
+            .header(headers::ORIGINAL_TOPIC, msg.topic().to_owned())
+            .header(headers::ORIGINAL_PARTITION, msg.partition().to_string())
+            .header(headers::ORIGINAL_OFFSET, msg.offset().to_string())
+    }
+}
+
+impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
+    fn name(&self) -> &str {
+        "outbox-processor"
+    }
+
+    fn default_topics(&self) -> Vec<String> {
+        self.topics.clone()
+    }
+
+    async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        let change = match decode(msg.value()).map_err(KernelError::permanent)? {
+            Decoded::Tombstone => return Ok(Outcome::skip("tombstone")),
+            Decoded::Change(c) => c,
+        };
+        match change.op {
+            Op::Delete if self.skip.deletes => return Ok(Outcome::skip("delete")),
+            Op::Read if self.skip.snapshots => return Ok(Outcome::skip("snapshot read")),
+            Op::Truncate | Op::Message => return Ok(Outcome::skip("not a row change")),
+            _ => {}
+        }
+        let Some(event) =
+            OutboxEvent::from_change(&change, &self.columns).map_err(KernelError::permanent)?
+        else {
+            return Ok(Outcome::skip("no outbox row"));
+        };
+        if self.registry.handlers_for(&event.event_type).is_empty() {
+            return Ok(Outcome::skip(format!(
+                "no handler for {}",
+                event.event_type
+            )));
+        }
+        let outcomes = self.registry.dispatch(&*self.store, &event).await;
+        let failed: Vec<(&str, &str)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                HandlerOutcome::Failed { handler, error } => {
+                    Some((handler.as_str(), error.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        // A store failure is transient: retry the message; handlers already applied are
+        // skipped by their markers. Past the attempts, each failed handler is dead-lettered.
+        if !failed.is_empty() && ctx.attempt() < self.max_attempts {
+            tracing::warn!(event_id = %event.event_id, failed = ?failed, "handler writes failed; retrying");
+            return Ok(Outcome::retry());
+        }
+        for o in &outcomes {
+            match o {
+                HandlerOutcome::Invalid { handler, error }
+                | HandlerOutcome::Failed { handler, error } => {
+                    tracing::error!(event_id = %event.event_id, handler, error, "handler dead-lettered");
+                    ctx.send(Self::dead_letter(msg, &event, handler, error));
+                }
+                HandlerOutcome::Applied(_) | HandlerOutcome::AlreadyApplied(_) => {}
+            }
+        }
+        Ok(Outcome::Ack)
+    }
+}
