@@ -5,8 +5,10 @@
 
 pub mod activity;
 mod handler;
+pub mod pgoutput;
 mod processor;
 mod registry;
+pub mod relay;
 mod store;
 pub mod testing;
 

@@ -1,0 +1,353 @@
+//! The CDC relay (what Debezium and Kafka Connect do in the seed): committed inserts on the
+//! outbox table become Debezium-format change events on Kafka, keyed by aggregate so events
+//! of one aggregate keep their order.
+//!
+//! It reads the logical replication slot with `pg_logical_slot_peek_binary_changes`
+//! (pgoutput), which returns whole committed transactions without consuming them, and moves
+//! the slot's confirmed position with `pg_replication_slot_advance` only after Kafka has
+//! acknowledged every event of the transactions before it. A relay killed at any moment
+//! therefore resumes at the first unacknowledged transaction: nothing is lost, and what was
+//! sent twice is absorbed by the processor's markers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::{json, Map, Value};
+use tokio_postgres::Client;
+
+use crate::pgoutput::{self, Column, PgOutput};
+
+/// Where the relay reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Schema of the outbox table.
+    pub schema: String,
+    /// The outbox table.
+    pub table: String,
+    /// The publication the slot decodes.
+    pub publication: String,
+    /// The logical replication slot (pgoutput).
+    pub slot: String,
+    /// Kafka topic of the change events.
+    pub topic: String,
+    /// Column whose value keys the Kafka record.
+    pub key_column: String,
+    /// Changes read per round trip (whole transactions are always read).
+    pub batch: i32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            schema: "activity".into(),
+            table: "event_outbox".into(),
+            publication: "clustera_outbox".into(),
+            slot: "clustera_outbox".into(),
+            topic: "postgres.activity.event_outbox".into(),
+            key_column: "aggregate_id".into(),
+            batch: 2000,
+        }
+    }
+}
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The server is not configured for logical decoding.
+    #[error(
+        "wal_level is {0:?}: set wal_level = logical in postgresql.conf and restart PostgreSQL"
+    )]
+    WalLevel(String),
+    /// Kafka refused an event.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The slot returned bytes that are not pgoutput.
+    #[error("decoding the replication stream: {0}")]
+    Decode(#[from] pgoutput::PgOutputError),
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Creates the outbox table (the seed's columns), the publication and the slot, each only if
+/// missing. Fails clearly unless `wal_level` is `logical`.
+pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayError> {
+    let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
+    if wal_level != "logical" {
+        return Err(RelayError::WalLevel(wal_level));
+    }
+    let table = format!(
+        "{}.{}",
+        quote_ident(&config.schema),
+        quote_ident(&config.table)
+    );
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {table} (
+                 event_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                 aggregate_id uuid NOT NULL,
+                 aggregate_type text NOT NULL,
+                 event_type text NOT NULL,
+                 payload jsonb NOT NULL,
+                 status text NOT NULL DEFAULT 'pending',
+                 created_at timestamptz NOT NULL DEFAULT now()
+             );",
+            schema = quote_ident(&config.schema),
+        ))
+        .await?;
+    let has_publication = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
+        .await?
+        .is_some();
+    if !has_publication {
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {table}",
+                quote_ident(&config.publication)
+            ))
+            .await?;
+    }
+    let has_slot = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await?
+        .is_some();
+    if !has_slot {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&config.slot],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+struct Relation {
+    schema: String,
+    table: String,
+    columns: Vec<Column>,
+}
+
+/// Microseconds between 1970-01-01 and 2000-01-01, PostgreSQL's epoch.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// Streams outbox inserts to Kafka.
+pub struct Relay {
+    client: Client,
+    producer: FutureProducer,
+    config: RelayConfig,
+    relations: HashMap<u32, Relation>,
+    relayed: Arc<AtomicU64>,
+}
+
+impl Relay {
+    /// A relay over `client` producing with `kafka` (brokers and security).
+    pub fn new(
+        client: Client,
+        kafka: &ClientConfig,
+        config: RelayConfig,
+    ) -> Result<Self, RelayError> {
+        let mut kafka = kafka.clone();
+        kafka
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        Ok(Self {
+            client,
+            producer: kafka.create()?,
+            config,
+            relations: HashMap::new(),
+            relayed: Arc::default(),
+        })
+    }
+
+    /// Events acknowledged by Kafka so far.
+    pub fn relayed(&self) -> Arc<AtomicU64> {
+        self.relayed.clone()
+    }
+
+    /// Relays until `stop` resolves; polls every 100 ms when idle.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RelayError> {
+        tokio::pin!(stop);
+        loop {
+            let sent = tokio::select! {
+                _ = &mut stop => break,
+                r = self.step() => r?,
+            };
+            if sent == 0 {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
+            .await
+            .ok();
+        Ok(())
+    }
+
+    /// One round: peek whole transactions, send their events, wait for every
+    /// acknowledgement, then confirm up to the last commit. Returns the events sent.
+    pub async fn step(&mut self) -> Result<usize, RelayError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
+                &[&self.config.slot, &self.config.batch, &self.config.publication],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut deliveries = Vec::new();
+        let mut confirm = None;
+        let (mut xid, mut commit_ts) = (0u32, 0i64);
+        for row in &rows {
+            let data: Vec<u8> = row.get(0);
+            match pgoutput::parse(&data)? {
+                PgOutput::Begin {
+                    xid: x,
+                    commit_ts: ts,
+                    ..
+                } => {
+                    xid = x;
+                    commit_ts = ts;
+                }
+                PgOutput::Relation {
+                    oid,
+                    namespace,
+                    name,
+                    columns,
+                } => {
+                    self.relations.insert(
+                        oid,
+                        Relation {
+                            schema: namespace,
+                            table: name,
+                            columns,
+                        },
+                    );
+                }
+                PgOutput::Insert { oid, values } => {
+                    let Some(rel) = self.relations.get(&oid) else {
+                        continue;
+                    };
+                    if rel.schema != self.config.schema || rel.table != self.config.table {
+                        continue;
+                    }
+                    let (key, envelope) = self.envelope(rel, &values, xid, commit_ts);
+                    let payload = envelope.to_string();
+                    let record = FutureRecord::to(&self.config.topic)
+                        .key(&key)
+                        .payload(&payload);
+                    deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+                }
+                PgOutput::Commit { end_lsn, .. } => confirm = Some(end_lsn),
+                PgOutput::Other(_) => {}
+            }
+        }
+        let sent = deliveries.len();
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {
+                    self.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err((e, _))) => return Err(RelayError::Kafka(e)),
+                Err(_) => return Err(RelayError::Kafka(rdkafka::error::KafkaError::Canceled)),
+            }
+        }
+        if let Some(lsn) = confirm {
+            self.client
+                .execute(
+                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                    &[&self.config.slot, &pgoutput::format_lsn(lsn)],
+                )
+                .await?;
+        }
+        Ok(sent)
+    }
+
+    /// The Debezium change event (JSON converter without schemas) for one inserted row.
+    fn envelope(
+        &self,
+        rel: &Relation,
+        values: &[Option<String>],
+        xid: u32,
+        commit_ts: i64,
+    ) -> (String, Value) {
+        let mut after = Map::new();
+        let mut key = String::new();
+        for (column, value) in rel.columns.iter().zip(values) {
+            if column.name == self.config.key_column {
+                key = value.clone().unwrap_or_default();
+            }
+            after.insert(
+                column.name.clone(),
+                debezium_value(column.type_oid, value.as_deref()),
+            );
+        }
+        let ts_ms = (commit_ts + PG_EPOCH_US) / 1000;
+        let envelope = json!({
+            "before": null,
+            "after": after,
+            "source": {
+                "connector": "postgresql",
+                "name": "clustera",
+                "ts_ms": ts_ms,
+                "snapshot": "false",
+                "schema": rel.schema,
+                "table": rel.table,
+                "txId": xid,
+            },
+            "op": "c",
+            "ts_ms": chrono::Utc::now().timestamp_millis(),
+        });
+        (key, envelope)
+    }
+}
+
+/// A column value in Debezium's PostgreSQL encoding: uuid, json(b) and text as strings,
+/// timestamptz as an ISO-8601 ZonedTimestamp, numbers and booleans as JSON.
+fn debezium_value(type_oid: u32, text: Option<&str>) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    match type_oid {
+        16 => Value::Bool(text == "t"),
+        20 | 21 | 23 => text
+            .parse::<i64>()
+            .map_or_else(|_| json!(text), Value::from),
+        700 | 701 => text
+            .parse::<f64>()
+            .map_or_else(|_| json!(text), Value::from),
+        1184 => chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").map_or_else(
+            |_| json!(text),
+            |t| {
+                json!(t
+                    .with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            },
+        ),
+        _ => json!(text),
+    }
+}
