@@ -7,6 +7,7 @@ mod demo;
 mod dev;
 mod lag;
 mod new;
+mod outbox;
 mod produce;
 mod topics;
 
@@ -40,6 +41,8 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Scaffold a new kernel crate.
     New(new::NewArgs),
+    /// The CDC outbox pipeline: init, relay, process.
+    Outbox(outbox::OutboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(_) | Command::Bench(_) => {
             clustera::telemetry::init_logging_with_default("off")
         }
-        Command::Dev(_) => clustera::telemetry::init_logging(),
+        Command::Dev(_) | Command::Outbox(_) => clustera::telemetry::init_logging(),
         // Tools print results on stdout and one-line errors; librdkafka chatter stays quiet.
         _ => clustera::telemetry::init_logging_with_default("error,librdkafka=off"),
     };
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Lag(args) => blocking(move || lag::run(args)).await,
             Command::Topics(args) => blocking(move || topics::run(args)).await,
             Command::New(args) => new::run(args),
+            Command::Outbox(args) => outbox::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

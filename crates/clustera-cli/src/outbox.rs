@@ -1,0 +1,79 @@
+//! `clustera outbox`: the CDC outbox pipeline. PostgreSQL from `DATABASE_URL`, Kafka from the
+//! runtime's `KAFKA_*` variables (or `--brokers`).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use clustera_outbox::relay::{init, Relay, RelayConfig};
+use clustera_outbox::{activity, OutboxProcessor, PgStore};
+use tokio_postgres::NoTls;
+
+/// Arguments of `clustera outbox`.
+#[derive(Args)]
+pub struct OutboxArgs {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: OutboxCommand,
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Create the outbox table, the publication and the replication slot (idempotent).
+    Init,
+    /// Stream outbox inserts to Kafka as Debezium change events until Ctrl-C.
+    Relay {
+        /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
+        #[arg(long)]
+        brokers: Option<String>,
+    },
+    /// Run the processor kernel: change events into PostgreSQL read models.
+    Process,
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs the subcommand.
+pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
+    let url = args
+        .database_url
+        .context("DATABASE_URL is not set (or pass --database-url)")?;
+    let config = RelayConfig::default();
+    match args.command {
+        OutboxCommand::Init => {
+            init(&connect(&url).await?, &config).await?;
+            println!(
+                "outbox ready: table {}.{}, publication {}, slot {}",
+                config.schema, config.table, config.publication, config.slot
+            );
+        }
+        OutboxCommand::Relay { brokers } => {
+            let kafka = clustera::Config::tool_client_from_env(brokers.as_deref())?;
+            let relay = Relay::new(connect(&url).await?, &kafka, config)?;
+            tracing::info!("relaying outbox inserts; Ctrl-C to stop");
+            relay.run_until(clustera::runtime::signal()).await?;
+        }
+        OutboxCommand::Process => {
+            let store = Arc::new(PgStore::connect(&url).await?);
+            let kernel = OutboxProcessor::new(activity::registry(), store);
+            let config = clustera::Config::from_env(
+                clustera::Kernel::name(&kernel),
+                &clustera::Kernel::default_topics(&kernel),
+            )?;
+            clustera::Runtime::new(config, kernel).run().await?;
+        }
+    }
+    Ok(())
+}
