@@ -31,6 +31,19 @@ enum OutboxCommand {
     },
     /// Run the processor kernel: change events into PostgreSQL read models.
     Process,
+    /// Insert generated Activity App events (users 40%, activities 30%, participants 30%).
+    Load {
+        /// How many.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
+    /// Throughput, latency (outbox commit to read model), success rate, per-type counts.
+    Report,
+    /// Check the read models against the outbox; non-zero exit on any problem.
+    Verify,
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -73,6 +86,29 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
                 &clustera::Kernel::default_topics(&kernel),
             )?;
             clustera::Runtime::new(config, kernel).run().await?;
+        }
+        OutboxCommand::Load { events, batch } => {
+            let mut client = connect(&url).await?;
+            let counts = clustera_outbox::load::generate(&mut client, events, batch).await?;
+            for (t, n) in counts {
+                println!("{t}\t{n}");
+            }
+        }
+        OutboxCommand::Report => {
+            println!(
+                "{}",
+                clustera_outbox::report::report(&connect(&url).await?).await?
+            );
+        }
+        OutboxCommand::Verify => {
+            let problems = clustera_outbox::report::verify(&connect(&url).await?).await?;
+            for p in &problems {
+                println!("{p}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{} verification problem(s)", problems.len());
+            }
+            println!("OK");
         }
     }
     Ok(())

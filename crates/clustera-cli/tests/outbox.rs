@@ -160,3 +160,23 @@ async fn relay_killed_mid_stream_loses_nothing_and_read_models_see_each_event_on
     assert_eq!(users, i64::from(N));
     eprintln!("relay crash: {at_kill} records on the topic at the kill, {total} in the end ({} duplicates)", total - i64::from(N));
 }
+
+#[test]
+fn the_demo_pipeline_passes_its_verifier_on_ten_thousand_events() {
+    let out = Command::new(BIN)
+        .args(["demo", "--events", "10000"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("processed               10000   success rate 100.00%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verify: OK"), "{stdout}");
+}

@@ -5,10 +5,12 @@
 
 pub mod activity;
 mod handler;
+pub mod load;
 pub mod pgoutput;
 mod processor;
 mod registry;
 pub mod relay;
+pub mod report;
 mod store;
 pub mod testing;
 

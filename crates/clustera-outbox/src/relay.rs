@@ -181,7 +181,7 @@ impl Relay {
         self.relayed.clone()
     }
 
-    /// Relays until `stop` resolves; polls every 100 ms when idle.
+    /// Relays until `stop` resolves; polls every 50 ms when idle.
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
@@ -195,7 +195,7 @@ impl Relay {
             if sent == 0 {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
         }

@@ -28,10 +28,15 @@ pub trait Store: Send + Sync {
 }
 
 /// Documents in `read_models(collection, id, doc jsonb)`, markers in
-/// `processed_events(handler, event_id)`.
+/// `processed_events(handler, event_id)`. A few connections, so that partitions processed
+/// concurrently write concurrently.
 pub struct PgStore {
-    client: tokio::sync::Mutex<Client>,
+    clients: Vec<tokio::sync::Mutex<Client>>,
+    next: std::sync::atomic::AtomicUsize,
 }
+
+/// Connections per store: enough for the partitions one consumer usually holds.
+const CONNECTIONS: usize = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS read_models (
@@ -51,21 +56,39 @@ CREATE TABLE IF NOT EXISTS processed_events (
 impl PgStore {
     /// Connects and creates the tables if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "postgres connection ended");
-            }
-        });
-        client.batch_execute(SCHEMA).await?;
+        let mut clients = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "postgres connection ended");
+                }
+            });
+            clients.push(tokio::sync::Mutex::new(client));
+        }
+        if let Some(first) = clients.first() {
+            first.lock().await.batch_execute(SCHEMA).await?;
+        }
         Ok(Self {
-            client: tokio::sync::Mutex::new(client),
+            clients,
+            next: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// A free connection if there is one, otherwise the next in turn.
+    async fn client(&self) -> tokio::sync::MutexGuard<'_, Client> {
+        for c in &self.clients {
+            if let Ok(guard) = c.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        self.clients[i].lock().await
     }
 
     /// One document, for tests and verification.
     pub async fn document(&self, collection: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await;
         let row = client
             .query_opt(
                 "SELECT doc FROM read_models WHERE collection = $1 AND id = $2",
@@ -77,7 +100,7 @@ impl PgStore {
 
     /// Every document, ordered, for comparing states.
     pub async fn all_documents(&self) -> Result<Vec<(String, String, Value)>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await;
         let rows = client
             .query(
                 "SELECT collection, id, doc FROM read_models ORDER BY 1, 2",
@@ -98,7 +121,7 @@ impl Store for PgStore {
         event_id: &str,
         ops: &[DocOp],
     ) -> Result<bool, StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await;
         let tx = client.transaction().await?;
         let fresh = tx
             .execute(
