@@ -321,26 +321,7 @@ impl<K: Kernel> Dispatcher<K> {
             }
         }
         if tpl.count() > 0 {
-            let started = Instant::now();
-            let result = consumer.commit(&tpl, CommitMode::Sync);
-            self.deps
-                .telemetry
-                .metrics
-                .observe_commit(started.elapsed().as_secs_f64());
-            match result {
-                Ok(()) => {
-                    super::stats::RuntimeStats::bump(&self.deps.stats.commits);
-                    tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
-                        "final offsets committed")
-                }
-                Err(e) => {
-                    self.deps.telemetry.metrics.error("commit");
-                    RuntimeStats::bump(&self.deps.stats.commit_failures);
-                    tracing::error!(kernel = %self.deps.kernel_name, error = %e,
-                        offsets = ?offsets_of(&tpl),
-                        "final commit failed; messages after the last commit will be redelivered")
-                }
-            }
+            self.commit(consumer, &tpl, CommitMode::Sync);
         }
     }
 
@@ -419,37 +400,54 @@ impl<K: Kernel> Dispatcher<K> {
         if tpl.count() == 0 || !(interval_due || done_since >= settings.commit_every) {
             return;
         }
-        let started = Instant::now();
-        let result = consumer.commit(&tpl, CommitMode::Async);
-        self.deps
-            .telemetry
-            .metrics
-            .observe_commit(started.elapsed().as_secs_f64());
-        match result {
-            Ok(()) => {
-                super::stats::RuntimeStats::bump(&self.deps.stats.commits);
-                tracing::info!(kernel = %self.deps.kernel_name, offsets = ?offsets_of(&tpl),
-                    "committing offsets");
-                self.recommit = false;
-                for (topic, partition, next, completed) in advanced {
-                    if let Some(a) = self
-                        .partitions
-                        .get_mut(&topic)
-                        .and_then(|p| p.get_mut(&partition))
-                    {
-                        a.last_committed = Some(next);
-                        a.completed_at_commit = completed;
-                    }
+        if self.commit(consumer, &tpl, CommitMode::Async) {
+            self.recommit = false;
+            for (topic, partition, next, completed) in advanced {
+                if let Some(a) = self
+                    .partitions
+                    .get_mut(&topic)
+                    .and_then(|p| p.get_mut(&partition))
+                {
+                    a.last_committed = Some(next);
+                    a.completed_at_commit = completed;
                 }
             }
-            Err(e) => {
-                self.deps.telemetry.metrics.error("commit");
-                RuntimeStats::bump(&self.deps.stats.commit_failures);
-                self.recommit = true;
-                tracing::warn!(kernel = %self.deps.kernel_name, error = %e, "commit request failed; will retry");
-            }
+        } else {
+            self.recommit = true;
         }
         self.last_commit = Instant::now();
+    }
+
+    /// Commits `tpl`, timing it, counting it and logging the outcome. Returns whether the
+    /// commit call succeeded (an asynchronous one only queued its request).
+    fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+        mode: CommitMode,
+    ) -> bool {
+        let started = Instant::now();
+        let result = consumer.commit(tpl, mode);
+        let telemetry = &self.deps.telemetry;
+        telemetry
+            .metrics
+            .observe_commit(started.elapsed().as_secs_f64());
+        let kernel = &self.deps.kernel_name;
+        let offsets = offsets_of(tpl);
+        match result {
+            Ok(()) => {
+                RuntimeStats::bump(&self.deps.stats.commits);
+                tracing::info!(%kernel, ?offsets, sync = matches!(mode, CommitMode::Sync), "offsets committed");
+                true
+            }
+            Err(e) => {
+                telemetry.metrics.error("commit");
+                RuntimeStats::bump(&self.deps.stats.commit_failures);
+                tracing::error!(%kernel, error = %e, ?offsets,
+                    "commit failed; it is retried, and messages after the last commit would be redelivered");
+                false
+            }
+        }
     }
 
     /// An asynchronous commit failed: send every position again next time.
