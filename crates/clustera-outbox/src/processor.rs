@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
-use clustera_debezium::{decode, Decoded, Op, OutboxColumns, OutboxEvent};
+use clustera_debezium::{
+    decode, decode_routed, Decoded, Op, OutboxColumns, OutboxEvent, RoutedHeaders,
+};
 
 use crate::registry::{HandlerOutcome, Registry};
 use crate::store::Store;
@@ -107,21 +109,58 @@ impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
     }
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        let event = match self.routed_event(msg)? {
+            Some(event) => event,
+            None => match self.change_event(msg)? {
+                Ok(event) => event,
+                Err(skip) => return Ok(skip),
+            },
+        };
+        self.handle(msg, ctx, event).await
+    }
+}
+
+impl<S: Store + 'static> OutboxProcessor<S> {
+    /// The Outbox Event Router's form: recognised by its event-id and event-type headers.
+    fn routed_event(&self, msg: &Message) -> Result<Option<OutboxEvent>, KernelError> {
+        let names = RoutedHeaders::default();
+        if msg.header(&names.event_id).is_none() || msg.header(&names.event_type).is_none() {
+            return Ok(None);
+        }
+        let headers: Vec<(&str, &[u8])> = msg
+            .headers()
+            .iter()
+            .filter_map(|h| Some((h.name.as_str(), h.value.as_deref()?)))
+            .collect();
+        decode_routed(msg.topic(), msg.key(), msg.value(), &headers, &names)
+            .map(Some)
+            .map_err(KernelError::permanent)
+    }
+
+    /// A change event of the outbox table, or the outcome for a change that carries none.
+    fn change_event(&self, msg: &Message) -> Result<Result<OutboxEvent, Outcome>, KernelError> {
         let change = match decode(msg.value()).map_err(KernelError::permanent)? {
-            Decoded::Tombstone => return Ok(Outcome::skip("tombstone")),
+            Decoded::Tombstone => return Ok(Err(Outcome::skip("tombstone"))),
             Decoded::Change(c) => c,
         };
         match change.op {
-            Op::Delete if self.skip.deletes => return Ok(Outcome::skip("delete")),
-            Op::Read if self.skip.snapshots => return Ok(Outcome::skip("snapshot read")),
-            Op::Truncate | Op::Message => return Ok(Outcome::skip("not a row change")),
+            Op::Delete if self.skip.deletes => return Ok(Err(Outcome::skip("delete"))),
+            Op::Read if self.skip.snapshots => return Ok(Err(Outcome::skip("snapshot read"))),
+            Op::Truncate | Op::Message => return Ok(Err(Outcome::skip("not a row change"))),
             _ => {}
         }
-        let Some(event) =
-            OutboxEvent::from_change(&change, &self.columns).map_err(KernelError::permanent)?
-        else {
-            return Ok(Outcome::skip("no outbox row"));
-        };
+        Ok(OutboxEvent::from_change(&change, &self.columns)
+            .map_err(KernelError::permanent)?
+            .ok_or_else(|| Outcome::skip("no outbox row")))
+    }
+
+    /// Runs the event's handlers; dead-letters, per handler, what they cannot do.
+    async fn handle(
+        &self,
+        msg: &Message,
+        ctx: &mut Context,
+        event: OutboxEvent,
+    ) -> Result<Outcome, KernelError> {
         if self.registry.handlers_for(&event.event_type).is_empty() {
             return Ok(Outcome::skip(format!(
                 "no handler for {}",

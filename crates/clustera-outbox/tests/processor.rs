@@ -94,18 +94,34 @@ async fn change_events_become_read_models_exactly_once_in_effect() {
     tokio::task::spawn_blocking(move || {
         let mut records: Vec<_> = (0..N).map(change_event).collect();
         records.push((Some(b"agg-x".to_vec()), b"{not json".to_vec(), Vec::new()));
+        // The Outbox Event Router's form: payload as an escaped string, id and type in headers.
+        let payload = json!({"user_id": "routed-1", "email": "r@example.com"}).to_string();
+        records.push((
+            Some(b"\"agg-routed\"".to_vec()),
+            serde_json::to_vec(&payload).unwrap(),
+            vec![
+                ("id".into(), "routed-event-1".into()),
+                ("eventType".into(), "UserCreated".into()),
+            ],
+        ));
         kafka::produce(&b, TOPIC, records).unwrap();
     })
     .await
     .unwrap();
-    run_until_processed(&bootstrap, store.clone(), N as u64 + 1).await;
+    run_until_processed(&bootstrap, store.clone(), N as u64 + 2).await;
     let first = store.all_documents().await.unwrap();
     let stats = store
         .document("user_stats", "global")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stats["total_users"], N / 4);
+    assert_eq!(
+        stats["total_users"],
+        N / 4 + 1,
+        "including the routed event"
+    );
+    let routed = store.document("users", "routed-1").await.unwrap().unwrap();
+    assert_eq!(routed["email"], "r@example.com");
     assert_eq!(stats["total_activities"], N / 4);
     assert_eq!(stats["total_participations"], N / 4);
     let user = store.document("users", "u7").await.unwrap().unwrap();
