@@ -75,6 +75,9 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
         }
     }
 
+    // librdkafka reports asynchronous commit results only to an offset-commit callback that
+    // rdkafka's event-based consumer does not install, so in practice this rarely fires; lost
+    // commits heal through the dispatcher's periodic full re-commit instead.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
