@@ -1,14 +1,16 @@
 //! Environment → typed configuration. Every error names the variable and what is wrong with it,
 //! and is reported before any connection is made.
 
+mod properties;
+mod runtime;
 mod secret;
 mod tls;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+pub use runtime::RuntimeSettings;
 pub use secret::Secret;
 pub use tls::TlsConfig;
 
@@ -44,55 +46,6 @@ pub struct SaslConfig {
     pub username: String,
     /// The password.
     pub password: Secret,
-}
-
-/// How the runtime processes messages; the `CLUSTERA_*` variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeSettings {
-    /// Attempts before a failing message is dead-lettered; `None` retries forever.
-    pub max_attempts: Option<u32>,
-    /// First retry delay; doubles with jitter up to `retry_max_delay`.
-    pub retry_initial_delay: Duration,
-    /// Upper bound on one retry delay.
-    pub retry_max_delay: Duration,
-    /// Commit at least this often while progress is made.
-    pub commit_interval: Duration,
-    /// Commit as soon as this many messages are done since the last commit.
-    pub commit_every: u64,
-    /// On shutdown or revocation: how long in-flight messages and their outputs may take.
-    pub drain_timeout: Duration,
-    /// One dead-letter topic for all inputs; by default each input `T` uses `T.dlq`.
-    pub dead_letter_topic: Option<String>,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` serves nothing.
-    pub http_addr: Option<std::net::SocketAddr>,
-    /// Liveness fails when a partition with work makes no progress for this long.
-    pub stall_timeout: Duration,
-}
-
-impl Default for RuntimeSettings {
-    fn default() -> Self {
-        Self {
-            max_attempts: Some(5),
-            retry_initial_delay: Duration::from_millis(100),
-            retry_max_delay: Duration::from_secs(30),
-            commit_interval: Duration::from_secs(1),
-            commit_every: 10_000,
-            drain_timeout: Duration::from_secs(30),
-            dead_letter_topic: None,
-            http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
-            stall_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
-impl RuntimeSettings {
-    /// The dead-letter topic for messages read from `input_topic`.
-    pub fn dead_letter_topic_for(&self, input_topic: &str) -> String {
-        match &self.dead_letter_topic {
-            Some(t) => t.clone(),
-            None => format!("{input_topic}.dlq"),
-        }
-    }
 }
 
 /// Everything a kernel needs to run.
@@ -243,7 +196,7 @@ impl Config {
             sasl,
             security_protocol,
             properties,
-            runtime: runtime_from_vars(&var)?,
+            runtime: runtime::runtime_from_vars(&var)?,
         };
         config.validate_properties(vars)?;
         Ok(config)
@@ -341,7 +294,7 @@ impl Config {
         // Consumer lag for metrics and the stall watchdog comes from librdkafka's statistics.
         c.set("statistics.interval.ms", "5000");
         for (k, v) in &self.properties {
-            if !is_producer_only(k) {
+            if !properties::is_producer_only(k) {
                 c.set(k, v.expose());
             }
         }
@@ -355,7 +308,7 @@ impl Config {
         c.set("acks", "all");
         c.set("linger.ms", "5");
         for (k, v) in &self.properties {
-            if !is_consumer_only(k) {
+            if !properties::is_consumer_only(k) {
                 c.set(k, v.expose());
             }
         }
@@ -419,52 +372,6 @@ fn redact_values(text: &str, config: &Config) -> String {
     out
 }
 
-fn is_producer_only(property: &str) -> bool {
-    matches!(
-        property,
-        "acks"
-            | "linger.ms"
-            | "batch.size"
-            | "batch.num.messages"
-            | "compression.type"
-            | "compression.codec"
-            | "enable.idempotence"
-            | "message.timeout.ms"
-            | "delivery.timeout.ms"
-            | "queue.buffering.max.messages"
-            | "queue.buffering.max.kbytes"
-            | "queue.buffering.max.ms"
-            | "request.required.acks"
-            | "retries"
-            | "message.send.max.retries"
-            | "transactional.id"
-            | "partitioner"
-    )
-}
-
-fn is_consumer_only(property: &str) -> bool {
-    matches!(
-        property,
-        "auto.offset.reset"
-            | "session.timeout.ms"
-            | "max.poll.interval.ms"
-            | "heartbeat.interval.ms"
-            | "fetch.wait.max.ms"
-            | "fetch.min.bytes"
-            | "fetch.max.bytes"
-            | "max.partition.fetch.bytes"
-            | "fetch.message.max.bytes"
-            | "queued.min.messages"
-            | "queued.max.messages.kbytes"
-            | "partition.assignment.strategy"
-            | "group.instance.id"
-            | "isolation.level"
-            | "enable.partition.eof"
-            | "check.crcs"
-            | "group.protocol"
-    )
-}
-
 fn sasl_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<SaslConfig>, ConfigError> {
     let mechanism = var("KAFKA_SASL_MECHANISM").filter(|v| !v.is_empty());
     let username = var("KAFKA_SASL_USERNAME").filter(|v| !v.is_empty());
@@ -513,77 +420,6 @@ fn sasl_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<SaslCon
     }))
 }
 
-fn runtime_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<RuntimeSettings, ConfigError> {
-    let d = RuntimeSettings::default();
-    let max_attempts = match number::<u32>(var, "CLUSTERA_MAX_ATTEMPTS")? {
-        None => d.max_attempts,
-        Some(0) => None,
-        Some(n) => Some(n),
-    };
-    let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
-        Ok(number::<u64>(var, name)?.map_or(default, Duration::from_millis))
-    };
-    let settings = RuntimeSettings {
-        max_attempts,
-        retry_initial_delay: ms("CLUSTERA_RETRY_INITIAL_MS", d.retry_initial_delay)?,
-        retry_max_delay: ms("CLUSTERA_RETRY_MAX_MS", d.retry_max_delay)?,
-        commit_interval: ms("CLUSTERA_COMMIT_INTERVAL_MS", d.commit_interval)?,
-        commit_every: number(var, "CLUSTERA_COMMIT_EVERY")?.unwrap_or(d.commit_every),
-        drain_timeout: ms("CLUSTERA_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
-        dead_letter_topic: var("CLUSTERA_DLQ_TOPIC").filter(|v| !v.is_empty()),
-        http_addr: match var("CLUSTERA_HTTP_ADDR").filter(|v| !v.is_empty()) {
-            None => d.http_addr,
-            Some(v) if v.eq_ignore_ascii_case("off") => None,
-            Some(v) => Some(v.parse().map_err(|_| {
-                ConfigError::invalid(
-                    "CLUSTERA_HTTP_ADDR",
-                    format!("{v:?} is not an address like 0.0.0.0:8080 (or `off`)"),
-                )
-            })?),
-        },
-        stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
-    };
-    if settings.commit_every == 0 {
-        return Err(ConfigError::invalid(
-            "CLUSTERA_COMMIT_EVERY",
-            "must be at least 1",
-        ));
-    }
-    if settings.retry_max_delay < settings.retry_initial_delay {
-        return Err(ConfigError::invalid(
-            "CLUSTERA_RETRY_MAX_MS",
-            "must not be smaller than CLUSTERA_RETRY_INITIAL_MS",
-        ));
-    }
-    if let Some(t) = &settings.dead_letter_topic {
-        if !valid_topic_name(t) {
-            return Err(ConfigError::invalid(
-                "CLUSTERA_DLQ_TOPIC",
-                format!("{t:?} is not a valid topic name"),
-            ));
-        }
-    }
-    Ok(settings)
-}
-
-fn number<T: std::str::FromStr>(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e| {
-            ConfigError::invalid(
-                name,
-                format!("{v:?} is not a non-negative whole number ({e})"),
-            )
-        }),
-    }
-}
-
 fn split_list(list: &str) -> Vec<String> {
     list.split(',')
         .map(str::trim)
@@ -592,7 +428,7 @@ fn split_list(list: &str) -> Vec<String> {
         .collect()
 }
 
-fn valid_topic_name(t: &str) -> bool {
+pub(super) fn valid_topic_name(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 249
         && t != "."

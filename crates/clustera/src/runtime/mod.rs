@@ -1,10 +1,11 @@
 //! The engine that runs a [`Kernel`]: one file per concern.
 //!
-//! The walk of one message: the poll thread ([`consumer`]) fetches it and hands it to its
-//! partition's queue ([`dispatch`]); the partition's worker ([`worker`]) runs the kernel with
-//! retries ([`retry`]); outputs or the dead letter ([`dead_letter`]) go to the producer
-//! ([`producer`]); when the outcome is final and every record is acknowledged, the partition's
-//! tracker ([`offsets`]) lets the next commit include it.
+//! The walk of one message: at assignment, `dispatch.rs` splits the partition's own queue off
+//! the consumer and starts its worker; the worker (`worker.rs`) reads that queue, runs the
+//! kernel with retries (`retry.rs`), and hands outputs or the dead letter (`dead_letter.rs`) to
+//! the producer (`producer.rs`); when the outcome is final and every record is acknowledged,
+//! the partition's tracker (`offsets.rs`) lets the next commit include it. The poll thread
+//! (`consumer.rs`) serves rebalances and makes the commits.
 
 mod consumer;
 pub(crate) mod dead_letter;
