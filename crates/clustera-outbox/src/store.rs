@@ -114,6 +114,51 @@ impl PgStore {
     }
 }
 
+/// Each operation's statement; parameters are `$1` collection, `$2` id, then the op's own.
+const UPSERT: &str = "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
+    ON CONFLICT (collection, id) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
+const MERGE: &str = "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
+    ON CONFLICT (collection, id) DO UPDATE SET doc = read_models.doc || EXCLUDED.doc, updated_at = now()";
+const INCREMENT: &str = "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, $4::bigint))
+    ON CONFLICT (collection, id) DO UPDATE SET doc = jsonb_set(read_models.doc, ARRAY[$3::text],
+        to_jsonb(COALESCE((read_models.doc->>$3::text)::bigint, 0) + $4::bigint)), updated_at = now()";
+const ADD_TO_SET: &str = "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, jsonb_build_array($4::jsonb)))
+    ON CONFLICT (collection, id) DO UPDATE SET doc = CASE
+        WHEN COALESCE(read_models.doc->$3::text, '[]'::jsonb) @> jsonb_build_array($4::jsonb) THEN read_models.doc
+        ELSE jsonb_set(read_models.doc, ARRAY[$3::text], COALESCE(read_models.doc->$3::text, '[]'::jsonb) || jsonb_build_array($4::jsonb))
+    END, updated_at = now()";
+const MARKER: &str =
+    "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+
+fn statement(op: &DocOp) -> (&'static str, Params<'_>) {
+    match op {
+        DocOp::Upsert {
+            collection,
+            id,
+            doc,
+        } => (UPSERT, vec![collection, id, doc]),
+        DocOp::Merge {
+            collection,
+            id,
+            patch,
+        } => (MERGE, vec![collection, id, patch]),
+        DocOp::Increment {
+            collection,
+            id,
+            field,
+            by,
+        } => (INCREMENT, vec![collection, id, field, by]),
+        DocOp::AddToSet {
+            collection,
+            id,
+            field,
+            value,
+        } => (ADD_TO_SET, vec![collection, id, field, value]),
+    }
+}
+
 impl Store for PgStore {
     async fn apply(
         &self,
@@ -121,77 +166,24 @@ impl Store for PgStore {
         event_id: &str,
         ops: &[DocOp],
     ) -> Result<bool, StoreError> {
+        let statements: Vec<_> = ops.iter().map(statement).collect();
         let mut client = self.client().await;
         let tx = client.transaction().await?;
-        let fresh = tx
-            .execute(
-                "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&handler, &event_id],
-            )
-            .await?
-            == 1;
-        if !fresh {
+        // The marker and the writes are pipelined on the connection (one round trip instead of
+        // one per statement). If the marker was already there, the writes are rolled back.
+        let marker_params: Params<'_> = vec![&handler, &event_id];
+        let marker = tx.execute(MARKER, &marker_params);
+        let writes = futures::future::try_join_all(
+            statements
+                .iter()
+                .map(|(sql, params)| tx.execute(*sql, params)),
+        );
+        let (marked, written) = futures::future::join(marker, writes).await;
+        if marked? != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
-        for op in ops {
-            match op {
-                DocOp::Upsert {
-                    collection,
-                    id,
-                    doc,
-                } => {
-                    tx.execute(
-                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
-                         ON CONFLICT (collection, id) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()",
-                        &[collection, id, doc],
-                    )
-                    .await?;
-                }
-                DocOp::Merge {
-                    collection,
-                    id,
-                    patch,
-                } => {
-                    tx.execute(
-                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, $3)
-                         ON CONFLICT (collection, id) DO UPDATE SET doc = read_models.doc || EXCLUDED.doc, updated_at = now()",
-                        &[collection, id, patch],
-                    )
-                    .await?;
-                }
-                DocOp::Increment {
-                    collection,
-                    id,
-                    field,
-                    by,
-                } => {
-                    tx.execute(
-                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, $4::bigint))
-                         ON CONFLICT (collection, id) DO UPDATE SET doc = jsonb_set(read_models.doc, ARRAY[$3::text],
-                             to_jsonb(COALESCE((read_models.doc->>$3::text)::bigint, 0) + $4::bigint)), updated_at = now()",
-                        &[collection, id, field, by],
-                    )
-                    .await?;
-                }
-                DocOp::AddToSet {
-                    collection,
-                    id,
-                    field,
-                    value,
-                } => {
-                    tx.execute(
-                        "INSERT INTO read_models (collection, id, doc) VALUES ($1, $2, jsonb_build_object($3::text, jsonb_build_array($4::jsonb)))
-                         ON CONFLICT (collection, id) DO UPDATE SET doc = CASE
-                             WHEN COALESCE(read_models.doc->$3::text, '[]'::jsonb) @> jsonb_build_array($4::jsonb) THEN read_models.doc
-                             ELSE jsonb_set(read_models.doc, ARRAY[$3::text], COALESCE(read_models.doc->$3::text, '[]'::jsonb) || jsonb_build_array($4::jsonb))
-                         END, updated_at = now()",
-                        &[collection, id, field, value],
-                    )
-                    .await?;
-                }
-            }
-        }
+        written?;
         tx.commit().await?;
         Ok(true)
     }
