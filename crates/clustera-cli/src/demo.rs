@@ -21,9 +21,13 @@ pub struct DemoArgs {
     /// Events to generate (users 40%, activities 30%, participants 30%).
     #[arg(long, default_value_t = 10_000)]
     events: usize,
-    /// Events per outbox transaction.
+    /// Events per outbox transaction (ignored with --rate).
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Insert at this steady rate (events/s) instead of as fast as possible: the latency
+    /// benchmark's mode.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -60,6 +64,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut config = Config::for_brokers("outbox-processor", &bootstrap, &[&topic]);
     config.runtime.commit_interval = Duration::from_millis(500);
+    // The embedded broker answers a fetch with no data only when its wait expires; it is not
+    // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor.
+    config.properties.insert(
+        "fetch.wait.max.ms".into(),
+        clustera::config::Secret::new("10"),
+    );
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let processor_stats = runtime.stats();
     let (stop_processor, processor_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -76,7 +86,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
-    let counts = load::generate(&mut client, args.events, args.batch).await?;
+    let counts = load::generate(
+        &mut client,
+        args.events,
+        crate::outbox::pace(args.batch, args.rate)?,
+    )
+    .await?;
     println!(
         "inserted {} events into the outbox in {:.2} s: {}",
         args.events,

@@ -36,9 +36,12 @@ enum OutboxCommand {
         /// How many.
         #[arg(long, default_value_t = 1000)]
         events: usize,
-        /// Events per transaction.
+        /// Events per transaction (ignored with --rate).
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Insert at this steady rate (events/s) instead of as fast as possible.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Throughput, latency (outbox commit to read model), success rate, per-type counts.
     Report,
@@ -56,6 +59,19 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         }
     });
     Ok(client)
+}
+
+/// The load's pace from `--batch` and `--rate`.
+pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<clustera_outbox::load::Pace> {
+    use clustera_outbox::load::Pace;
+    match rate {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            anyhow::bail!("--rate must be a positive number of events per second, not {r}")
+        }
+        Some(per_second) => Ok(Pace::Steady { per_second }),
+        None if batch == 0 => anyhow::bail!("--batch must be at least 1"),
+        None => Ok(Pace::Burst { batch }),
+    }
 }
 
 /// Runs the subcommand.
@@ -87,9 +103,14 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             )?;
             clustera::Runtime::new(config, kernel).run().await?;
         }
-        OutboxCommand::Load { events, batch } => {
+        OutboxCommand::Load {
+            events,
+            batch,
+            rate,
+        } => {
             let mut client = connect(&url).await?;
-            let counts = clustera_outbox::load::generate(&mut client, events, batch).await?;
+            let counts =
+                clustera_outbox::load::generate(&mut client, events, pace(batch, rate)?).await?;
             for (t, n) in counts {
                 println!("{t}\t{n}");
             }

@@ -12,11 +12,26 @@ struct Planned {
     payload: serde_json::Value,
 }
 
-/// Inserts `count` events in transactions of `batch`; returns how many of each type.
+/// How fast events are inserted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as possible, `batch` events per transaction.
+    Burst {
+        /// Events per transaction.
+        batch: usize,
+    },
+    /// A steady rate: every 10 ms, the events due by then in one transaction.
+    Steady {
+        /// Events per second.
+        per_second: f64,
+    },
+}
+
+/// Inserts `count` events at `pace`; returns how many of each type.
 pub async fn generate(
     client: &mut Client,
     count: usize,
-    batch: usize,
+    pace: Pace,
 ) -> Result<[(&'static str, usize); 3], tokio_postgres::Error> {
     let run = std::process::id();
     let (mut users, mut activities, mut joins) =
@@ -62,28 +77,61 @@ pub async fn generate(
             }
         });
     }
-    for chunk in planned.chunks(batch.max(1)) {
-        let tx = client.transaction().await?;
-        for p in chunk {
-            // The aggregate id keys the Kafka record: one aggregate's events stay in order.
-            let aggregate = p
-                .payload
-                .get("activity_id")
-                .or_else(|| p.payload.get("user_id"))
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            tx.execute(
-                "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload)
-                 VALUES (md5($1)::uuid, $2, $3, $4)",
-                &[&aggregate, &p.aggregate_type, &p.event_type, &p.payload],
-            )
-            .await?;
+    match pace {
+        Pace::Burst { batch } => {
+            for chunk in planned.chunks(batch.max(1)) {
+                insert(client, chunk).await?;
+            }
         }
-        tx.commit().await?;
+        Pace::Steady { per_second } => {
+            let started = std::time::Instant::now();
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut sent = 0;
+            while sent < planned.len() {
+                tick.tick().await;
+                // Due by now, so a slow transaction is caught up on the next tick.
+                let due = (started.elapsed().as_secs_f64() * per_second) as usize;
+                let upto = due.clamp(sent, planned.len());
+                if upto > sent {
+                    insert(client, &planned[sent..upto]).await?;
+                    sent = upto;
+                }
+            }
+        }
     }
     Ok([
         ("UserCreated", users.len()),
         ("ActivityCreated", activities.len()),
         ("ParticipantJoined", joins),
     ])
+}
+
+/// Inserts `events` in one transaction, the statements pipelined.
+async fn insert(client: &mut Client, events: &[Planned]) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let statement = tx
+        .prepare(
+            "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload)
+             VALUES (md5($1)::uuid, $2, $3, $4)",
+        )
+        .await?;
+    let (transaction, statement) = (&tx, &statement);
+    let inserts = events.iter().map(|p| async move {
+        // The aggregate id keys the Kafka record: one aggregate's events stay in order.
+        let aggregate = p
+            .payload
+            .get("activity_id")
+            .or_else(|| p.payload.get("user_id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        transaction
+            .execute(
+                statement,
+                &[&aggregate, &p.aggregate_type, &p.event_type, &p.payload],
+            )
+            .await
+    });
+    futures::future::try_join_all(inserts).await?;
+    tx.commit().await
 }

@@ -209,6 +209,7 @@ impl Relay {
     /// One round: peek whole transactions, send their events, wait for every
     /// acknowledgement, then confirm up to the last commit. Returns the events sent.
     pub async fn step(&mut self) -> Result<usize, RelayError> {
+        let started = std::time::Instant::now();
         let rows = self
             .client
             .query(
@@ -267,6 +268,7 @@ impl Relay {
             }
         }
         let sent = deliveries.len();
+        let peeked = started.elapsed();
         for d in deliveries {
             match d.await {
                 Ok(Ok(_)) => {
@@ -284,6 +286,13 @@ impl Relay {
                 )
                 .await?;
         }
+        tracing::debug!(
+            rows = rows.len(),
+            sent,
+            peek_ms = peeked.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "relay round"
+        );
         Ok(sent)
     }
 
