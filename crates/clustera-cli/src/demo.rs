@@ -2,6 +2,7 @@
 //! in-process development broker, the relay (outbox → Kafka, Debezium format), the processor
 //! kernel (Kafka → read models), a load of realistic events, then the report and the verifier.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ pub struct DemoArgs {
     /// benchmark's mode.
     #[arg(long)]
     rate: Option<f64>,
+    /// Relay every event to Kafka first, then start the processor: measures the processor's
+    /// own throughput (the latency report then includes the wait).
+    #[arg(long)]
+    staged: bool,
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -36,8 +41,20 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// The most events `--staged` can hold on the embedded broker (about 700 bytes each, 4
+/// partitions of about 5 MB).
+const STAGED_LIMIT: usize = 25_000;
+
 /// Runs the pipeline and prints the report; fails if the verifier finds a problem.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let pace = crate::outbox::pace(args.batch, args.rate)?;
+    if args.staged && args.events > STAGED_LIMIT {
+        bail!(
+            "--staged holds every event on the embedded broker, which keeps only about 5 MB per \
+             partition: at most {STAGED_LIMIT} events (run the relay and processor against a \
+             real broker for more)"
+        );
+    }
     let pg = tokio::task::spawn_blocking(Postgres::start)
         .await?
         .map_err(anyhow::Error::msg)
@@ -57,79 +74,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut kafka = ClientConfig::new();
     kafka.set("bootstrap.servers", &bootstrap);
     let relay = Relay::new(connect(pg.url()).await?, &kafka, RelayConfig::default())?;
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(relay.run_until(async {
-        let _ = relay_stopped.await;
-    }));
+    let relayed = relay.relayed();
+    let relay = Stoppable::spawn(|stop| relay.run_until(stop));
 
-    let mut config = Config::for_brokers("outbox-processor", &bootstrap, &[&topic]);
-    config.runtime.commit_interval = Duration::from_millis(500);
-    // The embedded broker answers a fetch with no data only when its wait expires; it is not
-    // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor.
-    config.properties.insert(
-        "fetch.wait.max.ms".into(),
-        clustera::config::Secret::new("10"),
-    );
-    let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
-    let processor_stats = runtime.stats();
-    let (stop_processor, processor_stopped) = tokio::sync::oneshot::channel::<()>();
-    let processor = tokio::spawn(runtime.run_until(async {
-        let _ = processor_stopped.await;
-    }));
-
-    // Latency should measure the pipeline, not the first group join.
-    let joined = Instant::now() + Duration::from_secs(60);
-    while processor_stats.snapshot().partitions_assigned == 0 {
-        if Instant::now() > joined {
-            bail!("the processor did not join its consumer group within 60 s");
+    let processor = if args.staged {
+        load_events(&mut client, args.events, pace).await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while relayed.load(Ordering::Relaxed) < args.events as u64 {
+            if Instant::now() > deadline {
+                bail!("the relay did not send every event within 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let started = Instant::now();
-    let counts = load::generate(
-        &mut client,
-        args.events,
-        crate::outbox::pace(args.batch, args.rate)?,
-    )
-    .await?;
-    println!(
-        "inserted {} events into the outbox in {:.2} s: {}",
-        args.events,
-        started.elapsed().as_secs_f64(),
-        counts
-            .iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    // Wait until every event has been written by its handlers, printing the current rate.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut last = (Instant::now(), 0i64);
-    loop {
-        let done: i64 = client
-            .query_one("SELECT count(DISTINCT event_id) FROM processed_events", &[])
-            .await?
-            .get(0);
-        let now = Instant::now();
-        let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(0.001);
+        println!("relayed {} events; starting the processor", args.events);
+        start_processor(&bootstrap, &topic, store).await?
+    } else {
+        // Latency should measure the pipeline, not the first group join.
+        let processor = start_processor(&bootstrap, &topic, store).await?;
+        load_events(&mut client, args.events, pace).await?;
+        processor
+    };
+    let processing = wait_processed(&client, args.events).await?;
+    if args.staged {
+        println!("(staged: the latency below includes the wait for the processor to start)");
         println!(
-            "  processed {done:>7} / {}   current {rate:>8.0} events/s",
-            args.events
+            "processor: {} events in {:.2} s = {:.0} events/s (one consumer, {} partitions)",
+            args.events,
+            processing.as_secs_f64(),
+            args.events as f64 / processing.as_secs_f64().max(1e-9),
+            4
         );
-        if done >= args.events as i64 {
-            break;
-        }
-        if now > deadline {
-            bail!("the pipeline did not finish within 10 minutes");
-        }
-        last = (now, done);
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let _ = stop_processor.send(());
-    let _ = stop_relay.send(());
-    processor.await??;
-    relay_task.await??;
+    processor.stop().await??;
+    relay.stop().await??;
 
     println!("\n{}", report::report(&client).await?);
     let problems = report::verify(&client).await?;
@@ -141,5 +118,107 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             eprintln!("verify: {p}");
         }
         bail!("{} verification problem(s)", problems.len())
+    }
+}
+
+/// A spawned task that runs until told to stop.
+struct Stoppable<T> {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Stoppable<T> {
+    fn spawn<F>(run: impl FnOnce(BoxFuture<'static, ()>) -> F) -> Self
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async {
+            let _ = stopped.await;
+        })));
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> Result<T, tokio::task::JoinError> {
+        let _ = self.stop.send(());
+        self.task.await
+    }
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Starts the processor kernel and waits until it holds its partitions.
+async fn start_processor(
+    bootstrap: &str,
+    topic: &str,
+    store: Arc<PgStore>,
+) -> anyhow::Result<Stoppable<Result<clustera::StatsSnapshot, clustera::RuntimeError>>> {
+    let mut config = Config::for_brokers("outbox-processor", bootstrap, &[topic]);
+    config.runtime.commit_interval = Duration::from_millis(500);
+    // The embedded broker answers a fetch with no data only when its wait expires; it is not
+    // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor.
+    config.properties.insert(
+        "fetch.wait.max.ms".into(),
+        clustera::config::Secret::new("10"),
+    );
+    let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
+    let stats = runtime.stats();
+    let processor = Stoppable::spawn(|stop| runtime.run_until(stop));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.snapshot().partitions_assigned == 0 {
+        if Instant::now() > deadline {
+            bail!("the processor did not join its consumer group within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(processor)
+}
+
+async fn load_events(
+    client: &mut tokio_postgres::Client,
+    events: usize,
+    pace: load::Pace,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let counts = load::generate(client, events, pace).await?;
+    println!(
+        "inserted {events} events into the outbox in {:.2} s: {}",
+        started.elapsed().as_secs_f64(),
+        counts
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Waits until every event has been written by its handlers, printing the rate each second.
+/// Returns the time it took.
+async fn wait_processed(
+    client: &tokio_postgres::Client,
+    events: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    let mut last = (started, 0i64);
+    loop {
+        let done: i64 = client
+            .query_one("SELECT count(DISTINCT event_id) FROM processed_events", &[])
+            .await?
+            .get(0);
+        let now = Instant::now();
+        if done >= events as i64 || now.duration_since(last.0) >= Duration::from_secs(1) {
+            let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            println!("  processed {done:>7} / {events}   current {rate:>8.0} events/s");
+            last = (now, done);
+        }
+        if done >= events as i64 {
+            return Ok(started.elapsed());
+        }
+        if now > deadline {
+            bail!("the pipeline did not finish within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

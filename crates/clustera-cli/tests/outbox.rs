@@ -161,22 +161,46 @@ async fn relay_killed_mid_stream_loses_nothing_and_read_models_see_each_event_on
     eprintln!("relay crash: {at_kill} records on the topic at the kill, {total} in the end ({} duplicates)", total - i64::from(N));
 }
 
-#[test]
-fn the_demo_pipeline_passes_its_verifier_on_ten_thousand_events() {
+/// Runs `clustera demo` with `args`; returns its standard output after checking the run
+/// processed every event and the verifier passed.
+fn demo(events: usize, args: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["demo", "--events", "10000"])
+        .args(["demo", "--events", &events.to_string()])
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("processed               10000   success rate 100.00%"),
-        "{stdout}"
-    );
+    let processed = format!("processed {events:>19}   success rate 100.00%");
+    assert!(stdout.contains(&processed), "{stdout}");
     assert!(stdout.contains("verify: OK"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn the_demo_pipeline_passes_its_verifier_on_ten_thousand_events() {
+    demo(10_000, &[]);
+}
+
+#[test]
+fn the_seed_run_sizes_pass_steady_and_staged() {
+    // The seed's demo runs 10, 100 and 1,000 events; each size at a steady rate and staged
+    // (everything relayed before the processor starts, so it consumes a backlog in batches).
+    for events in [10, 100, 1000] {
+        let out = demo(events, &["--rate", "2000"]);
+        assert!(
+            out.contains("latency (outbox commit -> read model"),
+            "{out}"
+        );
+        let out = demo(events, &["--staged"]);
+        assert!(
+            out.contains(&format!("processor: {events} events in")),
+            "{out}"
+        );
+    }
 }

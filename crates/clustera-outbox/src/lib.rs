@@ -4,6 +4,7 @@
 //! event changes nothing.
 
 pub mod activity;
+pub mod fold;
 mod handler;
 pub mod load;
 pub mod pgoutput;

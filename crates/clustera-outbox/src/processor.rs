@@ -8,7 +8,7 @@ use clustera_debezium::{
 };
 
 use crate::registry::{HandlerOutcome, Registry};
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 /// Headers added to a per-handler dead-letter record (besides the original's).
 pub mod headers {
@@ -53,6 +53,8 @@ pub struct OutboxProcessor<S> {
     topics: Vec<String>,
     /// Attempts before a handler whose store writes keep failing is dead-lettered alone.
     max_attempts: u32,
+    /// Most events written in one transaction.
+    batch_size: usize,
 }
 
 impl<S: Store + 'static> OutboxProcessor<S> {
@@ -65,7 +67,15 @@ impl<S: Store + 'static> OutboxProcessor<S> {
             skip: SkipPolicy::default(),
             topics: vec!["postgres.activity.event_outbox".into()],
             max_attempts: 5,
+            batch_size: 500,
         }
+    }
+
+    /// Writes at most `size` events per transaction (1: one transaction per handler and
+    /// event). `CLUSTERA_BATCH_SIZE` overrides it at run time.
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
     }
 
     /// Consumes these topics instead.
@@ -109,18 +119,92 @@ impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
     }
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
-        let event = match self.routed_event(msg)? {
-            Some(event) => event,
-            None => match self.change_event(msg)? {
-                Ok(event) => event,
-                Err(skip) => return Ok(skip),
-            },
-        };
-        self.handle(msg, ctx, event).await
+        match self.event(msg)? {
+            Ok(event) => self.handle(msg, ctx, event).await,
+            Err(skip) => Ok(skip),
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Every handler's writes of the whole batch in one transaction. If it fails, the
+    /// runtime processes the messages one by one, where a failing handler is isolated,
+    /// retried and dead-lettered alone.
+    async fn process_batch(
+        &self,
+        messages: &[Message],
+        contexts: &mut [Context],
+    ) -> Vec<Result<Outcome, KernelError>> {
+        let mut results: Vec<Option<Result<Outcome, KernelError>>> = Vec::new();
+        let mut planned = Vec::new();
+        for (i, msg) in messages.iter().enumerate() {
+            results.push(match self.event(msg) {
+                Err(e) => Some(Err(e)),
+                Ok(Err(skip)) => Some(Ok(skip)),
+                Ok(Ok(event)) if self.registry.handlers_for(&event.event_type).is_empty() => {
+                    Some(Ok(no_handler(&event)))
+                }
+                Ok(Ok(event)) => {
+                    let plan = self.registry.plan(&event);
+                    planned.push((i, event, plan));
+                    None
+                }
+            });
+        }
+        let writes: Vec<Write<'_>> = planned
+            .iter()
+            .flat_map(|(_, event, plan)| {
+                plan.iter().filter_map(|(handler, ops)| {
+                    Some(Write {
+                        handler,
+                        event_id: &event.event_id,
+                        ops: ops.as_ref().ok()?,
+                    })
+                })
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let applied = self.store.apply_all(&writes).await;
+        tracing::debug!(
+            events = planned.len(),
+            writes = writes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch written"
+        );
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, batch = messages.len(),
+                "batch write failed; processing its events one by one");
+            return Vec::new();
+        }
+        for (i, event, plan) in &planned {
+            for (handler, ops) in plan {
+                if let Err(e) = ops {
+                    let error = e.to_string();
+                    tracing::error!(event_id = %event.event_id, handler, error, "handler dead-lettered");
+                    contexts[*i].send(Self::dead_letter(&messages[*i], event, handler, &error));
+                }
+            }
+            results[*i] = Some(Ok(Outcome::Ack));
+        }
+        results.into_iter().map_while(|r| r).collect()
     }
 }
 
+fn no_handler(event: &OutboxEvent) -> Outcome {
+    Outcome::skip(format!("no handler for {}", event.event_type))
+}
+
 impl<S: Store + 'static> OutboxProcessor<S> {
+    /// The message's outbox event, or the outcome for a message that carries none.
+    fn event(&self, msg: &Message) -> Result<Result<OutboxEvent, Outcome>, KernelError> {
+        match self.routed_event(msg)? {
+            Some(event) => Ok(Ok(event)),
+            None => self.change_event(msg),
+        }
+    }
+
     /// The Outbox Event Router's form: recognised by its event-id and event-type headers.
     fn routed_event(&self, msg: &Message) -> Result<Option<OutboxEvent>, KernelError> {
         let names = RoutedHeaders::default();
@@ -162,10 +246,7 @@ impl<S: Store + 'static> OutboxProcessor<S> {
         event: OutboxEvent,
     ) -> Result<Outcome, KernelError> {
         if self.registry.handlers_for(&event.event_type).is_empty() {
-            return Ok(Outcome::skip(format!(
-                "no handler for {}",
-                event.event_type
-            )));
+            return Ok(no_handler(&event));
         }
         let outcomes = self.registry.dispatch(&*self.store, &event).await;
         let failed: Vec<(&str, &str)> = outcomes

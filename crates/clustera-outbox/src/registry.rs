@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clustera_debezium::OutboxEvent;
 
-use crate::handler::Handler;
+use crate::handler::{DocOp, Handler, HandlerError};
 use crate::store::Store;
 
 /// What happened to one handler of one event.
@@ -58,12 +58,19 @@ impl Registry {
         self.handlers.get(event_type).map_or(&[], Vec::as_slice)
     }
 
+    /// Each handler's writes for the event (no I/O), in registration order.
+    pub fn plan(&self, event: &OutboxEvent) -> Vec<(String, Result<Vec<DocOp>, HandlerError>)> {
+        self.handlers_for(&event.event_type)
+            .iter()
+            .map(|h| (h.name().to_owned(), h.handle(event)))
+            .collect()
+    }
+
     /// Runs every handler of the event against `store`, each on its own.
     pub async fn dispatch<S: Store>(&self, store: &S, event: &OutboxEvent) -> Vec<HandlerOutcome> {
         let mut outcomes = Vec::new();
-        for handler in self.handlers_for(&event.event_type) {
-            let name = handler.name().to_owned();
-            let outcome = match handler.handle(event) {
+        for (name, planned) in self.plan(event) {
+            let outcome = match planned {
                 Err(e) => HandlerOutcome::Invalid {
                     handler: name,
                     error: e.to_string(),

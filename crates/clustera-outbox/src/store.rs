@@ -3,8 +3,11 @@
 use std::future::Future;
 
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use std::collections::HashSet;
 
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::fold::fold;
 use crate::handler::DocOp;
 
 /// A store failure: transient (connection, serialization) unless it says otherwise.
@@ -13,6 +16,17 @@ pub enum StoreError {
     /// The database refused or was unreachable.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// One handler's writes for one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// The handler: with the event id, the processed-marker's key.
+    pub handler: &'a str,
+    /// The event.
+    pub event_id: &'a str,
+    /// What the handler writes.
+    pub ops: &'a [DocOp],
 }
 
 /// Where handlers' writes go.
@@ -25,14 +39,98 @@ pub trait Store: Send + Sync {
         event_id: &str,
         ops: &[DocOp],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Applies several writes in order, each exactly as [`apply`](Self::apply) would (a write
+    /// whose marker exists changes nothing); returns, per write, whether it was applied. A
+    /// store may do it in one transaction, all or nothing; the default applies them one by
+    /// one.
+    fn apply_all(
+        &self,
+        writes: &[Write<'_>],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send {
+        async move {
+            let mut applied = Vec::with_capacity(writes.len());
+            for w in writes {
+                applied.push(self.apply(w.handler, w.event_id, w.ops).await?);
+            }
+            Ok(applied)
+        }
+    }
 }
 
 /// Documents in `read_models(collection, id, doc jsonb)`, markers in
 /// `processed_events(handler, event_id)`. A few connections, so that partitions processed
 /// concurrently write concurrently.
 pub struct PgStore {
-    clients: Vec<tokio::sync::Mutex<Client>>,
+    connections: Vec<tokio::sync::Mutex<Connection>>,
     next: std::sync::atomic::AtomicUsize,
+}
+
+/// A connection and its prepared statements (parsed once, not per write).
+struct Connection {
+    client: Client,
+    prepared: Prepared,
+}
+
+/// The store's statements, prepared on one connection.
+struct Prepared {
+    upsert: Statement,
+    merge: Statement,
+    increment: Statement,
+    add_to_set: Statement,
+    marker: Statement,
+    markers: Statement,
+}
+
+impl Connection {
+    async fn open(url: &str) -> Result<Self, StoreError> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "postgres connection ended");
+            }
+        });
+        client.batch_execute(SCHEMA).await?;
+        let prepared = Prepared {
+            upsert: client.prepare(UPSERT).await?,
+            merge: client.prepare(MERGE).await?,
+            increment: client.prepare(INCREMENT).await?,
+            add_to_set: client.prepare(ADD_TO_SET).await?,
+            marker: client.prepare(MARKER).await?,
+            markers: client.prepare(MARKERS).await?,
+        };
+        Ok(Self { client, prepared })
+    }
+}
+
+impl Prepared {
+    /// The operation's prepared statement and parameters.
+    fn statement<'a>(&'a self, op: &'a DocOp) -> (&'a Statement, Params<'a>) {
+        match op {
+            DocOp::Upsert {
+                collection,
+                id,
+                doc,
+            } => (&self.upsert, vec![collection, id, doc]),
+            DocOp::Merge {
+                collection,
+                id,
+                patch,
+            } => (&self.merge, vec![collection, id, patch]),
+            DocOp::Increment {
+                collection,
+                id,
+                field,
+                by,
+            } => (&self.increment, vec![collection, id, field, by]),
+            DocOp::AddToSet {
+                collection,
+                id,
+                field,
+                value,
+            } => (&self.add_to_set, vec![collection, id, field, value]),
+        }
+    }
 }
 
 /// Connections per store: enough for the partitions one consumer usually holds.
@@ -56,40 +154,33 @@ CREATE TABLE IF NOT EXISTS processed_events (
 impl PgStore {
     /// Connects and creates the tables if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut clients = Vec::with_capacity(CONNECTIONS);
+        let mut connections = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::error!(error = %e, "postgres connection ended");
-                }
-            });
-            clients.push(tokio::sync::Mutex::new(client));
-        }
-        if let Some(first) = clients.first() {
-            first.lock().await.batch_execute(SCHEMA).await?;
+            connections.push(tokio::sync::Mutex::new(Connection::open(url).await?));
         }
         Ok(Self {
-            clients,
+            connections,
             next: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// A free connection if there is one, otherwise the next in turn.
-    async fn client(&self) -> tokio::sync::MutexGuard<'_, Client> {
-        for c in &self.clients {
+    async fn connection(&self) -> tokio::sync::MutexGuard<'_, Connection> {
+        for c in &self.connections {
             if let Ok(guard) = c.try_lock() {
                 return guard;
             }
         }
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.clients.len();
-        self.clients[i].lock().await
+        let i =
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
+        self.connections[i].lock().await
     }
 
     /// One document, for tests and verification.
     pub async fn document(&self, collection: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        let client = self.client().await;
-        let row = client
+        let connection = self.connection().await;
+        let row = connection
+            .client
             .query_opt(
                 "SELECT doc FROM read_models WHERE collection = $1 AND id = $2",
                 &[&collection, &id],
@@ -100,8 +191,9 @@ impl PgStore {
 
     /// Every document, ordered, for comparing states.
     pub async fn all_documents(&self) -> Result<Vec<(String, String, Value)>, StoreError> {
-        let client = self.client().await;
-        let rows = client
+        let connection = self.connection().await;
+        let rows = connection
+            .client
             .query(
                 "SELECT collection, id, doc FROM read_models ORDER BY 1, 2",
                 &[],
@@ -129,35 +221,11 @@ const ADD_TO_SET: &str = "INSERT INTO read_models (collection, id, doc) VALUES (
     END, updated_at = now()";
 const MARKER: &str =
     "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// Many markers at once; returns the pairs that were new.
+const MARKERS: &str = "INSERT INTO processed_events (handler, event_id)
+    SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING RETURNING handler, event_id";
 
 type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
-
-fn statement(op: &DocOp) -> (&'static str, Params<'_>) {
-    match op {
-        DocOp::Upsert {
-            collection,
-            id,
-            doc,
-        } => (UPSERT, vec![collection, id, doc]),
-        DocOp::Merge {
-            collection,
-            id,
-            patch,
-        } => (MERGE, vec![collection, id, patch]),
-        DocOp::Increment {
-            collection,
-            id,
-            field,
-            by,
-        } => (INCREMENT, vec![collection, id, field, by]),
-        DocOp::AddToSet {
-            collection,
-            id,
-            field,
-            value,
-        } => (ADD_TO_SET, vec![collection, id, field, value]),
-    }
-}
 
 impl Store for PgStore {
     async fn apply(
@@ -166,17 +234,18 @@ impl Store for PgStore {
         event_id: &str,
         ops: &[DocOp],
     ) -> Result<bool, StoreError> {
-        let statements: Vec<_> = ops.iter().map(statement).collect();
-        let mut client = self.client().await;
+        let mut connection = self.connection().await;
+        let Connection { client, prepared } = &mut *connection;
+        let statements: Vec<_> = ops.iter().map(|op| prepared.statement(op)).collect();
         let tx = client.transaction().await?;
         // The marker and the writes are pipelined on the connection (one round trip instead of
         // one per statement). If the marker was already there, the writes are rolled back.
         let marker_params: Params<'_> = vec![&handler, &event_id];
-        let marker = tx.execute(MARKER, &marker_params);
+        let marker = tx.execute(&prepared.marker, &marker_params);
         let writes = futures::future::try_join_all(
             statements
                 .iter()
-                .map(|(sql, params)| tx.execute(*sql, params)),
+                .map(|(statement, params)| tx.execute(*statement, params)),
         );
         let (marked, written) = futures::future::join(marker, writes).await;
         if marked? != 1 {
@@ -186,5 +255,48 @@ impl Store for PgStore {
         written?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// One transaction: the markers in one statement, then the writes of the new ones,
+    /// folded (see [`crate::fold`]) and pipelined in order.
+    async fn apply_all(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, StoreError> {
+        let mut connection = self.connection().await;
+        let Connection { client, prepared } = &mut *connection;
+        let handlers: Vec<&str> = writes.iter().map(|w| w.handler).collect();
+        let events: Vec<&str> = writes.iter().map(|w| w.event_id).collect();
+        let tx = client.transaction().await?;
+        let mut fresh: HashSet<(String, String)> = tx
+            .query(&prepared.markers, &[&handlers, &events])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        // A pair twice in one batch (a redelivery) is applied once: its first time.
+        let applied: Vec<bool> = writes
+            .iter()
+            .map(|w| fresh.remove(&(w.handler.to_owned(), w.event_id.to_owned())))
+            .collect();
+        let folded = fold(
+            writes
+                .iter()
+                .zip(&applied)
+                .filter(|(_, new)| **new)
+                .flat_map(|(w, _)| w.ops),
+        );
+        let statements: Vec<_> = folded
+            .in_order
+            .iter()
+            .copied()
+            .chain(&folded.increments)
+            .map(|op| prepared.statement(op))
+            .collect();
+        futures::future::try_join_all(
+            statements
+                .iter()
+                .map(|(statement, params)| tx.execute(*statement, params)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(applied)
     }
 }

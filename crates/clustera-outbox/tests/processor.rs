@@ -58,8 +58,13 @@ fn change_event(i: usize) -> kafka::ProducedRecord {
 }
 
 async fn run_until_processed(bootstrap: &str, store: Arc<PgStore>, expected: u64) {
+    run_with_batch(bootstrap, store, expected, None).await;
+}
+
+async fn run_with_batch(bootstrap: &str, store: Arc<PgStore>, expected: u64, batch: Option<usize>) {
     let mut config = Config::for_brokers("outbox-processor", bootstrap, &[TOPIC]);
     config.runtime.commit_interval = Duration::from_millis(200);
+    config.runtime.batch_size = batch;
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let stats = runtime.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -153,4 +158,85 @@ async fn change_events_become_read_models_exactly_once_in_effect() {
         .header("clustera.error")
         .unwrap()
         .contains("not JSON"));
+}
+
+/// The events of `change_event`, where every 100th event (an ActivityCreated) lacks its
+/// creator: both of its handlers reject it.
+fn with_invalid(i: usize) -> kafka::ProducedRecord {
+    let (key, value, headers) = change_event(i);
+    if i % 100 != 1 {
+        return (key, value, headers);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    let payload = json!({"activity_id": format!("a{i}"), "title": "No creator"});
+    v["after"]["payload"] = payload.to_string().into();
+    (key, v.to_string().into_bytes(), headers)
+}
+
+/// Runs `N` events through a processor with `batch` into a fresh database; returns its
+/// documents and the dead letters' (handler, event id).
+async fn read_models_with_batch(
+    batch: usize,
+) -> (
+    Vec<(String, String, serde_json::Value)>,
+    Vec<(String, String)>,
+) {
+    const N: usize = 2000;
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(PgStore::connect(pg.url()).await.unwrap());
+    let broker = MockBroker::start(1).unwrap();
+    broker.create_topic(TOPIC, 3).unwrap();
+    broker.create_topic(&format!("{TOPIC}.dlq"), 1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        kafka::produce(&b, TOPIC, (0..N).map(with_invalid)).unwrap();
+    })
+    .await
+    .unwrap();
+    run_with_batch(&bootstrap, store.clone(), N as u64, Some(batch)).await;
+    let b = bootstrap.clone();
+    let dead = tokio::task::spawn_blocking(move || {
+        kafka::read_topic(&b, &format!("{TOPIC}.dlq")).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut dead: Vec<(String, String)> = dead
+        .iter()
+        .map(|d| {
+            (
+                d.header("clustera.handler").unwrap(),
+                d.header("clustera.event.id").unwrap(),
+            )
+        })
+        .collect();
+    dead.sort();
+    (store.all_documents().await.unwrap(), dead)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_write_the_same_read_models_as_one_event_at_a_time() {
+    let (one_by_one, dead_one) = read_models_with_batch(1).await;
+    let (batched, dead_batched) = read_models_with_batch(500).await;
+    assert_eq!(
+        dead_one.len(),
+        40,
+        "20 events, each for both of its handlers"
+    );
+    assert_eq!(
+        dead_one
+            .iter()
+            .filter(|(h, _)| h == "user_statistics")
+            .count(),
+        20
+    );
+    assert_eq!(
+        dead_batched, dead_one,
+        "the same handler dead-lettered for the same events"
+    );
+    assert_eq!(batched.len(), one_by_one.len());
+    assert!(
+        batched == one_by_one,
+        "batched and one-by-one read models differ"
+    );
 }

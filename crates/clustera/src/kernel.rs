@@ -171,6 +171,49 @@ pub trait Kernel: Send + Sync + 'static {
         message: &Message,
         ctx: &mut Context,
     ) -> impl Future<Output = Result<Outcome, KernelError>> + Send;
+
+    /// How many consecutive messages of one partition [`process_batch`](Self::process_batch)
+    /// takes at most, unless `CLUSTERA_BATCH_SIZE` says otherwise. 1 (the default) never
+    /// batches.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Processes consecutive messages of one partition together, for kernels whose writes are
+    /// cheaper in bulk. `contexts[i]` belongs to `messages[i]`. The runtime only batches what
+    /// is already fetched, so a batch never waits for more messages to arrive.
+    ///
+    /// Returns outcomes for a prefix of `messages`, in order. The runtime accepts the final
+    /// ones (ack, skip, dead-letter) up to the first [`Outcome::Retry`] or transient error;
+    /// that message and every later one (also those past a short result, or all of them if
+    /// the batch panicked) are processed again one by one through
+    /// [`process`](Self::process), from their first attempt. So a batch may fail as a whole
+    /// and leave the per-message path to isolate the culprit, and the order of final outcomes
+    /// is always the order of the messages.
+    ///
+    /// The default processes each message in turn and stops at the first that is not final.
+    fn process_batch(
+        &self,
+        messages: &[Message],
+        contexts: &mut [Context],
+    ) -> impl Future<Output = Vec<Result<Outcome, KernelError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(messages.len());
+            for (message, ctx) in messages.iter().zip(contexts.iter_mut()) {
+                let result = self.process(message, ctx).await;
+                let last = match &result {
+                    Ok(Outcome::Retry(_)) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() == ErrorKind::Transient,
+                };
+                results.push(result);
+                if last {
+                    break;
+                }
+            }
+            results
+        }
+    }
 }
 
 #[cfg(test)]

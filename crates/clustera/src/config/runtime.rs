@@ -25,6 +25,9 @@ pub struct RuntimeSettings {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Liveness fails when a partition with work makes no progress for this long.
     pub stall_timeout: Duration,
+    /// Most messages of one partition handed to [`Kernel::process_batch`](crate::Kernel::process_batch)
+    /// at once; `None` uses the kernel's [`max_batch`](crate::Kernel::max_batch).
+    pub batch_size: Option<usize>,
 }
 
 impl Default for RuntimeSettings {
@@ -39,6 +42,7 @@ impl Default for RuntimeSettings {
             dead_letter_topic: None,
             http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             stall_timeout: Duration::from_secs(300),
+            batch_size: None,
         }
     }
 }
@@ -84,7 +88,14 @@ pub(super) fn runtime_from_vars(
             })?),
         },
         stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
+        batch_size: number(var, "CLUSTERA_BATCH_SIZE")?,
     };
+    if settings.batch_size == Some(0) {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_BATCH_SIZE",
+            "must be at least 1",
+        ));
+    }
     if settings.commit_every == 0 {
         return Err(ConfigError::invalid(
             "CLUSTERA_COMMIT_EVERY",

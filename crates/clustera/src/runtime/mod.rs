@@ -143,6 +143,10 @@ impl<K: Kernel> Runtime<K> {
             kernel_name: kernel_name.clone(),
             stats: self.stats.clone(),
             telemetry: self.telemetry.clone(),
+            batch: settings
+                .batch_size
+                .unwrap_or_else(|| self.kernel.max_batch())
+                .max(1),
         };
         let poll_loop = PollLoop::new(
             &config.consumer_config(),

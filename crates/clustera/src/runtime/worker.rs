@@ -36,6 +36,8 @@ pub(crate) struct WorkerDeps<K> {
     pub kernel_name: Arc<str>,
     pub stats: Arc<RuntimeStats>,
     pub telemetry: Arc<Telemetry>,
+    /// Most messages per `process_batch` call; 1 never batches.
+    pub batch: usize,
 }
 
 impl<K> Clone for WorkerDeps<K> {
@@ -49,6 +51,7 @@ impl<K> Clone for WorkerDeps<K> {
             kernel_name: self.kernel_name.clone(),
             stats: self.stats.clone(),
             telemetry: self.telemetry.clone(),
+            batch: self.batch,
         }
     }
 }
@@ -120,7 +123,20 @@ pub(crate) async fn run_partition<K: Kernel>(
                     }
                 }
             };
-            process_message(&deps, &shared, clock, &message).await;
+            if deps.batch == 1 {
+                process_message(&deps, &shared, clock, &message).await;
+                continue;
+            }
+            // Only what is already fetched joins the batch: batching never adds latency.
+            let mut batch = vec![message];
+            while batch.len() < deps.batch {
+                match queue.poll(Duration::ZERO) {
+                    Some(Ok(m)) => batch.push(Message::from_kafka(shared.topic.clone(), &m)),
+                    Some(Err(e)) => tracing::warn!(error = %e, "partition queue error"),
+                    None => break,
+                }
+            }
+            process_batch(&deps, &shared, clock, &batch).await;
         }
     }
     .instrument(span)
@@ -141,7 +157,6 @@ async fn process_message<K: Kernel>(
     message: &Message,
 ) {
     let offset = message.offset();
-    let counters = &shared.counters;
     let started = Instant::now();
     shared.busy.store(true, Ordering::Relaxed);
     // A message that carries a trace is processed in a span continuing it.
@@ -169,9 +184,98 @@ async fn process_message<K: Kernel>(
         return;
     };
     let finished = Instant::now();
-    counters.processing.observe(finished - started);
+    finish(
+        deps,
+        shared,
+        clock.epoch_ms(finished),
+        finished - started,
+        message,
+        decision,
+        trace,
+    )
+    .await;
+}
+
+/// Several messages through `Kernel::process_batch`; those without a final outcome there go
+/// through the one-message path, in order.
+async fn process_batch<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    clock: &mut WallClock,
+    messages: &[Message],
+) {
+    let started = Instant::now();
+    shared.busy.store(true, Ordering::Relaxed);
+    let mut contexts: Vec<Context> = messages
+        .iter()
+        .map(|_| Context::new(deps.kernel_name.clone(), 1))
+        .collect();
+    let results = AssertUnwindSafe(deps.kernel.process_batch(messages, &mut contexts))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            deps.telemetry.metrics.error("panic");
+            tracing::error!(batch = messages.len(), panic = %panic_text(&panic),
+                "kernel panicked in a batch; processing its messages one by one");
+            Vec::new()
+        });
+    shared.busy.store(false, Ordering::Relaxed);
+    let finished = Instant::now();
+    let now_ms = clock.epoch_ms(finished);
+    // Each message is charged its share of the batch.
+    let share = (finished - started) / u32::try_from(messages.len()).unwrap_or(u32::MAX).max(1);
+    let mut done = 0;
+    for ((message, mut ctx), result) in messages.iter().zip(contexts).zip(results) {
+        let decision = match result {
+            Ok(Outcome::Ack) => Final::Outputs(ctx.take_outputs()),
+            Ok(Outcome::Skip(reason)) => Final::Skipped(reason),
+            Ok(Outcome::DeadLetter(reason)) => Final::DeadLetter {
+                reason,
+                attempts: 1,
+            },
+            Ok(Outcome::Retry(_)) => break,
+            Err(e) if e.kind() == crate::kernel::ErrorKind::Transient => break,
+            Err(e) => {
+                deps.telemetry.metrics.error("permanent");
+                Final::DeadLetter {
+                    reason: crate::kernel::error_chain(&e),
+                    attempts: 1,
+                }
+            }
+        };
+        // Batched messages are not processed in a span of their own; their outputs still
+        // continue the input's trace.
+        let trace = message
+            .header(TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(TraceParent::parse)
+            .map(|parent| parent.child(rand::random()));
+        finish(deps, shared, now_ms, share, message, decision, trace).await;
+        done += 1;
+    }
+    for message in &messages[done..] {
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        process_message(deps, shared, clock, message).await;
+    }
+}
+
+/// Counts a final outcome, then tracks and sends its records (outputs or the dead letter).
+async fn finish<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    now_ms: i64,
+    processing: Duration,
+    message: &Message,
+    decision: Final,
+    trace: Option<TraceParent>,
+) {
+    let offset = message.offset();
+    let counters = &shared.counters;
+    counters.processing.observe(processing);
     if let Some(ts) = message.timestamp_ms() {
-        if let Ok(ms) = u64::try_from(clock.epoch_ms(finished) - ts) {
+        if let Ok(ms) = u64::try_from(now_ms - ts) {
             counters.end_to_end.observe(Duration::from_millis(ms));
         }
     }
