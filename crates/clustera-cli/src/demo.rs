@@ -12,6 +12,7 @@ use clustera::testing::MockBroker;
 use clustera::{Config, Runtime};
 use clustera_outbox::relay::{init, Relay, RelayConfig};
 use clustera_outbox::testing::Postgres;
+use clustera_outbox::wakeup::Wakeups;
 use clustera_outbox::{activity, load, report, OutboxProcessor, PgStore};
 use rdkafka::ClientConfig;
 use tokio_postgres::NoTls;
@@ -73,7 +74,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut kafka = ClientConfig::new();
     kafka.set("bootstrap.servers", &bootstrap);
-    let relay = Relay::new(connect(pg.url()).await?, &kafka, RelayConfig::default())?;
+    let config = RelayConfig::default();
+    let wakeups = Wakeups::listen(pg.url(), &config.channel).await?;
+    let relay = Relay::new(connect(pg.url()).await?, &kafka, config)?.with_wakeups(wakeups);
     let relayed = relay.relayed();
     let relay = Stoppable::spawn(|stop| relay.run_until(stop));
 
@@ -156,10 +159,11 @@ async fn start_processor(
     let mut config = Config::for_brokers("outbox-processor", bootstrap, &[topic]);
     config.runtime.commit_interval = Duration::from_millis(500);
     // The embedded broker answers a fetch with no data only when its wait expires; it is not
-    // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor.
+    // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor;
+    // 5 ms costs a few idle fetches per second.
     config.properties.insert(
         "fetch.wait.max.ms".into(),
-        clustera::config::Secret::new("10"),
+        clustera::config::Secret::new("5"),
     );
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let stats = runtime.stats();

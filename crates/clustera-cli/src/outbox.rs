@@ -90,7 +90,10 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
         }
         OutboxCommand::Relay { brokers } => {
             let kafka = clustera::Config::tool_client_from_env(brokers.as_deref())?;
-            let relay = Relay::new(connect(&url).await?, &kafka, config)?;
+            let wakeups = clustera_outbox::wakeup::Wakeups::listen(&url, &config.channel)
+                .await
+                .context("listening for outbox notifications")?;
+            let relay = Relay::new(connect(&url).await?, &kafka, config)?.with_wakeups(wakeups);
             tracing::info!("relaying outbox inserts; Ctrl-C to stop");
             relay.run_until(clustera::runtime::signal()).await?;
         }

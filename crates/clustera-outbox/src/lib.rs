@@ -14,6 +14,7 @@ pub mod relay;
 pub mod report;
 mod store;
 pub mod testing;
+pub mod wakeup;
 
 pub use handler::{DocOp, Handler, HandlerError};
 pub use processor::{headers as dead_letter_headers, OutboxProcessor, SkipPolicy};

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
 use crate::pgoutput::{self, Column, PgOutput};
+use crate::wakeup::{self, Wakeups};
 
 /// Where the relay reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct RelayConfig {
     pub key_column: String,
     /// Changes read per round trip (whole transactions are always read).
     pub batch: i32,
+    /// The channel the outbox trigger notifies at commit.
+    pub channel: String,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +53,7 @@ impl Default for RelayConfig {
             topic: "postgres.activity.event_outbox".into(),
             key_column: "aggregate_id".into(),
             batch: 2000,
+            channel: wakeup::CHANNEL.into(),
         }
     }
 }
@@ -73,7 +77,7 @@ pub enum RelayError {
     Decode(#[from] pgoutput::PgOutputError),
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -134,6 +138,13 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
             )
             .await?;
     }
+    client
+        .batch_execute(&wakeup::trigger_sql(
+            &config.schema,
+            &config.table,
+            &config.channel,
+        ))
+        .await?;
     Ok(())
 }
 
@@ -153,7 +164,16 @@ pub struct Relay {
     config: RelayConfig,
     relations: HashMap<u32, Relation>,
     relayed: Arc<AtomicU64>,
+    wakeups: Option<Wakeups>,
 }
+
+/// How long the relay sleeps between empty rounds without wake-ups, and with them (then only
+/// a safety net for a lost notification).
+const POLL: Duration = Duration::from_millis(50);
+const POLL_WITH_WAKEUPS: Duration = Duration::from_secs(1);
+/// After a wake-up, how long empty rounds are retried quickly: with asynchronous commit, the
+/// committed WAL may reach logical decoding up to a WAL-writer cycle after the notification.
+const AFTER_WAKEUP: Duration = Duration::from_millis(300);
 
 impl Relay {
     /// A relay over `client` producing with `kafka` (brokers and security).
@@ -166,14 +186,21 @@ impl Relay {
         kafka
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5");
+            .set("linger.ms", "1");
         Ok(Self {
             client,
             producer: kafka.create()?,
             config,
             relations: HashMap::new(),
             relayed: Arc::default(),
+            wakeups: None,
         })
+    }
+
+    /// Reads as soon as the outbox trigger notifies, instead of every 50 ms.
+    pub fn with_wakeups(mut self, wakeups: Wakeups) -> Self {
+        self.wakeups = Some(wakeups);
+        self
     }
 
     /// Events acknowledged by Kafka so far.
@@ -181,22 +208,41 @@ impl Relay {
         self.relayed.clone()
     }
 
-    /// Relays until `stop` resolves; polls every 50 ms when idle.
+    /// Relays until `stop` resolves. When idle, it waits for a wake-up or polls every 50 ms
+    /// (every second with wake-ups).
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), RelayError> {
         tokio::pin!(stop);
+        let mut woken_until = None;
         loop {
             let sent = tokio::select! {
                 _ = &mut stop => break,
                 r = self.step() => r?,
             };
-            if sent == 0 {
-                tokio::select! {
+            if sent > 0 {
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if woken_until.is_some_and(|until| now < until) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            woken_until = None;
+            let woken = match &self.wakeups {
+                None => tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
+                    _ = tokio::time::sleep(POLL) => false,
+                },
+                Some(w) => tokio::select! {
+                    _ = &mut stop => break,
+                    _ = w.notified() => true,
+                    _ = tokio::time::sleep(POLL_WITH_WAKEUPS) => false,
+                },
+            };
+            if woken {
+                woken_until = Some(tokio::time::Instant::now() + AFTER_WAKEUP);
             }
         }
         let producer = self.producer.clone();

@@ -218,3 +218,26 @@ async fn a_relay_stopped_mid_transaction_loses_nothing() {
         "duplicates only from the unconfirmed transaction"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    let config = RelayConfig::default();
+    init(&client, &config).await.unwrap();
+    init(&client, &config).await.unwrap();
+    let wakeups = clustera_outbox::wakeup::Wakeups::listen(pg.url(), &config.channel)
+        .await
+        .unwrap();
+    // Nothing committed, nothing notified; an open transaction notifies only at commit.
+    let early = tokio::time::timeout(Duration::from_millis(300), wakeups.notified()).await;
+    assert!(early.is_err(), "no notification without an insert");
+    client.batch_execute("BEGIN").await.unwrap();
+    insert(&client, 0, 1, 3).await;
+    let uncommitted = tokio::time::timeout(Duration::from_millis(300), wakeups.notified()).await;
+    assert!(uncommitted.is_err(), "no notification before the commit");
+    client.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wakeups.notified())
+        .await
+        .expect("the commit notifies the channel");
+}
