@@ -1,0 +1,1 @@
+//! KafkaSend on Clustera.
