@@ -5,6 +5,7 @@ mod connect;
 mod consume;
 mod demo;
 mod dev;
+mod kafkasend;
 mod lag;
 mod new;
 mod outbox;
@@ -43,6 +44,11 @@ enum Command {
     New(new::NewArgs),
     /// The CDC outbox pipeline: init, relay, process.
     Outbox(outbox::OutboxArgs),
+    /// KafkaSend's portal: requests from Kafka to the REST API, responses back (config from
+    /// PORTAL_*, OAUTH2_* and KAFKA_* variables).
+    Portal(kafkasend::PortalArgs),
+    /// Send an HTTP request (and a file) through KafkaSend and print the response.
+    Send(kafkasend::SendArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,7 +58,9 @@ fn main() -> ExitCode {
         Command::Demo(_) | Command::Bench(_) => {
             clustera::telemetry::init_logging_with_default("off")
         }
-        Command::Dev(_) | Command::Outbox(_) => clustera::telemetry::init_logging(),
+        Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
+            clustera::telemetry::init_logging()
+        }
         // Tools print results on stdout and one-line errors; librdkafka chatter stays quiet.
         _ => clustera::telemetry::init_logging_with_default("error,librdkafka=off"),
     };
@@ -77,6 +85,8 @@ fn main() -> ExitCode {
             Command::Topics(args) => blocking(move || topics::run(args)).await,
             Command::New(args) => new::run(args),
             Command::Outbox(args) => outbox::run(args).await,
+            Command::Portal(args) => kafkasend::portal(args).await,
+            Command::Send(args) => kafkasend::send(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

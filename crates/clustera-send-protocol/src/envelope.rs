@@ -113,7 +113,9 @@ impl BodyInfo {
     /// Bytes in chunk `sequence`.
     pub fn chunk_len(&self, sequence: u32) -> u64 {
         let start = u64::from(sequence) * u64::from(self.chunk_size);
-        self.size.saturating_sub(start).min(u64::from(self.chunk_size))
+        self.size
+            .saturating_sub(start)
+            .min(u64::from(self.chunk_size))
     }
 }
 

@@ -37,7 +37,9 @@ impl Sink for MemorySink {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.0.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
         let end = start.saturating_add(buf.len()).min(self.0.len());
         buf[..end - start].copy_from_slice(&self.0[start..end]);
         Ok(())
@@ -146,9 +148,8 @@ impl Reassembly {
             .into());
         }
         let mut sha = [0u8; 32];
-        hex::decode_to_slice(&chunk.sha256, &mut sha).map_err(|e| {
-            ProtocolError::Invalid(format!("chunk {seq}: sha256: {e}"))
-        })?;
+        hex::decode_to_slice(&chunk.sha256, &mut sha)
+            .map_err(|e| ProtocolError::Invalid(format!("chunk {seq}: sha256: {e}")))?;
         let slot = &mut self.chunks[seq as usize];
         match slot {
             Some(seen) if *seen == sha => return Ok(Progress::Duplicate),
@@ -186,12 +187,12 @@ impl Reassembly {
     /// Hashes the chunks that arrived early and are now next in order.
     fn hash_stored<S: Sink>(&mut self, sink: &mut S) -> Result<(), ReassemblyError<S::Error>> {
         let mut buf = Vec::new();
-        while self.hashed < self.body.total_chunks && self.chunks[self.hashed as usize].is_some()
-        {
+        while self.hashed < self.body.total_chunks && self.chunks[self.hashed as usize].is_some() {
             let len = usize::try_from(self.body.chunk_len(self.hashed)).unwrap_or(0);
             buf.resize(len, 0);
             let offset = u64::from(self.hashed) * u64::from(self.body.chunk_size);
-            sink.read_at(offset, &mut buf).map_err(ReassemblyError::Sink)?;
+            sink.read_at(offset, &mut buf)
+                .map_err(ReassemblyError::Sink)?;
             self.hasher.update(&buf);
             self.hashed += 1;
         }
@@ -307,7 +308,9 @@ mod tests {
         let (_, other_chunks) = self::chunks(&[9u8; 1000], 100);
         assert_eq!(other.total_chunks, 10);
         let (progress, _) = feed(&info, [chunks[0].clone(), other_chunks[0].clone()]);
-        assert!(progress.unwrap_err().contains("twice with different contents"));
+        assert!(progress
+            .unwrap_err()
+            .contains("twice with different contents"));
 
         let short = Chunker::new(chunks[0].job_id).encode(2, 10, &[1u8; 50]);
         let Envelope::Chunk(short) = Envelope::decode(&short).unwrap() else {

@@ -1,1 +1,18 @@
-//! KafkaSend on Clustera.
+//! KafkaSend on Clustera: HTTP requests, and files of any size, carried over Kafka as jobs.
+//!
+//! - [`portal`]: the consumer that reassembles requests, validates them ([`policy`],
+//!   [`ssrf`]), calls the REST API with a token it manages ([`oauth`]), and sends the
+//!   response back in chunks.
+//! - [`client`]: sends jobs and waits for their responses; `clustera send` is built on it.
+//! - [`spool`]: bodies in memory or, above a threshold, in temporary files.
+//!
+//! The wire format is `clustera-send-protocol`'s, described in `PROTOCOL.md`.
+
+pub mod client;
+pub mod config;
+pub mod oauth;
+pub mod policy;
+pub mod portal;
+pub mod spool;
+pub mod ssrf;
+pub mod transport;

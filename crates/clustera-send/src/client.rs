@@ -1,0 +1,387 @@
+//! The client: sends jobs to portals and waits for their responses. One client may have many
+//! jobs in flight; responses are matched to them by job id.
+//!
+//! The client reads every partition of the response topic from the positions it had when the
+//! client connected (no consumer group, nothing committed), so each client sees all
+//! responses and keeps those of its own jobs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clustera_send_protocol::{
+    BodyInfo, Envelope, ErrorCode, JobId, Progress as Reassembled, Reassembly, ReassemblyError,
+    RequestHead,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Wire;
+use crate::spool::{Spool, SpoolConfig};
+use crate::transport::{JobProducer, ReadAt, SendError};
+
+/// What to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method.
+    pub method: String,
+    /// Path (and query) under the portal's API.
+    pub endpoint: String,
+    /// Headers to ask for (the portal filters them).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The request's body.
+#[derive(Debug)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// A file, read twice (once to hash it, once to send it) and never held in memory.
+    File(PathBuf),
+}
+
+/// The API's response.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// The body, checked against its SHA-256.
+    pub body: Spool,
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Kafka failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The body could not be read or stored.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The portal answered with an error.
+    #[error("the portal refused the job ({code:?}): {message}")]
+    Portal {
+        /// The error's code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// No complete answer within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The response broke the protocol.
+    #[error("the response is unusable: {0}")]
+    Protocol(String),
+}
+
+impl From<SendError> for ClientError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Kafka(k) => Self::Kafka(k),
+            SendError::Io(io) => Self::Io(io),
+        }
+    }
+}
+
+/// Progress reports while a job runs.
+pub trait Progress: Send + Sync {
+    /// Request body bytes acknowledged by Kafka, of `total`.
+    fn uploaded(&self, _sent: u64, _total: u64) {}
+    /// Response body bytes received, of `total`.
+    fn downloaded(&self, _received: u64, _total: u64) {}
+}
+
+/// No progress reports.
+pub struct Quiet;
+
+impl Progress for Quiet {}
+
+type Pending = Arc<Mutex<HashMap<JobId, mpsc::Sender<Envelope>>>>;
+
+/// Sends jobs and receives their responses.
+pub struct Client {
+    requests: JobProducer,
+    wire: Wire,
+    pending: Pending,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    spool: SpoolConfig,
+}
+
+impl Client {
+    /// Connects with `kafka`'s settings (brokers, security). Blocks while it looks up the
+    /// response topic's current ends: call it from a blocking context or at start-up.
+    pub fn connect(kafka: &ClientConfig, wire: Wire) -> Result<Self, ClientError> {
+        let mut consumer_config = kafka.clone();
+        consumer_config
+            .set("group.id", format!("kafkasend-client-{}", JobId::new()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = consumer_config.create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&wire.response_topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "the response topic {} does not exist",
+                wire.response_topic
+            )));
+        }
+        // Explicit positions, not "the end": a response produced before the first fetch
+        // would be skipped by a lazily resolved end offset.
+        let mut assignment = TopicPartitionList::new();
+        for p in partitions {
+            let (_, high) = consumer.fetch_watermarks(&wire.response_topic, p, timeout)?;
+            assignment.add_partition_offset(&wire.response_topic, p, Offset::Offset(high))?;
+        }
+        consumer.assign(&assignment)?;
+        let pending: Pending = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (pending, stop) = (pending.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("kafkasend-responses".into())
+                .spawn(move || read_responses(&consumer, &pending, &stop))?
+        };
+        Ok(Self {
+            requests: JobProducer::new(kafka, &wire.request_topic)?,
+            wire,
+            pending,
+            stop,
+            reader: Some(reader),
+            spool: SpoolConfig::default(),
+        })
+    }
+
+    /// Sends a job and waits up to `timeout` for its complete response.
+    pub async fn send(
+        &self,
+        request: Request,
+        body: Body,
+        timeout: Duration,
+        progress: &dyn Progress,
+    ) -> Result<Response, ClientError> {
+        let job_id = JobId::new();
+        let (tx, mut rx) = mpsc::channel(64);
+        lock(&self.pending).insert(job_id, tx);
+        let _registered = Unregister(&self.pending, job_id);
+        let work = async {
+            self.upload(job_id, request, body, progress).await?;
+            self.receive(&mut rx, progress).await
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn upload(
+        &self,
+        job_id: JobId,
+        request: Request,
+        body: Body,
+        progress: &dyn Progress,
+    ) -> Result<(), ClientError> {
+        let chunk_size = self.wire.chunk_size;
+        let file;
+        let empty = Vec::new();
+        let (info, source): (BodyInfo, &dyn ReadAt) = match &body {
+            Body::Empty => (BodyInfo::of(&[], chunk_size), &empty),
+            Body::Bytes(b) => (BodyInfo::of(b, chunk_size), b),
+            Body::File(path) => {
+                let path = path.clone();
+                let (opened, info) =
+                    tokio::task::spawn_blocking(move || hash_file(&path, chunk_size))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))??;
+                file = opened;
+                (info, &file)
+            }
+        };
+        let head = Envelope::Request(RequestHead {
+            job_id,
+            method: request.method,
+            endpoint: request.endpoint,
+            headers: request.headers,
+            body: info.clone(),
+            sent_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        })
+        .encode();
+        let total = info.size;
+        self.requests
+            .send_with_body(job_id, &head, &info, source, &|sent| {
+                progress.uploaded(sent, total)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        rx: &mut mpsc::Receiver<Envelope>,
+        progress: &dyn Progress,
+    ) -> Result<Response, ClientError> {
+        let mut response: Option<(u16, Vec<(String, String)>, Reassembly, Spool)> = None;
+        while let Some(envelope) = rx.recv().await {
+            match envelope {
+                Envelope::Error(e) => {
+                    return Err(ClientError::Portal {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                Envelope::Response(head) if response.is_none() => {
+                    let max = u32::try_from(self.wire.max_message_bytes).unwrap_or(u32::MAX);
+                    let reassembly = Reassembly::new(head.body.clone(), max)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let spool = Spool::for_size(head.body.size, &self.spool)?;
+                    if reassembly.is_complete() {
+                        return Ok(Response {
+                            status: head.status,
+                            headers: head.headers,
+                            body: spool,
+                        });
+                    }
+                    response = Some((head.status, head.headers, reassembly, spool));
+                }
+                Envelope::Chunk(chunk) => {
+                    let Some((_, _, reassembly, spool)) = response.as_mut() else {
+                        return Err(ClientError::Protocol(
+                            "a response chunk arrived before the response head".into(),
+                        ));
+                    };
+                    let data = chunk
+                        .bytes()
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let step = reassembly
+                        .accept(&chunk, &data, spool)
+                        .map_err(|e| match e {
+                            ReassemblyError::Protocol(p) => ClientError::Protocol(p.to_string()),
+                            ReassemblyError::Sink(io) => ClientError::Io(io),
+                        })?;
+                    let body = reassembly.body();
+                    progress.downloaded(
+                        (u64::from(reassembly.received()) * u64::from(body.chunk_size))
+                            .min(body.size),
+                        body.size,
+                    );
+                    if step == Reassembled::Complete {
+                        if let Some((status, headers, _, body)) = response.take() {
+                            return Ok(Response {
+                                status,
+                                headers,
+                                body,
+                            });
+                        }
+                    }
+                }
+                // A duplicate head, or a request on the response topic: not ours to act on.
+                Envelope::Response(_) | Envelope::Request(_) => {}
+            }
+        }
+        Err(ClientError::Protocol("the response reader stopped".into()))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Removes a job from the pending table when its `send` ends, however it ends.
+struct Unregister<'a>(&'a Pending, JobId);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<JobId, mpsc::Sender<Envelope>>> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Opens and hashes a file: its body description for the request head.
+fn hash_file(
+    path: &std::path::Path,
+    chunk_size: u32,
+) -> std::io::Result<(std::fs::File, BodyInfo)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let info = BodyInfo {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        total_chunks: clustera_send_protocol::chunk_count(size, chunk_size),
+        chunk_size,
+    };
+    Ok((file, info))
+}
+
+/// The response reader's thread: decodes every response and hands it to its job.
+fn read_responses(consumer: &BaseConsumer, pending: &Pending, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = match result {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading responses");
+                continue;
+            }
+        };
+        let Some(job) = message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<JobId>().ok())
+        else {
+            continue;
+        };
+        let Some(tx) = lock(pending).get(&job).cloned() else {
+            continue;
+        };
+        match Envelope::decode(message.payload().unwrap_or_default()) {
+            // Waits when the job is slow to take its messages: backpressure, not memory.
+            Ok(envelope) => {
+                let _ = tx.blocking_send(envelope);
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Envelope::Error(clustera_send_protocol::ErrorResponse {
+                    job_id: job,
+                    code: e.code(),
+                    message: format!("an undecodable response message: {e}"),
+                }));
+            }
+        }
+    }
+}

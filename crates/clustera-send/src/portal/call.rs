@@ -1,0 +1,151 @@
+//! The REST call of a complete job: the token, the filtered headers, the body streamed from
+//! its spool; the response body streamed into a spool of its own.
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use clustera_send_protocol::ErrorCode;
+
+use super::jobs::Receiving;
+use super::Shared;
+use crate::spool::Spool;
+
+/// The REST API's answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (framing headers removed).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Spool,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+}
+
+/// A failed call, with the code the client will see.
+pub struct Failure {
+    /// The code.
+    pub code: ErrorCode,
+    /// What happened.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Headers of the API's response that describe the portal's connection, not the response.
+const FRAMING: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Calls the API for `job`; on a 401, fetches a fresh token and calls once more.
+pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
+    let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
+        .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("method: {e}")))?;
+    for attempt in 0..2 {
+        let token = shared
+            .tokens
+            .token()
+            .await
+            .map_err(|e| Failure::new(ErrorCode::Upstream, format!("OAuth2: {e}")))?;
+        let body = job.spool.http_body().map_err(|e| {
+            Failure::new(
+                ErrorCode::Internal,
+                format!("reading the spooled body: {e}"),
+            )
+        })?;
+        let mut request = shared
+            .http
+            .request(method.clone(), job.url.clone())
+            .body(body);
+        for (name, value) in &job.headers {
+            request = request.header(name, value);
+        }
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.map_err(|e| {
+            Failure::new(
+                ErrorCode::Upstream,
+                format!("calling the API: {}", error_chain(&e)),
+            )
+        })?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+            if let Some(t) = &token {
+                tracing::info!(job_id = %job.head.job_id, "the API refused the token; refreshing it once");
+                shared.tokens.invalidate(t).await;
+                continue;
+            }
+        }
+        return read_answer(shared, response).await;
+    }
+    Err(Failure::new(
+        ErrorCode::Upstream,
+        "the API refused a fresh token too",
+    ))
+}
+
+async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Answer, Failure> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| !FRAMING.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let mut body = Spool::for_size(0, &shared.config.spool)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| {
+            Failure::new(
+                ErrorCode::Upstream,
+                format!("reading the response: {}", error_chain(&e)),
+            )
+        })?;
+        if body.len() + piece.len() as u64 > shared.config.max_body_bytes {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the response is larger than {} bytes",
+                    shared.config.max_body_bytes
+                ),
+            ));
+        }
+        hasher.update(&piece);
+        body.append(&piece, &shared.config.spool)
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
+        sha256: hasher.finalize().into(),
+    })
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
