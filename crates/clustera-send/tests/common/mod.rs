@@ -1,0 +1,313 @@
+//! Real HTTP servers on loopback for the portal's tests: a REST API and an OAuth2 token
+//! endpoint, each recording what it saw; and helpers to run a portal and a client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use clustera_send::client::Client;
+use clustera_send::config::{PortalConfig, Wire};
+use clustera_send::portal::Portal;
+
+/// What the API saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+}
+
+#[derive(Default)]
+pub struct ApiState {
+    pub seen: Mutex<Vec<Seen>>,
+    /// Tokens the API accepts; `None` accepts requests without a token.
+    pub accepted: Mutex<Option<HashSet<String>>>,
+    pub internal_hits: AtomicU64,
+    pub internal_url: Mutex<String>,
+}
+
+pub struct Api {
+    pub url: String,
+    pub state: Arc<ApiState>,
+}
+
+fn record(state: &ApiState, method: &str, path: &str, headers: &HeaderMap) -> Result<(), Response> {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let auth = headers.get("authorization").cloned();
+    state.seen.lock().unwrap().push(Seen {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers,
+    });
+    if let Some(accepted) = state.accepted.lock().unwrap().as_ref() {
+        let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+        if !token.is_some_and(|t| accepted.contains(t)) {
+            return Err(StatusCode::UNAUTHORIZED.into_response());
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic bytes for generated bodies.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+impl Api {
+    pub async fn start() -> Self {
+        let state = Arc::new(ApiState::default());
+        let app = Router::new()
+            .route(
+                "/api/v1/echo",
+                post(|State(s): State<Arc<ApiState>>, h: HeaderMap, body: Bytes| async move {
+                    if let Err(r) = record(&s, "POST", "/api/v1/echo", &h) {
+                        return r;
+                    }
+                    ([("content-type", "application/octet-stream"), ("x-echo", "yes")], body).into_response()
+                }),
+            )
+            .route(
+                "/api/v1/upload",
+                post(|State(s): State<Arc<ApiState>>, h: HeaderMap, body: Bytes| async move {
+                    if let Err(r) = record(&s, "POST", "/api/v1/upload", &h) {
+                        return r;
+                    }
+                    use sha2::Digest;
+                    let sha = hex::encode(sha2::Sha256::digest(&body));
+                    axum::Json(serde_json::json!({"size": body.len(), "sha256": sha})).into_response()
+                }),
+            )
+            .route(
+                "/api/v1/blob/{n}",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap, Path(n): Path<usize>| async move {
+                    if let Err(r) = record(&s, "GET", "/api/v1/blob", &h) {
+                        return r;
+                    }
+                    bytes(n, n as u64).into_response()
+                }),
+            )
+            .route(
+                "/api/v1/documents/{id}",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap, Path(id): Path<String>| async move {
+                    if let Err(r) = record(&s, "GET", &format!("/api/v1/documents/{id}"), &h) {
+                        return r;
+                    }
+                    axum::Json(serde_json::json!({"id": id})).into_response()
+                }),
+            )
+            .route(
+                "/api/v1/slow",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
+                    if let Err(r) = record(&s, "GET", "/api/v1/slow", &h) {
+                        return r;
+                    }
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "late".into_response()
+                }),
+            )
+            .route(
+                "/api/v1/redirect",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
+                    if let Err(r) = record(&s, "GET", "/api/v1/redirect", &h) {
+                        return r;
+                    }
+                    let to = s.internal_url.lock().unwrap().clone();
+                    (StatusCode::FOUND, [("location", to)]).into_response()
+                }),
+            )
+            .route(
+                "/internal/secret",
+                get(|State(s): State<Arc<ApiState>>| async move {
+                    s.internal_hits.fetch_add(1, Ordering::SeqCst);
+                    "secret"
+                }),
+            )
+            .layer(DefaultBodyLimit::disable())
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        *state.internal_url.lock().unwrap() = format!("http://{addr}/internal/secret");
+        Self {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+/// An OAuth2 token endpoint (client credentials, HTTP Basic), issuing `token-1`, `token-2`…
+pub struct TokenServer {
+    pub url: String,
+    pub issued: Arc<AtomicU64>,
+    pub expires_in: Arc<AtomicU64>,
+}
+
+impl TokenServer {
+    pub async fn start(api: &Api) -> Self {
+        let issued = Arc::new(AtomicU64::new(0));
+        let expires_in = Arc::new(AtomicU64::new(3600));
+        let api_state = api.state.clone();
+        *api_state.accepted.lock().unwrap() = Some(HashSet::new());
+        let (i, e) = (issued.clone(), expires_in.clone());
+        let app = Router::new().route(
+            "/oauth/token",
+            post(move |h: HeaderMap, body: String| {
+                let (i, e, api_state) = (i.clone(), e.clone(), api_state.clone());
+                async move {
+                    use base64::Engine as _;
+                    let expected = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode("portal-client:s3cret")
+                    );
+                    if h.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some(expected.as_str())
+                        || !body.contains("grant_type=client_credentials")
+                    {
+                        return (StatusCode::UNAUTHORIZED, "bad client").into_response();
+                    }
+                    let n = i.fetch_add(1, Ordering::SeqCst) + 1;
+                    let token = format!("token-{n}");
+                    api_state
+                        .accepted
+                        .lock()
+                        .unwrap()
+                        .get_or_insert_with(HashSet::new)
+                        .insert(token.clone());
+                    axum::Json(serde_json::json!({
+                        "access_token": token,
+                        "token_type": "Bearer",
+                        "expires_in": e.load(Ordering::SeqCst),
+                    }))
+                    .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url: format!("http://{addr}/oauth/token"),
+            issued,
+            expires_in,
+        }
+    }
+}
+
+pub const REQUESTS: &str = "kafkasend-requests";
+pub const RESPONSES: &str = "kafkasend-responses";
+
+/// A running portal.
+pub struct RunningPortal {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningPortal {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+impl Drop for RunningPortal {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts a portal for `api` on `bootstrap` with these extra variables.
+pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> RunningPortal {
+    let mut map: HashMap<String, String> = HashMap::from([
+        ("PORTAL_API_BASE_URL".to_owned(), format!("{}/api", api.url)),
+        (
+            "PORTAL_ALLOWED_ENDPOINTS".to_owned(),
+            "/v1/echo,/v1/upload,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect".to_owned(),
+        ),
+        (
+            "PORTAL_ALLOWED_HEADERS".to_owned(),
+            "Content-Type,X-Request-ID,Authorization,Cookie".to_owned(),
+        ),
+    ]);
+    for (k, v) in vars {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config = PortalConfig::from_vars(&|k| map.get(k).cloned()).unwrap();
+    let mut kafka = clustera::Config::for_brokers("kafkasend-portal", bootstrap, &[REQUESTS]);
+    // The mock broker does not wake waiting fetches; keep its polling tight.
+    kafka.properties.insert(
+        "fetch.wait.max.ms".into(),
+        clustera::config::Secret::new("10"),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(async move {
+        Portal::run(config, kafka, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    drop(started);
+    RunningPortal {
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// The wire settings a test's clients use (`chunk_size` bytes per chunk).
+pub fn wire(chunk_size: u32) -> Wire {
+    let size = chunk_size.to_string();
+    Wire::from_vars(&|k| (k == "KAFKASEND_CHUNK_SIZE").then(|| size.clone())).unwrap()
+}
+
+/// A client on `bootstrap`.
+pub async fn client(bootstrap: &str, chunk_size: u32) -> Client {
+    let mut kafka = rdkafka::ClientConfig::new();
+    kafka
+        .set("bootstrap.servers", bootstrap)
+        .set("fetch.wait.max.ms", "10");
+    let wire = wire(chunk_size);
+    tokio::task::spawn_blocking(move || Client::connect(&kafka, wire))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A one-broker mock cluster with the KafkaSend topics.
+pub fn mock() -> (clustera::testing::MockBroker, String) {
+    let broker = clustera::testing::MockBroker::start(1).unwrap();
+    broker.create_topic(REQUESTS, 3).unwrap();
+    broker.create_topic(RESPONSES, 3).unwrap();
+    broker.create_topic(&format!("{REQUESTS}.dlq"), 1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    (broker, bootstrap)
+}
