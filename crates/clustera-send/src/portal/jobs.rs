@@ -38,6 +38,9 @@ pub struct Jobs {
     /// Finished (answered), oldest first.
     finished_order: VecDeque<JobId>,
     finished: HashSet<JobId>,
+    /// Jobs whose body is complete and whose call is under way: their late duplicate chunks
+    /// are ignored.
+    pub executing: HashSet<JobId>,
     /// Jobs received or being called.
     pub active: usize,
     /// Body bytes reserved by active jobs.
@@ -48,6 +51,11 @@ impl Jobs {
     /// Whether `job` was already answered.
     pub fn is_finished(&self, job: &JobId) -> bool {
         self.finished.contains(job)
+    }
+
+    /// Whether `job`'s request is complete: answered, or being called.
+    pub fn is_received(&self, job: &JobId) -> bool {
+        self.finished.contains(job) || self.executing.contains(job)
     }
 
     /// Marks `job` answered.

@@ -174,7 +174,7 @@ impl Shared {
         let job_id = head.job_id;
         {
             let jobs = self.lock();
-            if jobs.receiving.contains_key(&job_id) || jobs.is_finished(&job_id) {
+            if jobs.receiving.contains_key(&job_id) || jobs.is_received(&job_id) {
                 tracing::debug!(%job_id, "duplicate request head ignored");
                 return;
             }
@@ -293,7 +293,7 @@ impl Shared {
     ) -> Result<Option<Receiving>, (ErrorCode, String)> {
         let job_id = chunk.job_id;
         let mut jobs = self.lock();
-        if jobs.is_finished(&job_id) {
+        if jobs.is_received(&job_id) {
             return Ok(None);
         }
         let Some(job) = jobs.receiving.get_mut(&job_id) else {
@@ -320,7 +320,10 @@ impl Shared {
                     })
             });
         match result {
-            Ok(Progress::Complete) => Ok(jobs.receiving.remove(&job_id)),
+            Ok(Progress::Complete) => {
+                jobs.executing.insert(job_id);
+                Ok(jobs.receiving.remove(&job_id))
+            }
             Ok(_) => Ok(None),
             Err(e) => {
                 if let Some(job) = jobs.receiving.remove(&job_id) {
@@ -333,6 +336,7 @@ impl Shared {
 
     /// Calls the API for a complete job in its own task and answers it.
     fn execute(self: &Arc<Self>, job: Receiving) {
+        self.lock().executing.insert(job.head.job_id);
         let shared = self.clone();
         tokio::spawn(async move {
             let job_id = job.head.job_id;
@@ -363,6 +367,7 @@ impl Shared {
                 }
             }
             let mut jobs = shared.lock();
+            jobs.executing.remove(&job_id);
             jobs.finish(job_id);
             jobs.release(reserved);
         });
