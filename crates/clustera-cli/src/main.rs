@@ -1,6 +1,7 @@
 //! The `clustera` command: a development broker, the demo, and benchmarks.
 
 mod bench;
+mod bench_send;
 mod connect;
 mod consume;
 mod demo;
@@ -49,13 +50,15 @@ enum Command {
     Portal(kafkasend::PortalArgs),
     /// Send an HTTP request (and a file) through KafkaSend and print the response.
     Send(kafkasend::SendArgs),
+    /// Benchmark KafkaSend: a round trip against direct HTTP, and the portal's memory.
+    BenchSend(bench_send::BenchSendArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
     let _logging = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => {
+        Command::Demo(_) | Command::Bench(_) | Command::BenchSend(_) => {
             clustera::telemetry::init_logging_with_default("off")
         }
         Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Command::Outbox(args) => outbox::run(args).await,
             Command::Portal(args) => kafkasend::portal(args).await,
             Command::Send(args) => kafkasend::send(args).await,
+            Command::BenchSend(args) => bench_send::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -1,9 +1,7 @@
 //! Cutting a body into chunk messages.
 
-use base64::Engine as _;
-use sha2::{Digest, Sha256};
-
 use crate::envelope::JobId;
+use base64::Engine as _;
 
 /// Bytes per chunk before base64: 650 KB, as in the seed. Encoded, a chunk is about 867 KB,
 /// under the 1 MB a Kafka message may have by default.
@@ -55,7 +53,7 @@ impl Chunker {
     /// rather than through serde: every field is plain ASCII, and the base64 text is encoded
     /// straight into the message instead of into a string that is then copied.
     pub fn encode(&self, sequence: u32, total_chunks: u32, data: &[u8]) -> Vec<u8> {
-        let sha = hex::encode(Sha256::digest(data));
+        let crc = crc32fast::hash(data);
         let mut out = String::with_capacity(200 + data.len().div_ceil(3) * 4);
         out.push_str(r#"{"type":"chunk","job_id":""#);
         out.push_str(&self.job_id.key());
@@ -63,9 +61,9 @@ impl Chunker {
         out.push_str(&sequence.to_string());
         out.push_str(r#","total_chunks":"#);
         out.push_str(&total_chunks.to_string());
-        out.push_str(r#","sha256":""#);
-        out.push_str(&sha);
-        out.push_str(r#"","data":""#);
+        out.push_str(r#","crc32":"#);
+        out.push_str(&crc.to_string());
+        out.push_str(r#","data":""#);
         base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
         out.push_str("\"}");
         out.into_bytes()

@@ -203,8 +203,9 @@ pub struct Chunk {
     pub sequence: u32,
     /// Chunks in the body (repeated in every chunk, as in the seed's envelope).
     pub total_chunks: u32,
-    /// SHA-256 of this chunk's bytes, lowercase hex.
-    pub sha256: String,
+    /// CRC-32 (IEEE) of this chunk's bytes: finds a damaged chunk at once and cheaply; the
+    /// body's SHA-256 protects the whole.
+    pub crc32: u32,
     /// The bytes, standard base64.
     pub data: String,
 }
@@ -217,9 +218,9 @@ impl Chunk {
             .map_err(|e| {
                 ProtocolError::Invalid(format!("chunk {}: data is not base64: {e}", self.sequence))
             })?;
-        if hex::encode(Sha256::digest(&bytes)) != self.sha256.to_ascii_lowercase() {
+        if crc32fast::hash(&bytes) != self.crc32 {
             return Err(ProtocolError::ChecksumMismatch(format!(
-                "chunk {} does not match its sha256",
+                "chunk {} does not match its crc32",
                 self.sequence
             )));
         }
@@ -336,7 +337,7 @@ mod tests {
         assert!(matches!(e, ProtocolError::Invalid(_)), "{e}");
         let id = JobId::new();
         let chunk = format!(
-            r#"{{"type":"chunk","job_id":"{id}","sequence":3,"total_chunks":3,"sha256":"","data":""}}"#
+            r#"{{"type":"chunk","job_id":"{id}","sequence":3,"total_chunks":3,"crc32":0,"data":""}}"#
         );
         let e = Envelope::decode(chunk.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("not below"), "{e}");
@@ -348,7 +349,7 @@ mod tests {
             job_id: JobId::new(),
             sequence: 0,
             total_chunks: 1,
-            sha256: hex::encode(Sha256::digest(b"abc")),
+            crc32: crc32fast::hash(b"abc"),
             data: base64::engine::general_purpose::STANDARD.encode(b"abc"),
         };
         assert_eq!(c.bytes().unwrap(), b"abc");

@@ -79,7 +79,7 @@ pub struct Reassembly {
     body: BodyInfo,
     expected: [u8; 32],
     /// Per sequence, the checksum of the chunk received there.
-    chunks: Vec<Option<[u8; 32]>>,
+    chunks: Vec<Option<u32>>,
     received: u32,
     hasher: Sha256,
     /// Chunks `0..hashed` are in `hasher`.
@@ -147,19 +147,17 @@ impl Reassembly {
             ))
             .into());
         }
-        let mut sha = [0u8; 32];
-        hex::decode_to_slice(&chunk.sha256, &mut sha)
-            .map_err(|e| ProtocolError::Invalid(format!("chunk {seq}: sha256: {e}")))?;
+        let crc = chunk.crc32;
         let slot = &mut self.chunks[seq as usize];
         match slot {
-            Some(seen) if *seen == sha => return Ok(Progress::Duplicate),
+            Some(seen) if *seen == crc => return Ok(Progress::Duplicate),
             Some(_) => {
                 return Err(ProtocolError::ChecksumMismatch(format!(
                     "chunk {seq} arrived twice with different contents"
                 ))
                 .into())
             }
-            None => *slot = Some(sha),
+            None => *slot = Some(crc),
         }
         let offset = u64::from(seq) * u64::from(self.body.chunk_size);
         sink.write_at(offset, data).map_err(ReassemblyError::Sink)?;

@@ -107,6 +107,14 @@ impl Progress for Quiet {}
 
 type Pending = Arc<Mutex<HashMap<JobId, mpsc::Sender<Envelope>>>>;
 
+/// A response whose head has arrived and whose body is arriving.
+struct Incoming {
+    status: u16,
+    headers: Vec<(String, String)>,
+    reassembly: Reassembly,
+    spool: Spool,
+}
+
 /// Sends jobs and receives their responses.
 pub struct Client {
     requests: JobProducer,
@@ -126,6 +134,12 @@ impl Client {
             .set("group.id", format!("kafkasend-client-{}", JobId::new()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
+        // Brokers that do not answer a waiting fetch when data arrives (tansu, librdkafka's
+        // mock cluster) would otherwise add up to 500 ms per response message. A client
+        // waits for few responses, so the extra idle fetches cost little.
+        if kafka.get("fetch.wait.max.ms").is_none() {
+            consumer_config.set("fetch.wait.max.ms", "10");
+        }
         let consumer: BaseConsumer = consumer_config.create()?;
         let timeout = Duration::from_secs(10);
         let metadata = consumer.fetch_metadata(Some(&wire.response_topic), timeout)?;
@@ -235,7 +249,7 @@ impl Client {
         rx: &mut mpsc::Receiver<Envelope>,
         progress: &dyn Progress,
     ) -> Result<Response, ClientError> {
-        let mut response: Option<(u16, Vec<(String, String)>, Reassembly, Spool)> = None;
+        let mut response: Option<Incoming> = None;
         while let Some(envelope) = rx.recv().await {
             match envelope {
                 Envelope::Error(e) => {
@@ -256,10 +270,18 @@ impl Client {
                             body: spool,
                         });
                     }
-                    response = Some((head.status, head.headers, reassembly, spool));
+                    response = Some(Incoming {
+                        status: head.status,
+                        headers: head.headers,
+                        reassembly,
+                        spool,
+                    });
                 }
                 Envelope::Chunk(chunk) => {
-                    let Some((_, _, reassembly, spool)) = response.as_mut() else {
+                    let Some(Incoming {
+                        reassembly, spool, ..
+                    }) = response.as_mut()
+                    else {
                         return Err(ClientError::Protocol(
                             "a response chunk arrived before the response head".into(),
                         ));
@@ -280,11 +302,11 @@ impl Client {
                         body.size,
                     );
                     if step == Reassembled::Complete {
-                        if let Some((status, headers, _, body)) = response.take() {
+                        if let Some(done) = response.take() {
                             return Ok(Response {
-                                status,
-                                headers,
-                                body,
+                                status: done.status,
+                                headers: done.headers,
+                                body: done.spool,
                             });
                         }
                     }

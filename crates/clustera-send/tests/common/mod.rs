@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use clustera_send::client::Client;
@@ -39,7 +39,12 @@ pub struct Api {
     pub state: Arc<ApiState>,
 }
 
-fn record(state: &ApiState, method: &str, path: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn record(
+    state: &ApiState,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), StatusCode> {
     let headers: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
@@ -53,7 +58,7 @@ fn record(state: &ApiState, method: &str, path: &str, headers: &HeaderMap) -> Re
     if let Some(accepted) = state.accepted.lock().unwrap().as_ref() {
         let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
         if !token.is_some_and(|t| accepted.contains(t)) {
-            return Err(StatusCode::UNAUTHORIZED.into_response());
+            return Err(StatusCode::UNAUTHORIZED);
         }
     }
     Ok(())
@@ -80,7 +85,7 @@ impl Api {
                 "/api/v1/echo",
                 post(|State(s): State<Arc<ApiState>>, h: HeaderMap, body: Bytes| async move {
                     if let Err(r) = record(&s, "POST", "/api/v1/echo", &h) {
-                        return r;
+                        return r.into_response();
                     }
                     ([("content-type", "application/octet-stream"), ("x-echo", "yes")], body).into_response()
                 }),
@@ -89,7 +94,7 @@ impl Api {
                 "/api/v1/upload",
                 post(|State(s): State<Arc<ApiState>>, h: HeaderMap, body: Bytes| async move {
                     if let Err(r) = record(&s, "POST", "/api/v1/upload", &h) {
-                        return r;
+                        return r.into_response();
                     }
                     use sha2::Digest;
                     let sha = hex::encode(sha2::Sha256::digest(&body));
@@ -100,7 +105,7 @@ impl Api {
                 "/api/v1/blob/{n}",
                 get(|State(s): State<Arc<ApiState>>, h: HeaderMap, Path(n): Path<usize>| async move {
                     if let Err(r) = record(&s, "GET", "/api/v1/blob", &h) {
-                        return r;
+                        return r.into_response();
                     }
                     bytes(n, n as u64).into_response()
                 }),
@@ -109,7 +114,7 @@ impl Api {
                 "/api/v1/documents/{id}",
                 get(|State(s): State<Arc<ApiState>>, h: HeaderMap, Path(id): Path<String>| async move {
                     if let Err(r) = record(&s, "GET", &format!("/api/v1/documents/{id}"), &h) {
-                        return r;
+                        return r.into_response();
                     }
                     axum::Json(serde_json::json!({"id": id})).into_response()
                 }),
@@ -118,7 +123,7 @@ impl Api {
                 "/api/v1/slow",
                 get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
                     if let Err(r) = record(&s, "GET", "/api/v1/slow", &h) {
-                        return r;
+                        return r.into_response();
                     }
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     "late".into_response()
@@ -128,7 +133,7 @@ impl Api {
                 "/api/v1/redirect",
                 get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
                     if let Err(r) = record(&s, "GET", "/api/v1/redirect", &h) {
-                        return r;
+                        return r.into_response();
                     }
                     let to = s.internal_url.lock().unwrap().clone();
                     (StatusCode::FOUND, [("location", to)]).into_response()
