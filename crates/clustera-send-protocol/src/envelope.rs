@@ -288,6 +288,9 @@ pub enum ProtocolError {
     /// Bytes that do not match their checksum.
     #[error("checksum mismatch: {0}")]
     ChecksumMismatch(String),
+    /// A body larger than the receiver accepts.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl ProtocolError {
@@ -297,6 +300,7 @@ impl ProtocolError {
             Self::Invalid(_) => ErrorCode::InvalidRequest,
             Self::Inconsistent(_) => ErrorCode::Inconsistent,
             Self::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
+            Self::TooLarge(_) => ErrorCode::TooLarge,
         }
     }
 }

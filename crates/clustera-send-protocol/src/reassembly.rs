@@ -87,8 +87,15 @@ pub struct Reassembly {
 }
 
 impl Reassembly {
-    /// Starts reassembling the body `body` describes; chunks may be at most `max_chunk_size`.
-    pub fn new(body: BodyInfo, max_chunk_size: u32) -> Result<Self, ProtocolError> {
+    /// Starts reassembling the body `body` describes; chunks may be at most `max_chunk_size`
+    /// bytes and the body at most `max_size` (checked before anything is allocated for it).
+    pub fn new(body: BodyInfo, max_chunk_size: u32, max_size: u64) -> Result<Self, ProtocolError> {
+        if body.size > max_size {
+            return Err(ProtocolError::TooLarge(format!(
+                "the body has {} bytes; at most {max_size} are accepted",
+                body.size
+            )));
+        }
         body.validate(max_chunk_size)?;
         let mut expected = [0u8; 32];
         hex::decode_to_slice(&body.sha256, &mut expected)
@@ -223,7 +230,7 @@ mod tests {
         info: &BodyInfo,
         order: impl IntoIterator<Item = Chunk>,
     ) -> (Result<Vec<Progress>, String>, MemorySink) {
-        let mut r = Reassembly::new(info.clone(), 1 << 20).unwrap();
+        let mut r = Reassembly::new(info.clone(), 1 << 20, 1 << 30).unwrap();
         let mut sink = MemorySink::default();
         let mut progress = Vec::new();
         for c in order {
@@ -321,10 +328,15 @@ mod tests {
     #[test]
     fn an_empty_body_is_complete_at_once() {
         let info = BodyInfo::of(b"", 100);
-        let r = Reassembly::new(info.clone(), 100).unwrap();
+        let r = Reassembly::new(info.clone(), 100, 1000).unwrap();
         assert!(r.is_complete());
         let mut wrong = info;
         wrong.sha256 = "00".repeat(32);
-        assert!(Reassembly::new(wrong, 100).is_err());
+        assert!(Reassembly::new(wrong, 100, 1000).is_err());
+        let huge = BodyInfo::of(&[0; 10], 100);
+        assert!(matches!(
+            Reassembly::new(huge, 100, 5),
+            Err(ProtocolError::TooLarge(_))
+        ));
     }
 }

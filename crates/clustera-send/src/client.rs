@@ -123,6 +123,8 @@ pub struct Client {
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
     spool: SpoolConfig,
+    /// The largest response body accepted.
+    max_body: u64,
 }
 
 impl Client {
@@ -177,6 +179,7 @@ impl Client {
             stop,
             reader: Some(reader),
             spool: SpoolConfig::default(),
+            max_body: 64 << 30,
         })
     }
 
@@ -260,7 +263,7 @@ impl Client {
                 }
                 Envelope::Response(head) if response.is_none() => {
                     let max = u32::try_from(self.wire.max_message_bytes).unwrap_or(u32::MAX);
-                    let reassembly = Reassembly::new(head.body.clone(), max)
+                    let reassembly = Reassembly::new(head.body.clone(), max, self.max_body)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let spool = Spool::for_size(head.body.size, &self.spool)?;
                     if reassembly.is_complete() {

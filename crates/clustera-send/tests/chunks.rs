@@ -64,7 +64,7 @@ async fn answer(bootstrap: &str, job: JobId) -> Result<Vec<u8>, (ErrorCode, Stri
             }
         }
         if let Some(h) = head {
-            let mut r = Reassembly::new(h.body.clone(), 1 << 20).unwrap();
+            let mut r = Reassembly::new(h.body.clone(), 1 << 20, 1 << 30).unwrap();
             let mut sink = MemorySink::default();
             for c in &parts {
                 let data = c.bytes().unwrap();
@@ -90,6 +90,7 @@ async fn faulty_chunk_streams() {
         &[
             ("KAFKASEND_CHUNK_SIZE", "1000"),
             ("PORTAL_JOB_IDLE_TIMEOUT_SECONDS", "1"),
+            ("PORTAL_MAX_BODY_BYTES", "100000"),
         ],
     )
     .await;
@@ -214,6 +215,26 @@ async fn faulty_chunk_streams() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A head announcing a terabyte: refused before anything is allocated for it.
+    let huge = JobId::new();
+    let head_of_huge = Envelope::Request(RequestHead {
+        job_id: huge,
+        method: "POST".into(),
+        endpoint: "/v1/echo".into(),
+        headers: vec![],
+        body: BodyInfo {
+            size: 1 << 40,
+            sha256: "00".repeat(32),
+            total_chunks: u32::try_from((1u64 << 40).div_ceil(1000)).unwrap(),
+            chunk_size: 1000,
+        },
+        sent_at_ms: 0,
+    })
+    .encode();
+    produce(&bootstrap, huge, vec![head_of_huge]).await;
+    let (code, message) = answer(&bootstrap, huge).await.unwrap_err();
+    assert_eq!(code, ErrorCode::TooLarge, "{message}");
 
     // Only the complete, valid job reached the API.
     assert_eq!(api.seen().len(), 1, "{:?}", api.seen());

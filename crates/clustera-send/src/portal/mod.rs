@@ -201,17 +201,8 @@ impl Shared {
     fn admit(&self, head: RequestHead) -> Result<Receiving, (ErrorCode, String)> {
         let config = &self.config;
         let max_chunk = u32::try_from(config.wire.max_message_bytes).unwrap_or(u32::MAX);
-        let reassembly =
-            Reassembly::new(head.body.clone(), max_chunk).map_err(|e| (e.code(), e.to_string()))?;
-        if head.body.size > config.max_body_bytes {
-            return Err((
-                ErrorCode::TooLarge,
-                format!(
-                    "the body has {} bytes; this portal accepts at most {}",
-                    head.body.size, config.max_body_bytes
-                ),
-            ));
-        }
+        let reassembly = Reassembly::new(head.body.clone(), max_chunk, config.max_body_bytes)
+            .map_err(|e| (e.code(), e.to_string()))?;
         let url = self
             .guard
             .endpoint_url(&head.endpoint)
