@@ -274,18 +274,51 @@ async fn tokens_are_cached_refreshed_on_expiry_and_once_on_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_call_past_the_job_timeout_is_answered_with_an_error() {
+async fn a_call_past_the_job_timeout_is_answered_with_an_error_and_limits_hold() {
     let (_broker, bootstrap) = mock();
     let api = Api::start().await;
-    let _portal = portal(&bootstrap, &api, &[("PORTAL_JOB_TIMEOUT_SECONDS", "1")]).await;
+    let _portal = portal(
+        &bootstrap,
+        &api,
+        &[
+            ("PORTAL_JOB_TIMEOUT_SECONDS", "2"),
+            ("PORTAL_MAX_CONCURRENT_JOBS", "1"),
+        ],
+    )
+    .await;
     let client = client(&bootstrap, CHUNK).await;
-    let (code, message) = refused(
+    let slow = client.send(request("GET", "/v1/slow", &[]), Body::Empty, T, &Quiet);
+    let second = async {
+        // Sent once the slow job holds the portal's only place.
+        while api.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         client
-            .send(request("GET", "/v1/slow", &[]), Body::Empty, T, &Quiet)
-            .await,
-    );
+            .send(
+                request("GET", "/v1/documents/1", &[]),
+                Body::Empty,
+                T,
+                &Quiet,
+            )
+            .await
+    };
+    let (slow, second) = tokio::join!(slow, second);
+    let (code, message) = refused(second);
+    assert_eq!(code, ErrorCode::Busy, "{message}");
+    let (code, message) = refused(slow);
     assert_eq!(code, ErrorCode::Timeout, "{message}");
-    assert!(message.contains("within 1 s"), "{message}");
+    assert!(message.contains("within 2 s"), "{message}");
+    // The place is free again.
+    let ok = client
+        .send(
+            request("GET", "/v1/documents/1", &[]),
+            Body::Empty,
+            T,
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
     // The client's own timeout is reported as such.
     let e = client
         .send(

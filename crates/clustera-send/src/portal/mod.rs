@@ -334,7 +334,9 @@ impl Shared {
             let started = Instant::now();
             let answer =
                 tokio::time::timeout(shared.config.job_timeout, call::call(&shared, &job)).await;
-            let reserved = job.head.body.size;
+            // The call is over: its place and its bytes are free before the answer goes out,
+            // so a client that sends its next job on receiving it finds room.
+            shared.lock().release(job.head.body.size);
             drop(job);
             match answer {
                 Ok(Ok(answer)) => {
@@ -360,7 +362,6 @@ impl Shared {
             let mut jobs = shared.lock();
             jobs.executing.remove(&job_id);
             jobs.finish(job_id);
-            jobs.release(reserved);
         });
     }
 
