@@ -57,6 +57,18 @@ fn change_event(i: usize) -> kafka::ProducedRecord {
     )
 }
 
+/// A throwaway PostgreSQL with the store's tables, and a mock cluster with the outbox topic
+/// (3 partitions) and its dead-letter topic.
+async fn fixture() -> (Postgres, Arc<PgStore>, MockBroker, String) {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(PgStore::connect(pg.url()).await.unwrap());
+    let broker = MockBroker::start(1).unwrap();
+    broker.create_topic(TOPIC, 3).unwrap();
+    broker.create_topic(&format!("{TOPIC}.dlq"), 1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    (pg, store, broker, bootstrap)
+}
+
 async fn run_until_processed(bootstrap: &str, store: Arc<PgStore>, expected: u64) {
     run_with_batch(bootstrap, store, expected, None).await;
 }
@@ -65,6 +77,12 @@ async fn run_with_batch(bootstrap: &str, store: Arc<PgStore>, expected: u64, bat
     let mut config = Config::for_brokers("outbox-processor", bootstrap, &[TOPIC]);
     config.runtime.commit_interval = Duration::from_millis(200);
     config.runtime.batch_size = batch;
+    // The mock cluster makes a group's next member wait for the last one's session to time
+    // out, even after it left: keep that short.
+    config.properties.insert(
+        "session.timeout.ms".into(),
+        clustera::config::Secret::new("6000"),
+    );
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let stats = runtime.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -87,12 +105,7 @@ async fn run_with_batch(bootstrap: &str, store: Arc<PgStore>, expected: u64, bat
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn change_events_become_read_models_exactly_once_in_effect() {
     const N: usize = 1000;
-    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
-    let store = Arc::new(PgStore::connect(pg.url()).await.unwrap());
-    let broker = MockBroker::start(1).unwrap();
-    broker.create_topic(TOPIC, 3).unwrap();
-    broker.create_topic(&format!("{TOPIC}.dlq"), 1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
+    let (_pg, store, _broker, bootstrap) = fixture().await;
 
     // The events, a tombstone, and a poison pill.
     let b = bootstrap.clone();
@@ -182,12 +195,7 @@ async fn read_models_with_batch(
     Vec<(String, String)>,
 ) {
     const N: usize = 2000;
-    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
-    let store = Arc::new(PgStore::connect(pg.url()).await.unwrap());
-    let broker = MockBroker::start(1).unwrap();
-    broker.create_topic(TOPIC, 3).unwrap();
-    broker.create_topic(&format!("{TOPIC}.dlq"), 1).unwrap();
-    let bootstrap = broker.bootstrap().to_owned();
+    let (_pg, store, _broker, bootstrap) = fixture().await;
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || {
         kafka::produce(&b, TOPIC, (0..N).map(with_invalid)).unwrap();

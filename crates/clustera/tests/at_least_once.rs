@@ -70,20 +70,7 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
     };
     let config = config("scripted", &bootstrap, "in");
     let group = config.group_id.clone();
-    let running = start(config, kernel);
-    let stats = running.stats.clone();
-    wait_for("all messages processed", Duration::from_secs(120), || {
-        stats.snapshot().processed() >= N as u64
-    })
-    .await;
-    let (b, g) = (bootstrap.clone(), group.clone());
-    wait_for_blocking(
-        "commits to reach the high watermarks",
-        Duration::from_secs(30),
-        move || fully_committed(&b, &g, "in"),
-    )
-    .await;
-    let summary = running.stop().await;
+    let summary = run_to_completion(config, kernel, &bootstrap, "in", N).await;
 
     let expected_dead = N.div_ceil(200);
     assert_eq!(summary.processed(), N as u64, "{summary:?}");

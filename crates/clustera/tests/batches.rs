@@ -8,7 +8,6 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use clustera::testing::kafka;
 use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
@@ -122,21 +121,7 @@ async fn batches_end_every_message_once_and_in_order() {
         }
     }
     let config = config("batching", &bootstrap, "batched");
-    let group = config.group_id.clone();
-    let running = start(config, Shared(kernel.clone()));
-    let stats = running.stats.clone();
-    wait_for("all processed", Duration::from_secs(120), || {
-        stats.snapshot().processed() >= N as u64
-    })
-    .await;
-    let (b, g) = (bootstrap.clone(), group.clone());
-    wait_for_blocking(
-        "commits at the watermarks",
-        Duration::from_secs(30),
-        move || fully_committed(&b, &g, "batched"),
-    )
-    .await;
-    let summary = running.stop().await;
+    let summary = run_to_completion(config, Shared(kernel.clone()), &bootstrap, "batched", N).await;
     let dead = (0..N as u64).filter(|s| s % 97 == 0).count();
     assert_eq!(summary.processed(), N as u64, "{summary:?}");
     assert_eq!(summary.dead_lettered, dead as u64);

@@ -224,3 +224,29 @@ pub async fn mock_with_sequence(
     blocking(move || kafka::produce_sequence(&b, &input, count).unwrap()).await;
     (broker, bootstrap)
 }
+
+/// Runs `kernel` on `topic` until `count` messages are processed and the group's commits
+/// reach the high watermarks; returns the final counters.
+pub async fn run_to_completion<K: Kernel>(
+    config: Config,
+    kernel: K,
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+) -> StatsSnapshot {
+    let group = config.group_id.clone();
+    let running = start(config, kernel);
+    let stats = running.stats.clone();
+    wait_for("all messages processed", Duration::from_secs(120), || {
+        stats.snapshot().processed() >= count as u64
+    })
+    .await;
+    let (b, g, t) = (bootstrap.to_owned(), group, topic.to_owned());
+    wait_for_blocking(
+        "commits to reach the high watermarks",
+        Duration::from_secs(30),
+        move || fully_committed(&b, &g, &t),
+    )
+    .await;
+    running.stop().await
+}
