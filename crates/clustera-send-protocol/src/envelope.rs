@@ -183,6 +183,27 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The code as on the wire (`forbidden_endpoint`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::ForbiddenEndpoint => "forbidden_endpoint",
+            Self::ForbiddenHeader => "forbidden_header",
+            Self::SsrfBlocked => "ssrf_blocked",
+            Self::Incomplete => "incomplete",
+            Self::Inconsistent => "inconsistent",
+            Self::ChecksumMismatch => "checksum_mismatch",
+            Self::TooLarge => "too_large",
+            Self::Busy => "busy",
+            Self::Timeout => "timeout",
+            Self::Expired => "expired",
+            Self::Upstream => "upstream",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 /// An error answer to a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
@@ -308,6 +329,18 @@ impl ProtocolError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_are_named_as_on_the_wire() {
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::SsrfBlocked,
+            ErrorCode::TooLarge,
+        ] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json.as_str(), Some(code.as_str()));
+        }
+    }
 
     #[test]
     fn job_ids_must_be_uuid_v4() {

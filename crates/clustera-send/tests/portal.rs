@@ -43,7 +43,16 @@ fn body_of(r: &clustera_send::client::Response) -> Vec<u8> {
 async fn ten_concurrent_jobs_each_get_their_own_response() {
     let (_broker, bootstrap) = mock();
     let api = Api::start().await;
-    let _portal = portal(&bootstrap, &api, &[("KAFKASEND_CHUNK_SIZE", "65536")]).await;
+    let metrics_addr = free_addr();
+    let _portal = portal(
+        &bootstrap,
+        &api,
+        &[
+            ("KAFKASEND_CHUNK_SIZE", "65536"),
+            ("CLUSTERA_HTTP_ADDR", metrics_addr.as_str()),
+        ],
+    )
+    .await;
     let client = std::sync::Arc::new(client(&bootstrap, CHUNK).await);
     let sizes = [
         0usize, 1, 65_535, 65_536, 65_537, 100_000, 150_001, 200_000, 7, 131_072,
@@ -82,6 +91,35 @@ async fn ten_concurrent_jobs_each_get_their_own_response() {
         sizes.len(),
         "one call per job, none twice"
     );
+    let total: u64 = sizes.iter().map(|s| *s as u64).sum();
+    let expected = [
+        "clustera_kafkasend_jobs_total{kernel=\"kafkasend-portal\",result=\"ok\"} 10".to_owned(),
+        "clustera_kafkasend_jobs_active{kernel=\"kafkasend-portal\"} 0".to_owned(),
+        format!("clustera_kafkasend_body_bytes_total{{kernel=\"kafkasend-portal\",direction=\"request\"}} {total}"),
+    ];
+    // The portal counts a job once Kafka acknowledged its response, which may be just after
+    // the client has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|l| !metrics.contains(l.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} not in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -172,6 +172,11 @@ pub trait Kernel: Send + Sync + 'static {
         ctx: &mut Context,
     ) -> impl Future<Output = Result<Outcome, KernelError>> + Send;
 
+    /// Registers the kernel's own metrics; they are served on `/metrics` with the runtime's,
+    /// under the `clustera_` prefix and the `kernel` label. Called once, before the kernel
+    /// runs. The default registers nothing.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// How many consecutive messages of one partition [`process_batch`](Self::process_batch)
     /// takes at most, unless `CLUSTERA_BATCH_SIZE` says otherwise. 1 (the default) never
     /// batches.

@@ -82,6 +82,9 @@ pub use config::{Config, ConfigError};
 pub use context::{Context, Record};
 pub use kernel::{ErrorKind, Kernel, KernelError, Outcome, ResultExt};
 pub use message::{DecodeError, Header, Message};
+/// The metrics library kernels register their own metrics with
+/// ([`Kernel::register_metrics`]).
+pub use prometheus_client;
 pub use runtime::{dead_letter_headers, Runtime, RuntimeError, StatsSnapshot};
 
 /// Exit code for bad configuration (sysexits' `EX_CONFIG`).

@@ -11,6 +11,7 @@
 
 mod call;
 mod jobs;
+mod metrics;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use clustera_send_protocol::{
 };
 
 use self::jobs::{Jobs, Receiving};
+pub use self::metrics::PortalMetrics;
 use crate::config::PortalConfig;
 use crate::oauth::TokenSource;
 use crate::spool::Spool;
@@ -50,6 +52,7 @@ pub struct Shared {
     tokens: TokenSource,
     replies: JobProducer,
     jobs: Mutex<Jobs>,
+    metrics: PortalMetrics,
 }
 
 /// The portal kernel.
@@ -86,6 +89,7 @@ impl Portal {
                 tokens,
                 replies,
                 jobs: Mutex::new(Jobs::default()),
+                metrics: PortalMetrics::default(),
             }),
         })
     }
@@ -139,6 +143,10 @@ impl Kernel for Portal {
 
     fn default_topics(&self) -> Vec<String> {
         vec![self.shared.config.wire.request_topic.clone()]
+    }
+
+    fn register_metrics(&self, registry: &mut clustera::prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
     }
 
     async fn process(&self, msg: &Message, _ctx: &mut Context) -> Result<Outcome, KernelError> {
@@ -247,6 +255,7 @@ impl Shared {
         }
         jobs.active += 1;
         jobs.inflight_bytes += head.body.size;
+        self.metrics.occupancy(jobs.active, jobs.inflight_bytes);
         let now = Instant::now();
         Ok(Receiving {
             head,
@@ -319,6 +328,7 @@ impl Shared {
             Err(e) => {
                 if let Some(job) = jobs.receiving.remove(&job_id) {
                     jobs.release(job.head.body.size);
+                    self.metrics.occupancy(jobs.active, jobs.inflight_bytes);
                 }
                 Err(e)
             }
@@ -336,14 +346,31 @@ impl Shared {
                 tokio::time::timeout(shared.config.job_timeout, call::call(&shared, &job)).await;
             // The call is over: its place and its bytes are free before the answer goes out,
             // so a client that sends its next job on receiving it finds room.
-            shared.lock().release(job.head.body.size);
+            {
+                let mut jobs = shared.lock();
+                jobs.release(job.head.body.size);
+                shared.metrics.occupancy(jobs.active, jobs.inflight_bytes);
+            }
+            shared
+                .metrics
+                .calls
+                .observe(started.elapsed().as_secs_f64());
+            shared.metrics.moved("request", job.head.body.size);
             drop(job);
             match answer {
                 Ok(Ok(answer)) => {
                     tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
-                    if let Err(e) = shared.respond(job_id, answer).await {
-                        tracing::error!(%job_id, error = %e, "sending the response failed");
+                    let bytes = answer.body.len();
+                    match shared.respond(job_id, answer).await {
+                        Ok(()) => {
+                            shared.metrics.answered("ok");
+                            shared.metrics.moved("response", bytes);
+                        }
+                        Err(e) => {
+                            shared.metrics.answered("unsent");
+                            tracing::error!(%job_id, error = %e, "sending the response failed");
+                        }
                     }
                 }
                 Ok(Err(f)) => {
@@ -442,6 +469,7 @@ async fn sweep(shared: Arc<Shared>) {
                 .filter_map(|id| {
                     let job = jobs.receiving.remove(&id)?;
                     jobs.release(job.head.body.size);
+                    shared.metrics.occupancy(jobs.active, jobs.inflight_bytes);
                     let total = job.reassembly.body().total_chunks;
                     let received = job.reassembly.received();
                     Some(if now - job.started > shared.config.job_max_age {

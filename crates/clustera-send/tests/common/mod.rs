@@ -267,6 +267,9 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
     }
     let config = PortalConfig::from_vars(&|k| map.get(k).cloned()).unwrap();
     let mut kafka = clustera::Config::for_brokers("kafkasend-portal", bootstrap, &[REQUESTS]);
+    if let Some(addr) = map.get("CLUSTERA_HTTP_ADDR") {
+        kafka.runtime.http_addr = Some(addr.parse().unwrap());
+    }
     // The mock broker does not wake waiting fetches; keep its polling tight.
     kafka.properties.insert(
         "fetch.wait.max.ms".into(),
@@ -286,6 +289,12 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// A free loopback address for a portal's `/metrics`.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
 }
 
 /// The wire settings a test's clients use (`chunk_size` bytes per chunk).

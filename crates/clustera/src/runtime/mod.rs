@@ -75,11 +75,13 @@ impl<K: Kernel> Runtime<K> {
             .secret_values()
             .into_iter()
             .filter(|v| !is_plain_word(v));
-        let telemetry = Arc::new(Telemetry::new(
+        let mut telemetry = Telemetry::new(
             &config.kernel_name,
             Health::new(poll_stall),
             Redactor::new(secrets),
-        ));
+        );
+        kernel.register_metrics(telemetry.metrics.registry_mut());
+        let telemetry = Arc::new(telemetry);
         Self {
             config,
             kernel: Arc::new(kernel),

@@ -72,6 +72,11 @@ pub(crate) struct PartitionMetrics {
 }
 
 impl KernelMetrics {
+    /// The registry (prefix `clustera_`, label `kernel`), for a kernel's own metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Registers every metric for kernel `kernel`.
     pub fn new(kernel: &str) -> Self {
         let labels = [(Cow::Borrowed("kernel"), Cow::Owned(kernel.to_owned()))];
