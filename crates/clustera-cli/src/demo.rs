@@ -160,10 +160,10 @@ async fn start_processor(
     config.runtime.commit_interval = Duration::from_millis(500);
     // The embedded broker answers a fetch with no data only when its wait expires; it is not
     // woken by new records as Kafka is. Its default 500 ms wait would be the latency floor;
-    // 5 ms costs a few idle fetches per second.
+    // 2 ms costs idle fetches (a few hundred a second), which only this embedded demo pays.
     config.properties.insert(
         "fetch.wait.max.ms".into(),
-        clustera::config::Secret::new("5"),
+        clustera::config::Secret::new("2"),
     );
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let stats = runtime.stats();

@@ -186,7 +186,7 @@ impl Relay {
         kafka
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1");
+            .set("linger.ms", "0");
         Ok(Self {
             client,
             producer: kafka.create()?,
@@ -215,6 +215,18 @@ impl Relay {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), RelayError> {
         tokio::pin!(stop);
+        // Connect to the topic's leaders now rather than on the first event, which would
+        // otherwise wait for them. A failure here is not fatal: sending retries.
+        let (producer, topic) = (self.producer.clone(), self.config.topic.clone());
+        let warmed = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map(drop)
+        });
+        if let Ok(Err(e)) = warmed.await {
+            tracing::warn!(error = %e, "no metadata for the relay's topic yet");
+        }
         let mut woken_until = None;
         loop {
             let sent = tokio::select! {
