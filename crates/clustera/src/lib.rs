@@ -58,6 +58,13 @@
 //!    `queued.min.messages` (50,000), so a slow or retrying partition is simply not read
 //!    while the others go on. Nothing is paused, so prefetched data is never thrown away.
 //!
+//! 7. **Batches, where the kernel wants them.** A kernel that writes more cheaply in bulk
+//!    implements [`Kernel::process_batch`] and [`Kernel::max_batch`] (or the operator sets
+//!    `CLUSTERA_BATCH_SIZE`). The runtime hands it up to that many messages of one partition
+//!    that are *already fetched* (a batch never waits to fill), takes the final outcomes in
+//!    order, and processes whatever the batch left undecided (a retry, a transient error, a
+//!    panic) one message at a time, so guarantees 1 to 4 hold unchanged.
+//!
 //! Failed deliveries of outputs are retried by the runtime with backoff, never dropped; a
 //! record the broker keeps refusing holds its partition's commits back (and is logged) rather
 //! than being lost.
