@@ -84,13 +84,15 @@ async fn faulty_chunk_streams() {
     let _logs = clustera::telemetry::init_logging_with_default("clustera_send=warn");
     let (_broker, bootstrap) = mock();
     let api = Api::start().await;
-    let _portal = portal(
+    let metrics_addr = free_addr();
+    let portal = portal(
         &bootstrap,
         &api,
         &[
             ("KAFKASEND_CHUNK_SIZE", "1000"),
             ("PORTAL_JOB_IDLE_TIMEOUT_SECONDS", "1"),
             ("PORTAL_MAX_BODY_BYTES", "100000"),
+            ("CLUSTERA_HTTP_ADDR", metrics_addr.as_str()),
         ],
     )
     .await;
@@ -238,4 +240,26 @@ async fn faulty_chunk_streams() {
 
     // Only the complete, valid job reached the API.
     assert_eq!(api.seen().len(), 1, "{:?}", api.seen());
+
+    // A job still arriving when the portal stops is answered, not dropped.
+    let cut = JobId::new();
+    let c = chunks(cut, &body);
+    produce(&bootstrap, cut, vec![head(cut, &body), c[0].clone()]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let receiving = "clustera_kafkasend_jobs_active{kernel=\"kafkasend-portal\"} 1";
+    while !reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains(receiving)
+    {
+        assert!(Instant::now() < deadline, "the portal never took the job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    portal.stop().await;
+    let (code, message) = answer(&bootstrap, cut).await.unwrap_err();
+    assert_eq!(code, ErrorCode::Incomplete, "{message}");
+    assert!(message.contains("portal stopped"), "{message}");
 }

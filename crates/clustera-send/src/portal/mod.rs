@@ -125,8 +125,11 @@ impl Portal {
         let sweeper = tokio::spawn(sweep(portal.shared.clone()));
         tracing::info!(api = %portal.shared.config.api_base_url, topic = %portal.shared.config.wire.request_topic,
             "portal started");
+        let shared = portal.shared.clone();
+        let drain = kafka.runtime.drain_timeout;
         let result = clustera::Runtime::new(kafka, portal).run_until(stop).await;
         sweeper.abort();
+        shared.shut_down(drain).await;
         Ok(result?)
     }
 
@@ -436,6 +439,35 @@ impl Shared {
         .encode();
         if let Err(e) = self.replies.send(job_id, &error).await {
             tracing::error!(%job_id, error = %e, "sending the error response failed");
+        }
+    }
+
+    /// At shutdown: answers the jobs still arriving (their clients can send them again), and
+    /// waits up to `limit` for the calls under way to be answered.
+    async fn shut_down(&self, limit: Duration) {
+        let arriving: Vec<JobId> = self.lock().receiving.drain().map(|(id, _)| id).collect();
+        for id in arriving {
+            self.fail(
+                id,
+                ErrorCode::Incomplete,
+                "the portal stopped before the request was complete; send the job again".into(),
+            )
+            .await;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let calling = self.lock().executing.len();
+            if calling == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    calling,
+                    "stopping with calls under way; their clients will time out"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
