@@ -97,6 +97,9 @@ pub struct PortalConfig {
     pub spool: SpoolConfig,
     /// OAuth2 client credentials, if `OAUTH2_TOKEN_URL` is set.
     pub oauth: Option<OAuthConfig>,
+    /// Extra trusted CA certificates (PEM) for HTTPS to the API and the token endpoint
+    /// (`PORTAL_API_CA_CERT`, base64 of the PEM, like `KAFKA_CA_CERT`).
+    pub api_ca_pem: Option<Vec<u8>>,
     /// Topics and chunking.
     pub wire: Wire,
     /// `KAFKA_MAX_POLL_INTERVAL_MS` to set when it was not given (job timeout + 5 minutes).
@@ -228,8 +231,25 @@ impl PortalConfig {
                 scope: var("OAUTH2_SCOPE"),
             }),
         };
+        let api_ca_pem = match var("PORTAL_API_CA_CERT") {
+            None => None,
+            Some(b64) => {
+                use base64::Engine as _;
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| invalid("PORTAL_API_CA_CERT", format!("is not base64: {e}")))?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    invalid(
+                        "PORTAL_API_CA_CERT",
+                        format!("is not a PEM certificate: {e}"),
+                    )
+                })?;
+                Some(pem)
+            }
+        };
         Ok(Self {
             api_base_url,
+            api_ca_pem,
             policy,
             job_timeout,
             job_max_age,

@@ -59,14 +59,21 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    /// Tokens from `config`, or none at all without one.
-    pub fn new(config: Option<OAuthConfig>) -> Result<Self, OAuthError> {
+    /// Tokens from `config`, or none at all without one; `roots` are extra trusted CA
+    /// certificates.
+    pub fn new(
+        config: Option<OAuthConfig>,
+        roots: &[reqwest::Certificate],
+    ) -> Result<Self, OAuthError> {
         // The token endpoint is the operator's; still, no redirects and no proxies.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+            .timeout(Duration::from_secs(30));
+        for root in roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http.build()?;
         Ok(Self {
             config,
             http,

@@ -71,15 +71,22 @@ impl Portal {
         let guard = Guard::new(config.api_base_url.clone(), resolver);
         // No redirects (a 3xx goes back to the client as it is), no proxies from the
         // environment, and names resolved only through the guard.
-        let http = reqwest::Client::builder()
+        let roots = match &config.api_ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| PortalError::Http(format!("PORTAL_API_CA_CERT: {e}")))?,
+            None => Vec::new(),
+        };
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .connect_timeout(Duration::from_secs(30))
-            .build()
+            .connect_timeout(Duration::from_secs(30));
+        for root in &roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http.build().map_err(|e| PortalError::Http(e.to_string()))?;
+        let tokens = TokenSource::new(config.oauth.clone(), &roots)
             .map_err(|e| PortalError::Http(e.to_string()))?;
-        let tokens =
-            TokenSource::new(config.oauth.clone()).map_err(|e| PortalError::Http(e.to_string()))?;
         let replies = JobProducer::new(kafka, &config.wire.response_topic)?;
         Ok(Self {
             shared: Arc::new(Shared {
