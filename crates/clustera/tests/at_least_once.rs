@@ -101,14 +101,7 @@ async fn ten_thousand_messages_with_retries_and_dead_letters() {
 
     // Outputs equal acks: one per acked input, none for dead letters, none from failed attempts.
     assert_eq!(outputs.len(), N - expected_dead);
-    let mut seqs: Vec<u64> = outputs
-        .iter()
-        .map(|o| {
-            serde_json::from_slice::<serde_json::Value>(o.value.as_deref().unwrap()).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let mut seqs = output_seqs(&outputs);
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), N - expected_dead, "no duplicate outputs");

@@ -157,14 +157,7 @@ async fn batches_end_every_message_once_and_in_order() {
     // Outputs: one per acked message, none from batch attempts that were not accepted.
     let b = bootstrap.clone();
     let outputs = blocking(move || kafka::read_topic(&b, "batched-out").unwrap()).await;
-    let mut seqs: Vec<u64> = outputs
-        .iter()
-        .map(|o| {
-            serde_json::from_slice::<serde_json::Value>(o.value.as_deref().unwrap()).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let mut seqs = output_seqs(&outputs);
     assert_eq!(seqs.len(), N - dead);
     seqs.sort_unstable();
     seqs.dedup();

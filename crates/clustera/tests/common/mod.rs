@@ -250,3 +250,15 @@ pub async fn run_to_completion<K: Kernel>(
     .await;
     running.stop().await
 }
+
+/// The `seq` field of each output (`{"seq": n, ...}` JSON values), in topic order.
+pub fn output_seqs(outputs: &[kafka::Consumed]) -> Vec<u64> {
+    outputs
+        .iter()
+        .map(|o| {
+            serde_json::from_slice::<serde_json::Value>(o.value.as_deref().unwrap()).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
