@@ -55,7 +55,6 @@ pub struct TokenSource {
     config: Option<OAuthConfig>,
     http: reqwest::Client,
     cache: tokio::sync::Mutex<Option<Cached>>,
-    fetched: std::sync::atomic::AtomicU64,
 }
 
 impl TokenSource {
@@ -78,18 +77,12 @@ impl TokenSource {
             config,
             http,
             cache: tokio::sync::Mutex::new(None),
-            fetched: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Whether calls carry a token.
     pub fn enabled(&self) -> bool {
         self.config.is_some()
-    }
-
-    /// Tokens fetched from the endpoint so far.
-    pub fn fetched(&self) -> u64 {
-        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current token (`None` without OAuth2), fetching one if needed.
@@ -142,8 +135,6 @@ impl TokenSource {
                 })
             }
         };
-        self.fetched
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Refresh a little early: a tenth of the lifetime, at most a minute.
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(300));
         let margin = (lifetime / 10).min(Duration::from_secs(60));

@@ -101,12 +101,6 @@ impl Portal {
         })
     }
 
-    /// Tokens fetched so far (for tests and metrics).
-    pub fn tokens_fetched(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
-        let shared = self.shared.clone();
-        Arc::new(move || shared.tokens.fetched())
-    }
-
     /// Runs the portal until `stop` resolves: the kernel on the request topic and the sweep
     /// of stale jobs.
     pub async fn run(
@@ -138,11 +132,6 @@ impl Portal {
         sweeper.abort();
         shared.shut_down(drain).await;
         Ok(result?)
-    }
-
-    /// The portal's shared state, for [`sweep`] in tests that run the kernel themselves.
-    pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(sweep(self.shared.clone()))
     }
 }
 

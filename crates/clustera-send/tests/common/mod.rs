@@ -276,7 +276,6 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
         clustera::config::Secret::new("10"),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let started = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(async move {
         Portal::run(config, kafka, async {
             let _ = stopped.await;
@@ -284,7 +283,6 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
         .await
         .unwrap();
     });
-    drop(started);
     RunningPortal {
         stop: Some(stop),
         task: Some(task),
