@@ -260,6 +260,9 @@ impl Store for PgStore {
     /// One transaction: the markers in one statement, then the writes of the new ones,
     /// folded (see [`crate::fold`]) and pipelined in order.
     async fn apply_all(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut connection = self.connection().await;
         let Connection { client, prepared } = &mut *connection;
         let handlers: Vec<&str> = writes.iter().map(|w| w.handler).collect();
