@@ -178,13 +178,16 @@ async fn a_relay_stopped_mid_transaction_loses_nothing() {
     let bootstrap = broker.bootstrap().to_owned();
     insert(&client, 0, 1, 3000).await;
 
-    // Abort the relay while it is sending: nothing was confirmed.
-    let relay = Relay::new(
-        connect(pg.url()).await,
-        &kafka_config(&bootstrap),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    // Abort the relay while it is sending: nothing was confirmed. Small produce requests and
+    // a slow broker make the acknowledgements arrive in waves, so the abort lands between
+    // them whatever the machine's speed.
+    broker
+        .cluster()
+        .broker_round_trip_time(1, Duration::from_millis(200))
+        .unwrap();
+    let mut slow = kafka_config(&bootstrap);
+    slow.set("batch.num.messages", "100");
+    let relay = Relay::new(connect(pg.url()).await, &slow, RelayConfig::default()).unwrap();
     let relayed = relay.relayed();
     let before = confirmed_lsn(&client).await;
     let task = tokio::spawn(relay.run_until(std::future::pending()));
@@ -195,6 +198,10 @@ async fn a_relay_stopped_mid_transaction_loses_nothing() {
     }
     task.abort();
     let _ = task.await;
+    broker
+        .cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .unwrap();
     let sent_before_crash = relayed.load(Ordering::Relaxed);
     assert!(
         sent_before_crash < 3000,
