@@ -1,6 +1,8 @@
 //! Fuzzes decoding and reassembly: any sequence of messages (split on 0xFF) must give
 //! progress or a typed error, never a panic or an unbounded allocation.
-//! Run with `cargo fuzz run reassemble` from `crates/clustera-send-protocol`.
+//! Run with `cargo fuzz run reassemble fuzz/seeds` from `crates/clustera-send-protocol`: the
+//! seeds are whole jobs (head and chunks, in order, reversed, duplicated), which random bytes
+//! would rarely find.
 #![no_main]
 
 use clustera_send_protocol::{Envelope, MemorySink, Reassembly};
