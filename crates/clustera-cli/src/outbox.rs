@@ -61,6 +61,24 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// `/healthz` of the relay fails after this long without a completed round.
+const RELAY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where the relay serves `/metrics` and `/healthz`: `CLUSTERA_HTTP_ADDR` as for kernels
+/// (default `0.0.0.0:8080`, `off` for nowhere).
+fn http_addr() -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match std::env::var("CLUSTERA_HTTP_ADDR")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080)))),
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+        Some(v) => v.parse().map(Some).with_context(|| {
+            format!("CLUSTERA_HTTP_ADDR: {v:?} is not an address like 0.0.0.0:8080")
+        }),
+    }
+}
+
 /// The load's pace from `--batch` and `--rate`.
 pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<clustera_outbox::load::Pace> {
     use clustera_outbox::load::Pace;
@@ -93,7 +111,15 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             let wakeups = clustera_outbox::wakeup::Wakeups::listen(&url, &config.channel)
                 .await
                 .context("listening for outbox notifications")?;
-            let relay = Relay::new(connect(&url).await?, &kafka, config)?.with_wakeups(wakeups);
+            let mut relay = Relay::new(connect(&url).await?, &kafka, config)?.with_wakeups(wakeups);
+            if let Some(addr) = http_addr()? {
+                let metrics = std::sync::Arc::new(clustera_outbox::observe::RelayMetrics::new());
+                let bound = clustera_outbox::observe::serve(addr, metrics.clone(), RELAY_STALL)
+                    .await
+                    .with_context(|| format!("CLUSTERA_HTTP_ADDR: cannot listen on {addr}"))?;
+                tracing::info!(addr = %bound, "serving /metrics and /healthz");
+                relay = relay.with_metrics(metrics);
+            }
             tracing::info!("relaying outbox inserts; Ctrl-C to stop");
             relay.run_until(clustera::runtime::signal()).await?;
         }

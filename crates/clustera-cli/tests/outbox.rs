@@ -22,6 +22,7 @@ fn outbox(args: &[&str], db: &str, brokers: &str) -> Command {
         .args(args)
         .env("DATABASE_URL", db)
         .env("KAFKA_BOOTSTRAP_SERVERS", brokers)
+        .env("CLUSTERA_HTTP_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -7,6 +7,7 @@ pub mod activity;
 pub mod fold;
 mod handler;
 pub mod load;
+pub mod observe;
 pub mod pgoutput;
 mod processor;
 mod registry;

@@ -19,6 +19,7 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
+use crate::observe::RelayMetrics;
 use crate::pgoutput::{self, Column, PgOutput};
 use crate::wakeup::{self, Wakeups};
 
@@ -165,6 +166,7 @@ pub struct Relay {
     relations: HashMap<u32, Relation>,
     relayed: Arc<AtomicU64>,
     wakeups: Option<Wakeups>,
+    metrics: Option<Arc<RelayMetrics>>,
 }
 
 /// How long the relay sleeps between empty rounds without wake-ups, and with them (then only
@@ -174,6 +176,8 @@ const POLL_WITH_WAKEUPS: Duration = Duration::from_secs(1);
 /// After a wake-up, how long empty rounds are retried quickly: with asynchronous commit, the
 /// committed WAL may reach logical decoding up to a WAL-writer cycle after the notification.
 const AFTER_WAKEUP: Duration = Duration::from_millis(300);
+/// How often the slot's lag is measured (a query of its own).
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl Relay {
     /// A relay over `client` producing with `kafka` (brokers and security).
@@ -194,7 +198,33 @@ impl Relay {
             relations: HashMap::new(),
             relayed: Arc::default(),
             wakeups: None,
+            metrics: None,
         })
+    }
+
+    /// Reports rounds, events and the slot's lag to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<RelayMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Measures how far the slot's confirmed position is behind the server's WAL.
+    async fn measure_lag(&self) -> Result<(), RelayError> {
+        let Some(metrics) = &self.metrics else {
+            return Ok(());
+        };
+        let row = self
+            .client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.config.slot],
+            )
+            .await?;
+        if let Some(lag) = row.and_then(|r| r.get::<_, Option<i64>>(0)) {
+            metrics.slot_lag(lag);
+        }
+        Ok(())
     }
 
     /// Reads as soon as the outbox trigger notifies, instead of every 50 ms.
@@ -228,11 +258,20 @@ impl Relay {
             tracing::warn!(error = %e, "no metadata for the relay's topic yet");
         }
         let mut woken_until = None;
+        let mut lag_measured = tokio::time::Instant::now() - LAG_EVERY;
         loop {
+            let started = tokio::time::Instant::now();
             let sent = tokio::select! {
                 _ = &mut stop => break,
                 r = self.step() => r?,
             };
+            if let Some(m) = &self.metrics {
+                m.round(sent, started.elapsed());
+            }
+            if lag_measured.elapsed() >= LAG_EVERY {
+                self.measure_lag().await?;
+                lag_measured = tokio::time::Instant::now();
+            }
             if sent > 0 {
                 continue;
             }

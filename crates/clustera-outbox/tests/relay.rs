@@ -248,3 +248,66 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
         .await
         .expect("the commit notifies the channel");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_reports_events_rounds_lag_and_health() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    init(&client, &RelayConfig::default()).await.unwrap();
+    let broker = MockBroker::start(1).unwrap();
+    broker
+        .create_topic("postgres.activity.event_outbox", 2)
+        .unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    insert(&client, 0, 4, 25).await;
+
+    let metrics = std::sync::Arc::new(clustera_outbox::observe::RelayMetrics::new());
+    let addr = clustera_outbox::observe::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics.clone(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::new(
+        connect(pg.url()).await,
+        &kafka_config(&bootstrap),
+        RelayConfig::default(),
+    )
+    .unwrap()
+    .with_metrics(metrics.clone());
+    let relayed = relay.relayed();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run_until(async {
+        let _ = rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The lag is measured after a round, then every 5 s. Once the events are confirmed it
+        // is at most a few records the server writes on its own (standby snapshots), far less
+        // than the 100 unconfirmed inserts' WAL.
+        let lag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("clustera_relay_slot_lag_bytes "))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if relayed.load(Ordering::Relaxed) == 100 && lag.is_some_and(|l| l < 4096) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.contains("clustera_relay_events_total 100"), "{text}");
+    assert!(text.contains("clustera_relay_rounds_total"), "{text}");
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}
