@@ -65,3 +65,50 @@ fn kubernetes_manifests_probe_the_runtime_endpoints() {
     );
     assert_eq!(keda[1]["kind"], "TriggerAuthentication");
 }
+
+fn env_names(container: &serde_yaml::Value) -> BTreeSet<String> {
+    container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_portal_and_the_relay_have_manifests_that_match_their_commands() {
+    let portal = &yaml_documents("kubernetes/kafkasend-portal.yaml")[0];
+    let container = &portal["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][1], "portal");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = env_names(container);
+    for var in [
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "PORTAL_API_BASE_URL",
+        "PORTAL_ALLOWED_ENDPOINTS",
+    ] {
+        assert!(env.contains(var), "{var} missing from the portal");
+    }
+    for var in &env {
+        assert!(
+            ["KAFKA_", "PORTAL_", "OAUTH2_", "CLUSTERA_", "RUST_LOG"]
+                .iter()
+                .any(|p| var.starts_with(p)),
+            "{var} is not a portal setting"
+        );
+    }
+
+    let relay = &yaml_documents("kubernetes/outbox-relay.yaml")[0];
+    assert_eq!(
+        relay["spec"]["replicas"], 1,
+        "one relay per replication slot"
+    );
+    assert_eq!(relay["spec"]["strategy"]["type"], "Recreate");
+    let container = &relay["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][1], "outbox");
+    assert_eq!(container["command"][2], "relay");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let env = env_names(container);
+    assert!(env.contains("DATABASE_URL") && env.contains("KAFKA_BOOTSTRAP_SERVERS"));
+}
