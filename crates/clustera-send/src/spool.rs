@@ -96,8 +96,11 @@ impl Spool {
         match self {
             Self::Memory(v) => Ok(reqwest::Body::from(v.clone())),
             Self::File(f, size) => {
-                let file = tokio::fs::File::from_std(f.try_clone()?);
-                let reader = tokio::io::AsyncReadExt::take(SeekedFile::new(file), *size);
+                // Positional reads and writes never use the cursor, so the clone's shared
+                // cursor is free to rewind for this one sequential read.
+                let mut file = f.try_clone()?;
+                std::io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+                let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), *size);
                 Ok(reqwest::Body::wrap_stream(
                     tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
                 ))
@@ -142,45 +145,6 @@ impl Sink for Spool {
             }
             Self::File(f, _) => f.read_exact_at(buf, offset),
         }
-    }
-}
-
-/// A file read from its start, whatever the shared cursor of its other handles says.
-struct SeekedFile {
-    file: tokio::fs::File,
-    started: bool,
-}
-
-impl SeekedFile {
-    fn new(file: tokio::fs::File) -> Self {
-        Self {
-            file,
-            started: false,
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for SeekedFile {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        use tokio::io::AsyncSeek;
-        if !self.started {
-            let file = std::pin::Pin::new(&mut self.file);
-            if let Err(e) = file.start_seek(io::SeekFrom::Start(0)) {
-                return std::task::Poll::Ready(Err(e));
-            }
-            self.started = true;
-        }
-        let file = std::pin::Pin::new(&mut self.file);
-        match file.poll_complete(cx) {
-            std::task::Poll::Ready(Ok(_)) => {}
-            std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
-            std::task::Poll::Pending => return std::task::Poll::Pending,
-        }
-        std::pin::Pin::new(&mut self.file).poll_read(cx, buf)
     }
 }
 
