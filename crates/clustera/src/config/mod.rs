@@ -81,6 +81,24 @@ const OWNED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
 ];
 
+/// librdkafka's other names for properties the runtime looks at; each is read as the name it
+/// stands for, so an alias cannot slip past a check.
+const ALIASES: &[(&str, &str)] = &[
+    ("metadata.broker.list", "bootstrap.servers"),
+    ("auto.commit.enable", "enable.auto.commit"),
+    ("request.required.acks", "acks"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("queue.buffering.max.ms", "linger.ms"),
+    ("message.send.max.retries", "retries"),
+    ("compression.codec", "compression.type"),
+];
+
+/// Opts out of the producer settings that "acknowledged by the broker" relies on.
+pub const WEAK_DELIVERY_VARIABLE: &str = "CLUSTERA_ALLOW_WEAK_DELIVERY";
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// The well-known `KAFKA_*` variables that map to librdkafka properties one to one.
 const DIRECT_PROPERTIES: &[(&str, &str)] = &[
     ("KAFKA_AUTO_OFFSET_RESET", "auto.offset.reset"),
@@ -173,7 +191,7 @@ impl Config {
             let Some(suffix) = name.strip_prefix(PROPERTY_PREFIX) else {
                 continue;
             };
-            let property = suffix.to_ascii_lowercase().replace('_', ".");
+            let property = canonical_property(&suffix.to_ascii_lowercase().replace('_', "."));
             if property.is_empty() {
                 return Err(ConfigError::invalid(name, "names no librdkafka property"));
             }
@@ -184,6 +202,15 @@ impl Config {
                 ));
             }
             properties.insert(property, Secret::new(value.trim()));
+        }
+        let weak_delivery = match var(WEAK_DELIVERY_VARIABLE).filter(|v| !v.is_empty()) {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                ConfigError::invalid(WEAK_DELIVERY_VARIABLE, format!("{v:?} is not true or false"))
+            })?,
+        };
+        if !weak_delivery {
+            refuse_weak_delivery(&properties, vars)?;
         }
 
         let config = Self {
@@ -242,6 +269,14 @@ impl Config {
                 ..RuntimeSettings::default()
             },
         }
+    }
+
+    /// The producer's `message.max.bytes`: the largest record it will send.
+    pub fn max_message_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.expose().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
     /// Settings shared by the consumer and the producer: brokers, identity and security.
@@ -340,6 +375,57 @@ impl Config {
     }
 }
 
+/// The name librdkafka reads `property` as.
+fn canonical_property(property: &str) -> String {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == property)
+        .map_or(property, |(_, name)| name)
+        .to_owned()
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// An offset is committed once the broker acknowledged its outputs; with `acks` other than
+/// `all` or without idempotence, an acknowledgement no longer means the record is safe (a
+/// leader failover loses it, a retry duplicates or reorders it).
+fn refuse_weak_delivery(
+    properties: &BTreeMap<String, Secret>,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let variable = |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
+    if let Some(acks) = properties.get("acks") {
+        if !matches!(acks.expose().to_ascii_lowercase().as_str(), "all" | "-1") {
+            return Err(ConfigError::invalid(
+                variable("acks"),
+                format!(
+                    "acks={} would commit inputs whose outputs a broker failure can still lose; \
+                     the runtime needs acks=all (set {WEAK_DELIVERY_VARIABLE}=true to accept the risk)",
+                    acks.expose()
+                ),
+            ));
+        }
+    }
+    if let Some(idempotence) = properties.get("enable.idempotence") {
+        if parse_bool(idempotence.expose()) == Some(false) {
+            return Err(ConfigError::invalid(
+                variable("enable.idempotence"),
+                format!(
+                    "enable.idempotence=false lets retries duplicate and reorder outputs; \
+                     the runtime needs it on (set {WEAK_DELIVERY_VARIABLE}=true to accept the risk)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn env_vars() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -356,7 +442,7 @@ fn variable_for_property(property: &str, vars: &BTreeMap<String, String>) -> Opt
     vars.keys()
         .find(|k| {
             k.strip_prefix(PROPERTY_PREFIX)
-                .is_some_and(|s| s.to_ascii_lowercase().replace('_', ".") == property)
+                .is_some_and(|s| canonical_property(&s.to_ascii_lowercase().replace('_', ".")) == property)
         })
         .cloned()
 }

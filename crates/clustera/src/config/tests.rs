@@ -137,6 +137,46 @@ fn runtime_owned_properties_cannot_be_overridden() {
 }
 
 #[test]
+fn aliases_cannot_bypass_runtime_owned_properties() {
+    let e = error_for(&[("KAFKA_PROPERTY_METADATA_BROKER_LIST", "10.0.0.1:9092")]);
+    assert_eq!(e.variable, "KAFKA_PROPERTY_METADATA_BROKER_LIST");
+    assert!(e.problem.contains("bootstrap.servers"), "{e}");
+    let e = error_for(&[("KAFKA_PROPERTY_AUTO_COMMIT_ENABLE", "true")]);
+    assert!(e.problem.contains("enable.auto.commit"), "{e}");
+}
+
+#[test]
+fn producer_settings_that_weaken_acknowledgements_are_refused() {
+    for (variable, value) in [
+        ("KAFKA_PROPERTY_ACKS", "1"),
+        ("KAFKA_PROPERTY_REQUEST_REQUIRED_ACKS", "0"),
+        ("KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "false"),
+    ] {
+        let e = error_for(&[(variable, value)]);
+        assert_eq!(e.variable, variable);
+        assert!(e.problem.contains(WEAK_DELIVERY_VARIABLE), "{e}");
+    }
+    for ok in ["all", "-1"] {
+        assert!(load(&[("KAFKA_PROPERTY_ACKS", ok)]).is_ok(), "acks={ok}");
+    }
+    let c = load(&[
+        ("KAFKA_PROPERTY_REQUEST_REQUIRED_ACKS", "1"),
+        (WEAK_DELIVERY_VARIABLE, "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.properties["acks"].expose(), "1", "read under its real name");
+    let e = error_for(&[(WEAK_DELIVERY_VARIABLE, "maybe")]);
+    assert_eq!(e.variable, WEAK_DELIVERY_VARIABLE);
+}
+
+#[test]
+fn max_message_bytes_follows_the_property() {
+    assert_eq!(load(&[]).unwrap().max_message_bytes(), 1_000_000);
+    let c = load(&[("KAFKA_MESSAGE_MAX_BYTES", "2000000")]).unwrap();
+    assert_eq!(c.max_message_bytes(), 2_000_000);
+}
+
+#[test]
 fn sasl_needs_credentials() {
     let e = error_for(&[
         ("KAFKA_SASL_MECHANISM", "PLAIN"),

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use super::dispatch::{Dispatcher, KernelConsumer};
+use super::fatal::Fatal;
 use super::stats::RuntimeStats;
 use crate::kernel::Kernel;
 use crate::telemetry::Telemetry;
@@ -28,6 +29,7 @@ pub(crate) struct KernelConsumerContext<K: Kernel> {
     stats: Arc<RuntimeStats>,
     telemetry: Arc<Telemetry>,
     kernel_name: Arc<str>,
+    fatal: Arc<Fatal>,
 }
 
 impl<K: Kernel> KernelConsumerContext<K> {
@@ -39,6 +41,15 @@ impl<K: Kernel> KernelConsumerContext<K> {
 impl<K: Kernel> ClientContext for KernelConsumerContext<K> {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.telemetry.redactor.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.fatal
+                .raise(format!("the consumer failed for good: {reason}"));
+        } else {
+            tracing::warn!(kernel = %self.kernel_name, %error, reason, "consumer error");
+        }
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -107,12 +118,14 @@ impl<K: Kernel> PollLoop<K> {
         stats: Arc<RuntimeStats>,
         telemetry: Arc<Telemetry>,
         kernel_name: Arc<str>,
+        fatal: Arc<Fatal>,
     ) -> KafkaResult<Self> {
         let context = KernelConsumerContext {
             dispatcher: Mutex::new(dispatcher),
             stats,
             telemetry,
             kernel_name,
+            fatal,
         };
         let consumer: Arc<KernelConsumer<K>> = Arc::new(config.create_with_context(context)?);
         consumer
@@ -129,7 +142,8 @@ impl<K: Kernel> PollLoop<K> {
         let consumer = self.consumer;
         let mut next_housekeeping = Instant::now();
         let mut releasing = false;
-        while !stop.load(Ordering::Relaxed) {
+        let fatal = consumer.context().fatal.clone();
+        while !stop.load(Ordering::Relaxed) && !fatal.is_raised() {
             // Partitions are read by their workers; this queue carries events (rebalances,
             // commit results, errors) and messages fetched before a partition was split. Right
             // after an assignment it is polled without waiting, so that the new workers are
@@ -144,7 +158,13 @@ impl<K: Kernel> PollLoop<K> {
             let mut d = consumer.context().dispatcher();
             match polled {
                 Some(Ok(m)) => d.dispatch(&m),
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Err(e)) => match consumer.client().fatal_error() {
+                    // A fenced static member, for instance: this consumer can never work again.
+                    Some((code, text)) => fatal.raise(format!(
+                        "the consumer failed for good: {text} ({code:?}); last error: {e}"
+                    )),
+                    None => tracing::warn!(error = %e, "consumer error"),
+                },
                 None => d.release_all(),
             }
             consumer.context().telemetry.health.poll_turned();

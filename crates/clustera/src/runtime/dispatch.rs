@@ -205,6 +205,14 @@ impl<K: Kernel> Dispatcher<K> {
         let mut in_flight = 0i64;
         for a in self.partitions.values_mut().flat_map(|p| p.values_mut()) {
             a.publish(&self.deps.stats);
+            if a.worker.is_finished() && !a.shared.stop.is_cancelled() {
+                // Kernel panics are caught; this is the runtime's own failure. Its partition
+                // would never move again, so the process must not stay up.
+                self.deps.fatal.raise(format!(
+                    "the worker of {}[{}] ended unexpectedly",
+                    a.shared.topic, a.shared.partition
+                ));
+            }
             let completed = a.shared.offsets().completed();
             if completed != a.last_completed {
                 a.last_completed = completed;
@@ -293,7 +301,14 @@ impl<K: Kernel> Dispatcher<K> {
         for a in &partitions {
             a.shared.stop.cancel();
         }
-        let deadline = Instant::now() + self.deps.settings.drain_timeout;
+        // After a fatal error, what cannot finish (a refused dead letter) would only hold the
+        // exit back for the whole drain timeout.
+        let drain = if self.deps.fatal.is_raised() {
+            self.deps.settings.drain_timeout.min(Duration::from_secs(5))
+        } else {
+            self.deps.settings.drain_timeout
+        };
+        let deadline = Instant::now() + drain;
         let drained = wait_until(deadline, || {
             partitions
                 .iter()
@@ -308,16 +323,16 @@ impl<K: Kernel> Dispatcher<K> {
             a.worker.abort();
             a.publish(&self.deps.stats);
         }
+        // Every finished position, changed or not: an earlier asynchronous commit of the same
+        // position may have failed without a word, and this is the last chance to make it.
         let mut tpl = TopicPartitionList::new();
         for a in &partitions {
             if let Some(next) = a.shared.offsets().committable() {
-                if a.last_committed != Some(next) || self.recommit {
-                    let _ = tpl.add_partition_offset(
-                        &a.shared.topic,
-                        a.shared.partition,
-                        Offset::Offset(next),
-                    );
-                }
+                let _ = tpl.add_partition_offset(
+                    &a.shared.topic,
+                    a.shared.partition,
+                    Offset::Offset(next),
+                );
             }
         }
         if tpl.count() > 0 {

@@ -10,8 +10,10 @@
 mod consumer;
 pub(crate) mod dead_letter;
 mod dispatch;
+mod fatal;
 pub mod offsets;
 mod partition;
+mod produce_error;
 mod producer;
 mod retry;
 mod shutdown;
@@ -34,7 +36,9 @@ use crate::config::Config;
 use crate::kernel::Kernel;
 use crate::telemetry::{serve, Health, Redactor, Telemetry};
 use consumer::PollLoop;
+use dead_letter::DeadLetters;
 use dispatch::Dispatcher;
+use fatal::Fatal;
 use producer::OutputProducer;
 use retry::RetryPolicy;
 use worker::WorkerDeps;
@@ -54,6 +58,11 @@ pub enum RuntimeError {
     /// Must be called inside a tokio runtime.
     #[error("no tokio runtime: call Runtime::run from within one")]
     NoTokio,
+    /// Something the kernel cannot recover from: a fenced or fatally failed client, a
+    /// dead-letter topic that refuses for good, a partition worker that died. The runtime
+    /// committed what was done and stopped.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// Runs one kernel against Kafka until told to stop.
@@ -130,10 +139,20 @@ impl<K: Kernel> Runtime<K> {
             }
         };
         let kernel_name: Arc<str> = Arc::from(config.kernel_name.as_str());
+        let group_id: Arc<str> = Arc::from(config.group_id.as_str());
+        let fatal = Arc::new(Fatal::default());
+        let dead_letters = DeadLetters {
+            group: group_id.clone(),
+            kernel: kernel_name.clone(),
+            topic: settings.dead_letter_topic.clone(),
+            max_bytes: config.max_message_bytes(),
+        };
         let (producer, resender) = OutputProducer::start(
             &config.producer_config(),
             self.stats.clone(),
             self.telemetry.clone(),
+            dead_letters,
+            fatal.clone(),
             settings.retry_max_delay,
         )?;
         let deps = WorkerDeps {
@@ -141,7 +160,7 @@ impl<K: Kernel> Runtime<K> {
             producer: producer.clone(),
             settings: settings.clone(),
             retry: RetryPolicy::from_settings(&settings),
-            group_id: Arc::from(config.group_id.as_str()),
+            group_id,
             kernel_name: kernel_name.clone(),
             stats: self.stats.clone(),
             telemetry: self.telemetry.clone(),
@@ -149,6 +168,7 @@ impl<K: Kernel> Runtime<K> {
                 .batch_size
                 .unwrap_or_else(|| self.kernel.max_batch())
                 .max(1),
+            fatal: fatal.clone(),
         };
         let poll_loop = PollLoop::new(
             &config.consumer_config(),
@@ -157,6 +177,7 @@ impl<K: Kernel> Runtime<K> {
             self.stats.clone(),
             self.telemetry.clone(),
             kernel_name.clone(),
+            fatal.clone(),
         )?;
         tracing::info!(kernel = %kernel_name, topics = ?config.topics, group = %config.group_id,
             client_id = %config.client_id, "kernel started");
@@ -173,10 +194,16 @@ impl<K: Kernel> Runtime<K> {
             .map_err(|e| RuntimeError::Thread(e.to_string()))?;
 
         let mut done_rx = done_rx;
+        let mut poll_ended = false;
         tokio::select! {
             _ = shutdown => {}
+            _ = fatal.raised() => {}
             _ = &mut done_rx => {
-                return Err(RuntimeError::Thread("the poll thread ended unexpectedly".into()));
+                poll_ended = true;
+                // The poll thread only ends on its own after a fatal error; otherwise it died.
+                if !fatal.is_raised() {
+                    fatal.raise("the consumer's poll thread ended unexpectedly");
+                }
             }
         }
         tracing::info!(kernel = %kernel_name, "stopping: draining in-flight messages");
@@ -184,7 +211,7 @@ impl<K: Kernel> Runtime<K> {
         // The poll thread bounds its own drain; the extra margin covers the final commit and
         // leaving the group, and guarantees this never hangs.
         let limit = settings.drain_timeout + Duration::from_secs(10);
-        if tokio::time::timeout(limit, done_rx).await.is_err() {
+        if !poll_ended && tokio::time::timeout(limit, done_rx).await.is_err() {
             tracing::error!(kernel = %kernel_name, "consumer did not close in time; exiting anyway");
         }
 
@@ -209,6 +236,9 @@ impl<K: Kernel> Runtime<K> {
         }
         if let Some(http) = http {
             http.abort();
+        }
+        if let Some(reason) = fatal.reason() {
+            return Err(RuntimeError::Fatal(reason));
         }
         let summary = self.stats.snapshot();
         tracing::info!(kernel = %kernel_name, acked = summary.acked, skipped = summary.skipped,

@@ -15,6 +15,9 @@ struct Entry {
     unacked: u32,
     /// The kernel's outcome for this message is final.
     finished: bool,
+    /// A record of this message was refused for good and the message is being dead-lettered
+    /// in its place (see [`PartitionOffsets::refused`]).
+    dead_lettered: bool,
 }
 
 impl Entry {
@@ -73,6 +76,7 @@ impl PartitionOffsets {
             offset,
             unacked: 0,
             finished: false,
+            dead_lettered: false,
         });
         Ok(())
     }
@@ -108,6 +112,25 @@ impl PartitionOffsets {
         entry.unacked -= 1;
         self.advance();
         Ok(())
+    }
+
+    /// Records that one record produced for `offset` was refused for good by the broker. The
+    /// message must then be dead-lettered instead: the first refusal returns `true`, and the
+    /// refused record's place is taken by the dead letter the caller sends for the same
+    /// offset; later refusals of the same message return `false` and only count as settled,
+    /// since one dead letter stands for the message.
+    pub fn refused(&mut self, offset: i64) -> Result<bool, OffsetError> {
+        let entry = self.entry_mut(offset)?;
+        if entry.unacked == 0 {
+            return Err(OffsetError::TooManyAcks(offset));
+        }
+        if !entry.dead_lettered {
+            entry.dead_lettered = true;
+            return Ok(true);
+        }
+        entry.unacked -= 1;
+        self.advance();
+        Ok(false)
     }
 
     /// Records that the outcome for `offset` is final.
@@ -213,6 +236,19 @@ mod tests {
         t.ack(1).unwrap();
         assert_eq!(t.committable(), Some(3));
         assert_eq!(t.completed(), 3);
+    }
+
+    #[test]
+    fn a_refused_output_is_replaced_by_one_dead_letter() {
+        let mut t = PartitionOffsets::new();
+        t.finished_with(0, 3).unwrap();
+        t.ack(0).unwrap();
+        assert_eq!(t.refused(0), Ok(true), "first refusal: send a dead letter");
+        assert_eq!(t.refused(0), Ok(false), "second refusal: covered by that letter");
+        assert_eq!(t.committable(), None, "the dead letter is not yet acknowledged");
+        t.ack(0).unwrap();
+        assert_eq!(t.committable(), Some(1));
+        assert_eq!(t.refused(0), Err(OffsetError::NotInFlight(0)));
     }
 
     #[test]

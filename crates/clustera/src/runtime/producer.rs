@@ -1,57 +1,100 @@
 //! Produces outputs and dead-letter records. Each record carries a token naming the input
 //! message it belongs to; the broker's acknowledgement feeds that partition's offset tracker.
-//! A record whose delivery fails is sent again with backoff, never dropped: its input's offset
-//! cannot be committed until it is acknowledged.
+//!
+//! Failed deliveries never freeze a partition and are never dropped
+//! ([`super::produce_error`] tells them apart):
+//! - a **transient** failure (a timeout after an outage, a purge) starts a *resend episode*:
+//!   new sends are held at a gate, records still queued behind the failure are pulled back
+//!   (purged), and once nothing is outstanding everything collected is sent again in bulk, in
+//!   each input partition's original order (offset, then position among its outputs). With
+//!   the idempotent producer nothing later can land before an earlier record of the same
+//!   partition, so per-key order of first appearance survives the outage;
+//! - a **permanent** refusal of an output dead-letters its input in the output's place (the
+//!   error names the refused record's topic and the broker's error);
+//! - a permanent refusal of a dead letter is retried once with the original value replaced by
+//!   a reference if it was refused for its size, and otherwise stops the kernel
+//!   ([`super::fatal`]), as does a fatal producer error.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::{ClientConfig, ClientContext, Message as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, RwLock};
 
+use super::dead_letter::{self, DeadLetters, Origin};
+use super::fatal::Fatal;
 use super::partition::PartitionShared;
+use super::produce_error::{classify, is_size_refusal, ProduceErrorClass};
 use super::stats::RuntimeStats;
 use crate::context::Record;
-use crate::message::Header;
+use crate::message::{Header, Message};
 use crate::telemetry::Telemetry;
+
+/// What a produced record is to its input message.
+#[derive(Debug)]
+pub(crate) enum RecordKind {
+    /// An output of the kernel; the input is kept to dead-letter it if the output is refused.
+    Output {
+        input: Arc<Message>,
+        /// Attempts the input took, for its dead letter.
+        attempts: u32,
+    },
+    /// The input's dead letter.
+    DeadLetter,
+}
 
 /// Names the input message a produced record belongs to.
 #[derive(Debug)]
 pub(crate) struct DeliveryToken {
     pub partition: Arc<PartitionShared>,
     pub offset: i64,
+    /// Position among the records of this input, for ordered resends.
+    pub seq: u32,
     /// The partition the kernel pinned the record to, kept for a resend.
     pub pinned_partition: Option<i32>,
-    /// Deliveries attempted so far, for the resend backoff.
-    pub failures: u32,
+    pub kind: RecordKind,
 }
 
-/// A record whose delivery failed, waiting to be sent again.
-struct Resend {
+/// A record whose delivery failed, on its way to triage.
+struct Failed {
     record: Record,
     token: Box<DeliveryToken>,
+    code: RDKafkaErrorCode,
+    error: String,
 }
 
-/// Routes delivery reports to the offset trackers.
+/// Routes delivery reports to the offset trackers and failures to triage.
 pub(crate) struct DeliveryContext {
-    resend: mpsc::UnboundedSender<Resend>,
+    failed: mpsc::UnboundedSender<Failed>,
     stats: Arc<RuntimeStats>,
     telemetry: Arc<Telemetry>,
+    fatal: Arc<Fatal>,
 }
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.telemetry.redactor.log(level, fac, log_message);
     }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.fatal
+                .raise(format!("the producer failed for good: {reason}"));
+        } else {
+            tracing::warn!(%error, reason, "producer error");
+        }
+    }
 }
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<DeliveryToken>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, mut token: Box<DeliveryToken>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<DeliveryToken>) {
         match result {
             Ok(_) => {
                 RuntimeStats::bump(&self.stats.outputs_acked);
@@ -59,19 +102,18 @@ impl ProducerContext for DeliveryContext {
                 token.partition.track(|o| o.ack(offset));
             }
             Err((error, message)) => {
-                RuntimeStats::bump(&self.stats.produce_failures);
-                self.telemetry.metrics.error("produce");
-                token.failures += 1;
-                tracing::warn!(
-                    topic = message.topic(), input_topic = %token.partition.topic,
-                    input_partition = token.partition.partition, input_offset = token.offset,
-                    failures = token.failures, %error,
-                    "delivery failed; sending the record again"
-                );
+                let code = error
+                    .rdkafka_error_code()
+                    .unwrap_or(RDKafkaErrorCode::Unknown);
                 let record = record_from_failed(message, token.pinned_partition);
                 // The receiver lives as long as the producer; if it is gone we are shutting down
                 // and the input's offset stays uncommitted, which is safe.
-                let _ = self.resend.send(Resend { record, token });
+                let _ = self.failed.send(Failed {
+                    record,
+                    token,
+                    code,
+                    error: error.to_string(),
+                });
             }
         }
     }
@@ -95,48 +137,66 @@ fn record_from_failed(message: &BorrowedMessage<'_>, pinned: Option<i32>) -> Rec
 pub(crate) struct OutputProducer {
     inner: ThreadedProducer<DeliveryContext>,
     stats: Arc<RuntimeStats>,
-    resend: mpsc::UnboundedSender<Resend>,
+    telemetry: Arc<Telemetry>,
+    failed: mpsc::UnboundedSender<Failed>,
+    /// Workers send under a read guard; a resend episode holds the write guard, so nothing new
+    /// is queued ahead of the records it sends again.
+    gate: RwLock<()>,
+    dead_letters: DeadLetters,
+    fatal: Arc<Fatal>,
 }
 
 impl OutputProducer {
-    /// Creates the producer and the task that resends failed deliveries. Abort and await that
+    /// Creates the producer and the task that triages failed deliveries. Abort and await that
     /// task before dropping the producer, so the last reference is dropped off the async workers.
     pub(crate) fn start(
         config: &ClientConfig,
         stats: Arc<RuntimeStats>,
         telemetry: Arc<Telemetry>,
+        dead_letters: DeadLetters,
+        fatal: Arc<Fatal>,
         max_backoff: Duration,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), KafkaError> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Resend>();
+        let (tx, rx) = mpsc::unbounded_channel::<Failed>();
         let context = DeliveryContext {
-            resend: tx.clone(),
+            failed: tx.clone(),
             stats: stats.clone(),
-            telemetry,
+            telemetry: telemetry.clone(),
+            fatal: fatal.clone(),
         };
         let inner = config.create_with_context(context)?;
         let producer = Arc::new(Self {
             inner,
             stats,
-            resend: tx,
+            telemetry,
+            failed: tx,
+            gate: RwLock::new(()),
+            dead_letters,
+            fatal,
         });
-        let weak = Arc::downgrade(&producer);
-        let resender = tokio::spawn(async move {
-            while let Some(Resend { record, token }) = rx.recv().await {
-                let exp = token.failures.min(10);
-                let delay = (Duration::from_millis(50) * 2u32.pow(exp)).min(max_backoff);
-                tokio::time::sleep(delay).await;
-                let Some(producer) = weak.upgrade() else {
-                    break;
-                };
-                producer.send(&record, token).await;
-            }
-        });
-        Ok((producer, resender))
+        let triage = tokio::spawn(triage_failures(
+            Arc::downgrade(&producer),
+            rx,
+            max_backoff,
+        ));
+        Ok((producer, triage))
     }
 
-    /// Queues `record`; waits while librdkafka's queue is full. A record rejected outright
-    /// (unknown topic, too large) goes to the resend path like a failed delivery.
+    /// The dead-letter builder the producer uses for refused outputs.
+    pub(crate) fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
+    /// Queues `record` behind any resend episode under way; waits while librdkafka's queue is
+    /// full. A record rejected outright (unknown partition, too large) is triaged like a failed
+    /// delivery.
     pub(crate) async fn send(&self, record: &Record, token: Box<DeliveryToken>) {
+        let _open = self.gate.read().await;
+        self.enqueue(record, token).await;
+    }
+
+    /// Queues `record` without looking at the gate (triage and resends use it).
+    async fn enqueue(&self, record: &Record, token: Box<DeliveryToken>) {
         let mut token = token;
         loop {
             RuntimeStats::bump(&self.stats.outputs_sent);
@@ -156,20 +216,91 @@ impl OutputProducer {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err((error, rejected)) => {
-                    let mut token = rejected.delivery_opaque;
-                    token.failures += 1;
-                    RuntimeStats::bump(&self.stats.produce_failures);
-                    tracing::error!(topic = %record.topic, input_topic = %token.partition.topic,
-                        input_partition = token.partition.partition, input_offset = token.offset,
-                        failures = token.failures, %error,
-                        "record rejected by the producer; retrying it (the input will not be committed until it is delivered)");
-                    let _ = self.resend.send(Resend {
+                    let code = error
+                        .rdkafka_error_code()
+                        .unwrap_or(RDKafkaErrorCode::Unknown);
+                    let _ = self.failed.send(Failed {
                         record: record.clone(),
-                        token,
+                        token: rejected.delivery_opaque,
+                        code,
+                        error: error.to_string(),
                     });
                     return;
                 }
             }
+        }
+    }
+
+    /// Sorts out one failure: transient ones are kept in `resend`, permanent ones leave the
+    /// walk (as a dead letter, or by stopping the kernel).
+    async fn triage(&self, failed: Failed, resend: &mut Vec<(Record, Box<DeliveryToken>)>) {
+        let Failed {
+            mut record,
+            token,
+            code,
+            error,
+        } = failed;
+        RuntimeStats::bump(&self.stats.produce_failures);
+        self.telemetry.metrics.error("produce");
+        let (input_topic, input_partition, offset) =
+            (&token.partition.topic, token.partition.partition, token.offset);
+        match classify(code) {
+            ProduceErrorClass::Transient => {
+                tracing::warn!(topic = %record.topic, %input_topic, input_partition,
+                    input_offset = offset, %error, "delivery failed; it will be sent again");
+                resend.push((record, token));
+            }
+            ProduceErrorClass::Fatal => self.fatal.raise(format!(
+                "the producer failed for good sending to {}: {error}",
+                record.topic
+            )),
+            ProduceErrorClass::Permanent => match &token.kind {
+                RecordKind::Output { input, attempts } => {
+                    RuntimeStats::bump(&self.stats.outputs_refused);
+                    let mut first = false;
+                    token.partition.track(|o| {
+                        first = o.refused(offset)?;
+                        Ok(())
+                    });
+                    tracing::error!(topic = %record.topic, %input_topic, input_partition,
+                        input_offset = offset, %error,
+                        "output refused for good by the broker; dead-lettering its input");
+                    if first {
+                        let reason = format!(
+                            "output to topic {} refused by the broker: {error}",
+                            record.topic
+                        );
+                        let letter = self.dead_letters.record(input, &reason, *attempts);
+                        let token = Box::new(DeliveryToken {
+                            partition: token.partition.clone(),
+                            offset,
+                            seq: token.seq,
+                            pinned_partition: None,
+                            kind: RecordKind::DeadLetter,
+                        });
+                        self.enqueue(&letter, token).await;
+                    }
+                }
+                RecordKind::DeadLetter
+                    if is_size_refusal(code) && !dead_letter::value_omitted(&record) =>
+                {
+                    tracing::warn!(topic = %record.topic, %input_topic, input_partition,
+                        input_offset = offset, %error,
+                        "dead letter refused for its size; sending it with a reference instead of the value");
+                    let origin = Origin {
+                        topic: input_topic,
+                        partition: input_partition,
+                        offset,
+                    };
+                    dead_letter::omit_value(&mut record, &origin);
+                    self.enqueue(&record, token).await;
+                }
+                RecordKind::DeadLetter => self.fatal.raise(format!(
+                    "the dead-letter topic {} refused the dead letter of {input_topic}[{input_partition}] \
+                     offset {offset} for good: {error}; fix the topic (or CLUSTERA_DLQ_TOPIC) and restart",
+                    record.topic
+                )),
+            },
         }
     }
 
@@ -182,6 +313,67 @@ impl OutputProducer {
     /// Records not yet acknowledged.
     pub(crate) fn in_flight(&self) -> i32 {
         self.inner.in_flight_count()
+    }
+}
+
+/// Triages failures as they come; a transient one starts a resend episode.
+async fn triage_failures(
+    producer: Weak<OutputProducer>,
+    mut failures: mpsc::UnboundedReceiver<Failed>,
+    max_backoff: Duration,
+) {
+    let mut episodes = 0u32;
+    while let Some(first) = failures.recv().await {
+        let Some(p) = producer.upgrade() else {
+            break;
+        };
+        let mut resend = Vec::new();
+        p.triage(first, &mut resend).await;
+        if resend.is_empty() {
+            continue;
+        }
+        let gate = p.gate.write().await;
+        // Pull back what is queued behind the failure and wait until every outstanding record
+        // is acknowledged or collected here. librdkafka re-queues in-flight records it retries,
+        // so the queue is purged on every turn.
+        loop {
+            p.inner.purge(PurgeConfig::default().queue());
+            while let Ok(f) = failures.try_recv() {
+                p.triage(f, &mut resend).await;
+            }
+            if p.inner.in_flight_count() == 0 && failures.is_empty() {
+                break;
+            }
+            if p.fatal.is_raised() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Back off a little more with each episode in a row, so a broker that keeps failing
+        // every record is not hammered; the wait is short next to the timeouts that caused it.
+        episodes = episodes.saturating_add(1);
+        let delay = (Duration::from_millis(50) * 2u32.saturating_pow(episodes.min(10)))
+            .min(max_backoff);
+        tokio::time::sleep(delay).await;
+        resend.sort_by(|(_, a), (_, b)| {
+            (&a.partition.topic, a.partition.partition, a.offset, a.seq).cmp(&(
+                &b.partition.topic,
+                b.partition.partition,
+                b.offset,
+                b.seq,
+            ))
+        });
+        tracing::warn!(
+            records = resend.len(),
+            "sending failed records again, in their original order"
+        );
+        for (record, token) in resend {
+            p.enqueue(&record, token).await;
+        }
+        drop(gate);
+        if failures.is_empty() {
+            episodes = 0;
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub struct RuntimeStats {
     pub(crate) outputs_sent: AtomicU64,
     pub(crate) outputs_acked: AtomicU64,
     pub(crate) produce_failures: AtomicU64,
+    pub(crate) outputs_refused: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
     pub(crate) partitions_assigned: AtomicU64,
@@ -32,8 +33,10 @@ pub struct StatsSnapshot {
     pub outputs_sent: u64,
     /// Records the broker acknowledged.
     pub outputs_acked: u64,
-    /// Deliveries that failed and were sent again.
+    /// Deliveries that failed (then sent again, dead-lettered in their input's place, or fatal).
     pub produce_failures: u64,
+    /// Outputs the broker refused for good; each dead-lettered its input.
+    pub outputs_refused: u64,
     /// Offset commits made (asynchronous ones counted when the request is queued).
     pub commits: u64,
     /// Offset commits that failed visibly (a commit call returned an error). librdkafka does
@@ -67,6 +70,7 @@ impl RuntimeStats {
             outputs_sent: r(&self.outputs_sent),
             outputs_acked: r(&self.outputs_acked),
             produce_failures: r(&self.produce_failures),
+            outputs_refused: r(&self.outputs_refused),
             commits: r(&self.commits),
             commit_failures: r(&self.commit_failures),
             partitions_assigned: r(&self.partitions_assigned),

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::consumer::KernelConsumerContext;
-use super::dead_letter::{dead_letter_record, Failure};
+use super::fatal::Fatal;
 use super::partition::{PartitionCounters, PartitionShared};
-use super::producer::{DeliveryToken, OutputProducer};
+use super::producer::{DeliveryToken, OutputProducer, RecordKind};
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
 use super::trace::{to_hex, TraceParent, TRACEPARENT, TRACESTATE};
@@ -38,6 +38,8 @@ pub(crate) struct WorkerDeps<K> {
     pub telemetry: Arc<Telemetry>,
     /// Most messages per `process_batch` call; 1 never batches.
     pub batch: usize,
+    /// Raised when the process cannot go on.
+    pub fatal: Arc<Fatal>,
 }
 
 impl<K> Clone for WorkerDeps<K> {
@@ -52,6 +54,7 @@ impl<K> Clone for WorkerDeps<K> {
             stats: self.stats.clone(),
             telemetry: self.telemetry.clone(),
             batch: self.batch,
+            fatal: self.fatal.clone(),
         }
     }
 }
@@ -103,12 +106,19 @@ pub(crate) async fn run_partition<K: Kernel>(
         // librdkafka calls this from its own thread when the queue becomes non-empty; a permit
         // is stored if nobody waits, so no wake-up is lost between a poll and the wait.
         let ready = Arc::new(Notify::new());
-        let notify = ready.clone();
-        queue.set_nonempty_callback(move || notify.notify_one());
+        let arm = |queue: &mut PartitionQueue<KernelConsumerContext<K>>| {
+            let notify = ready.clone();
+            queue.set_nonempty_callback(move || notify.notify_one());
+        };
+        arm(&mut queue);
         loop {
             if shared.stop.is_cancelled() {
                 return;
             }
+            // A worker with a backlog would otherwise never return Pending (a ready kernel
+            // future, an accepted send), starving timers, retries, /healthz and signals on its
+            // thread.
+            tokio::task::coop::consume_budget().await;
             let message = match queue.poll(Duration::ZERO) {
                 Some(Ok(m)) => Message::from_kafka(shared.topic.clone(), &m),
                 Some(Err(e)) => {
@@ -120,6 +130,14 @@ pub(crate) async fn run_partition<K: Kernel>(
                         biased;
                         _ = shared.stop.cancelled() => return,
                         _ = ready.notified() => continue,
+                        // The wake-up lives on librdkafka's queue for this partition, which a
+                        // previous assignment's handle shares: dropping that handle late (its
+                        // worker stuck past the drain timeout) clears our callback. Re-arming
+                        // now and then bounds what such a lost wake-up can cost.
+                        _ = tokio::time::sleep(REARM_INTERVAL) => {
+                            arm(&mut queue);
+                            continue;
+                        }
                     }
                 }
             };
@@ -143,9 +161,12 @@ pub(crate) async fn run_partition<K: Kernel>(
     .await
 }
 
+/// How long an idle worker trusts its wake-up callback before re-arming it and looking again.
+const REARM_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The final word on one message after retries.
 enum Final {
-    Outputs(Vec<Record>),
+    Outputs { records: Vec<Record>, attempts: u32 },
     Skipped(String),
     DeadLetter { reason: String, attempts: u32 },
 }
@@ -210,7 +231,9 @@ async fn process_batch<K: Kernel>(
         .iter()
         .map(|_| Context::new(deps.kernel_name.clone(), 1))
         .collect();
-    let results = AssertUnwindSafe(deps.kernel.process_batch(messages, &mut contexts))
+    // Inside the async block, so a panic before the kernel's first `.await` (or in a
+    // hand-written `process_batch` that panics before returning its future) is caught too.
+    let results = AssertUnwindSafe(async { deps.kernel.process_batch(messages, &mut contexts).await })
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -227,7 +250,10 @@ async fn process_batch<K: Kernel>(
     let mut done = 0;
     for ((message, mut ctx), result) in messages.iter().zip(contexts).zip(results) {
         let decision = match result {
-            Ok(Outcome::Ack) => Final::Outputs(ctx.take_outputs()),
+            Ok(Outcome::Ack) => Final::Outputs {
+                records: ctx.take_outputs(),
+                attempts: 1,
+            },
             Ok(Outcome::Skip(reason)) => Final::Skipped(reason),
             Ok(Outcome::DeadLetter(reason)) => Final::DeadLetter {
                 reason,
@@ -279,28 +305,30 @@ async fn finish<K: Kernel>(
             counters.end_to_end.observe(Duration::from_millis(ms));
         }
     }
-    let records = match decision {
-        Final::Outputs(records) => {
+    let mut input = None;
+    let (records, attempts) = match decision {
+        Final::Outputs { records, attempts } => {
             PartitionCounters::bump(&counters.acked);
-            records
+            if !records.is_empty() {
+                // Kept while its outputs are in flight, to dead-letter it if one is refused.
+                input = Some(Arc::new(message.clone()));
+            }
+            (records, attempts)
         }
         Final::Skipped(reason) => {
             PartitionCounters::bump(&counters.skipped);
             tracing::warn!(offset, %reason, "message skipped");
-            Vec::new()
+            (Vec::new(), 0)
         }
         Final::DeadLetter { reason, attempts } => {
             PartitionCounters::bump(&counters.dead_lettered);
-            let topic = deps.settings.dead_letter_topic_for(message.topic());
-            tracing::error!(offset, %reason, attempts, dead_letter_topic = %topic,
+            let letter = deps
+                .producer
+                .dead_letters()
+                .record(message, &reason, attempts);
+            tracing::error!(offset, %reason, attempts, dead_letter_topic = %letter.topic,
                 "message dead-lettered");
-            let failure = Failure {
-                group: &deps.group_id,
-                kernel: &deps.kernel_name,
-                reason: &reason,
-                attempts,
-            };
-            vec![dead_letter_record(topic, message, &failure)]
+            (vec![letter], attempts)
         }
     };
     // Registered before sending, so no acknowledgement can arrive before it is expected.
@@ -313,12 +341,20 @@ async fn finish<K: Kernel>(
     };
     let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
     shared.track(|o| o.finished_with(offset, count));
-    for record in &records {
+    for (seq, record) in (0u32..).zip(&records) {
+        let kind = match &input {
+            Some(input) => RecordKind::Output {
+                input: input.clone(),
+                attempts,
+            },
+            None => RecordKind::DeadLetter,
+        };
         let token = Box::new(DeliveryToken {
             partition: shared.clone(),
             offset,
+            seq,
             pinned_partition: record.partition,
-            failures: 0,
+            kind,
         });
         deps.producer.send(record, token).await;
     }
@@ -335,7 +371,9 @@ async fn decide<K: Kernel>(
     let mut attempt = 1u32;
     loop {
         let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
-        let result = AssertUnwindSafe(deps.kernel.process(message, &mut ctx))
+        // Inside the async block, so a panic before the kernel's first `.await` (or in a
+        // hand-written `process` that panics before returning its future) is caught too.
+        let result = AssertUnwindSafe(async { deps.kernel.process(message, &mut ctx).await })
             .catch_unwind()
             .await;
         let (outcome, error) = match result {
@@ -359,7 +397,12 @@ async fn decide<K: Kernel>(
             }
         };
         match outcome {
-            Outcome::Ack => return Some(Final::Outputs(ctx.take_outputs())),
+            Outcome::Ack => {
+                return Some(Final::Outputs {
+                    records: ctx.take_outputs(),
+                    attempts: attempt,
+                })
+            }
             Outcome::Skip(reason) => return Some(Final::Skipped(reason)),
             Outcome::DeadLetter(reason) => {
                 return Some(Final::DeadLetter {
