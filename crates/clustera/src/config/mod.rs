@@ -206,7 +206,10 @@ impl Config {
         let weak_delivery = match var(WEAK_DELIVERY_VARIABLE).filter(|v| !v.is_empty()) {
             None => false,
             Some(v) => parse_bool(&v).ok_or_else(|| {
-                ConfigError::invalid(WEAK_DELIVERY_VARIABLE, format!("{v:?} is not true or false"))
+                ConfigError::invalid(
+                    WEAK_DELIVERY_VARIABLE,
+                    format!("{v:?} is not true or false"),
+                )
             })?,
         };
         if !weak_delivery {
@@ -399,7 +402,8 @@ fn refuse_weak_delivery(
     properties: &BTreeMap<String, Secret>,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let variable = |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
+    let variable =
+        |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
     if let Some(acks) = properties.get("acks") {
         if !matches!(acks.expose().to_ascii_lowercase().as_str(), "all" | "-1") {
             return Err(ConfigError::invalid(
@@ -441,8 +445,9 @@ fn variable_for_property(property: &str, vars: &BTreeMap<String, String>) -> Opt
     }
     vars.keys()
         .find(|k| {
-            k.strip_prefix(PROPERTY_PREFIX)
-                .is_some_and(|s| canonical_property(&s.to_ascii_lowercase().replace('_', ".")) == property)
+            k.strip_prefix(PROPERTY_PREFIX).is_some_and(|s| {
+                canonical_property(&s.to_ascii_lowercase().replace('_', ".")) == property
+            })
         })
         .cloned()
 }

@@ -164,7 +164,11 @@ fn producer_settings_that_weaken_acknowledgements_are_refused() {
         (WEAK_DELIVERY_VARIABLE, "true"),
     ])
     .unwrap();
-    assert_eq!(c.properties["acks"].expose(), "1", "read under its real name");
+    assert_eq!(
+        c.properties["acks"].expose(),
+        "1",
+        "read under its real name"
+    );
     let e = error_for(&[(WEAK_DELIVERY_VARIABLE, "maybe")]);
     assert_eq!(e.variable, WEAK_DELIVERY_VARIABLE);
 }

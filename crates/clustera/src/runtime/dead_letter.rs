@@ -150,12 +150,16 @@ pub(crate) fn fit(
     if estimated_size(record) > limit && original_headers > 0 {
         let n = original_headers.min(record.headers.len());
         record.headers.drain(..n);
-        record.headers.push(text_header(headers::HEADERS_OMITTED, n));
+        record
+            .headers
+            .push(text_header(headers::HEADERS_OMITTED, n));
         shrunk = true;
     }
     if estimated_size(record) > limit {
         if let Some(key) = record.key.take() {
-            record.headers.push(text_header(headers::KEY_OMITTED, key.len()));
+            record
+                .headers
+                .push(text_header(headers::KEY_OMITTED, key.len()));
             shrunk = true;
         }
     }
@@ -173,7 +177,9 @@ pub(crate) fn omit_value(record: &mut Record, origin: &Origin<'_>) {
         "size": size,
     });
     record.value = Some(reference.to_string().into_bytes().into());
-    record.headers.push(text_header(headers::VALUE_OMITTED, size));
+    record
+        .headers
+        .push(text_header(headers::VALUE_OMITTED, size));
 }
 
 /// Whether the value was already replaced by a reference.
@@ -355,8 +361,11 @@ mod tests {
 
     #[test]
     fn omitting_for_a_smaller_broker_limit_keeps_provenance() {
-        let mut r =
-            letters(1_000_000).record(&Message::new("t", 2, 3).with_value(vec![0; 500_000]), "x", 1);
+        let mut r = letters(1_000_000).record(
+            &Message::new("t", 2, 3).with_value(vec![0; 500_000]),
+            "x",
+            1,
+        );
         assert!(!value_omitted(&r));
         omit_value(
             &mut r,

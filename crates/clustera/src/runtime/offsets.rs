@@ -244,8 +244,16 @@ mod tests {
         t.finished_with(0, 3).unwrap();
         t.ack(0).unwrap();
         assert_eq!(t.refused(0), Ok(true), "first refusal: send a dead letter");
-        assert_eq!(t.refused(0), Ok(false), "second refusal: covered by that letter");
-        assert_eq!(t.committable(), None, "the dead letter is not yet acknowledged");
+        assert_eq!(
+            t.refused(0),
+            Ok(false),
+            "second refusal: covered by that letter"
+        );
+        assert_eq!(
+            t.committable(),
+            None,
+            "the dead letter is not yet acknowledged"
+        );
         t.ack(0).unwrap();
         assert_eq!(t.committable(), Some(1));
         assert_eq!(t.refused(0), Err(OffsetError::NotInFlight(0)));

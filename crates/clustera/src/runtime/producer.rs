@@ -174,11 +174,7 @@ impl OutputProducer {
             dead_letters,
             fatal,
         });
-        let triage = tokio::spawn(triage_failures(
-            Arc::downgrade(&producer),
-            rx,
-            max_backoff,
-        ));
+        let triage = tokio::spawn(triage_failures(Arc::downgrade(&producer), rx, max_backoff));
         Ok((producer, triage))
     }
 
@@ -242,8 +238,11 @@ impl OutputProducer {
         } = failed;
         RuntimeStats::bump(&self.stats.produce_failures);
         self.telemetry.metrics.error("produce");
-        let (input_topic, input_partition, offset) =
-            (&token.partition.topic, token.partition.partition, token.offset);
+        let (input_topic, input_partition, offset) = (
+            &token.partition.topic,
+            token.partition.partition,
+            token.offset,
+        );
         match classify(code) {
             ProduceErrorClass::Transient => {
                 tracing::warn!(topic = %record.topic, %input_topic, input_partition,
@@ -352,8 +351,8 @@ async fn triage_failures(
         // Back off a little more with each episode in a row, so a broker that keeps failing
         // every record is not hammered; the wait is short next to the timeouts that caused it.
         episodes = episodes.saturating_add(1);
-        let delay = (Duration::from_millis(50) * 2u32.saturating_pow(episodes.min(10)))
-            .min(max_backoff);
+        let delay =
+            (Duration::from_millis(50) * 2u32.saturating_pow(episodes.min(10))).min(max_backoff);
         tokio::time::sleep(delay).await;
         resend.sort_by(|(_, a), (_, b)| {
             (&a.partition.topic, a.partition.partition, a.offset, a.seq).cmp(&(

@@ -233,15 +233,16 @@ async fn process_batch<K: Kernel>(
         .collect();
     // Inside the async block, so a panic before the kernel's first `.await` (or in a
     // hand-written `process_batch` that panics before returning its future) is caught too.
-    let results = AssertUnwindSafe(async { deps.kernel.process_batch(messages, &mut contexts).await })
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| {
-            deps.telemetry.metrics.error("panic");
-            tracing::error!(batch = messages.len(), panic = %panic_text(&panic),
+    let results =
+        AssertUnwindSafe(async { deps.kernel.process_batch(messages, &mut contexts).await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                deps.telemetry.metrics.error("panic");
+                tracing::error!(batch = messages.len(), panic = %panic_text(&panic),
                 "kernel panicked in a batch; processing its messages one by one");
-            Vec::new()
-        });
+                Vec::new()
+            });
     shared.busy.store(false, Ordering::Relaxed);
     let finished = Instant::now();
     let now_ms = clock.epoch_ms(finished);
