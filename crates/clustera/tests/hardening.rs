@@ -370,6 +370,11 @@ async fn the_final_commit_covers_positions_whose_asynchronous_commit_failed() {
         Some(&(N as i64)),
         "the asynchronous commit must have failed for this test to mean anything"
     );
+    assert!(
+        stats.snapshot().commit_failures >= 1,
+        "the failed asynchronous commit was observed: {:?}",
+        stats.snapshot()
+    );
     broker
         .cluster()
         .clear_request_errors(RDKafkaApiKey::OffsetCommit);

@@ -331,6 +331,12 @@ impl Config {
         c.set("queued.min.messages", "50000");
         // Consumer lag for metrics and the stall watchdog comes from librdkafka's statistics.
         c.set("statistics.interval.ms", "5000");
+        // The failure of an asynchronous commit is only ever reported as a warning log
+        // (COMMITFAIL, see runtime::consumer), so warnings must reach the runtime even when the
+        // application's own log filter would not show them.
+        if (c.log_level as i32) < (rdkafka::config::RDKafkaLogLevel::Warning as i32) {
+            c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        }
         for (k, v) in &self.properties {
             if !properties::is_producer_only(k) {
                 c.set(k, v.expose());

@@ -30,16 +30,32 @@ pub(crate) struct KernelConsumerContext<K: Kernel> {
     telemetry: Arc<Telemetry>,
     kernel_name: Arc<str>,
     fatal: Arc<Fatal>,
+    /// An asynchronous commit failed: the poll thread re-sends every position next time.
+    /// A flag rather than the dispatcher's lock, because librdkafka's own threads set it.
+    commit_failed: AtomicBool,
 }
 
 impl<K: Kernel> KernelConsumerContext<K> {
     fn dispatcher(&self) -> MutexGuard<'_, Dispatcher<K>> {
         self.dispatcher.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn observe_commit_failure(&self) {
+        RuntimeStats::bump(&self.stats.commit_failures);
+        self.telemetry.metrics.error("commit");
+        self.commit_failed.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<K: Kernel> ClientContext for KernelConsumerContext<K> {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // librdkafka hands the result of a manual asynchronous commit to nobody: rdkafka's
+        // event API receives results of automatic commits only (rd_kafka_commit posts no
+        // reply without an offset_commit_cb, which rdkafka does not install). A failure is
+        // then logged under COMMITFAIL, and that is the one place it can be observed.
+        if fac == "COMMITFAIL" {
+            self.observe_commit_failure();
+        }
         self.telemetry.redactor.log(level, fac, log_message);
     }
 
@@ -86,19 +102,31 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
         }
     }
 
-    // librdkafka reports asynchronous commit results only to an offset-commit callback that
-    // rdkafka's event-based consumer does not install, so in practice this rarely fires; lost
-    // commits heal through the dispatcher's periodic full re-commit instead.
+    // Results of asynchronous commits arrive here, from the main queue's poll. A commit can
+    // fail as a whole or per partition (the request succeeds, a partition's entry carries the
+    // error), so both are looked at.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
+        let failed: Vec<String> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                e.error()
+                    .err()
+                    .map(|err| format!("{}[{}]: {err}", e.topic(), e.partition()))
+            })
+            .collect();
+        let error = match result {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if !failed.is_empty() => Some(failed.join(", ")),
+            Ok(()) => None,
+        };
+        match error {
+            None => {
                 tracing::debug!(kernel = %self.kernel_name, partitions = offsets.count(), "offsets committed");
             }
-            Err(e) => {
-                RuntimeStats::bump(&self.stats.commit_failures);
-                self.telemetry.metrics.error("commit");
-                tracing::warn!(kernel = %self.kernel_name, error = %e, "offset commit failed; will commit again");
-                self.dispatcher().commit_failed();
+            Some(error) => {
+                tracing::warn!(kernel = %self.kernel_name, %error, "offset commit failed; will commit again");
+                self.observe_commit_failure();
             }
         }
     }
@@ -126,6 +154,7 @@ impl<K: Kernel> PollLoop<K> {
             telemetry,
             kernel_name,
             fatal,
+            commit_failed: AtomicBool::new(false),
         };
         let consumer: Arc<KernelConsumer<K>> = Arc::new(config.create_with_context(context)?);
         consumer
@@ -170,6 +199,13 @@ impl<K: Kernel> PollLoop<K> {
             consumer.context().telemetry.health.poll_turned();
             let now = Instant::now();
             if now >= next_housekeeping {
+                if consumer
+                    .context()
+                    .commit_failed
+                    .swap(false, Ordering::Relaxed)
+                {
+                    d.commit_failed();
+                }
                 d.maybe_commit(&consumer);
                 d.watch();
                 next_housekeeping = now + HOUSEKEEPING;

@@ -39,9 +39,9 @@ pub struct StatsSnapshot {
     pub outputs_refused: u64,
     /// Offset commits made (asynchronous ones counted when the request is queued).
     pub commits: u64,
-    /// Offset commits that failed visibly (a commit call returned an error). librdkafka does
-    /// not report asynchronous commit results to this consumer; those heal through the
-    /// periodic full re-commit instead.
+    /// Offset commits that failed: a commit call that returned an error, or an asynchronous
+    /// commit whose result (as a whole or for one partition) was an error. Either way every
+    /// position is sent again with the next commit.
     pub commit_failures: u64,
     /// Partitions assigned to this consumer, counted at every assignment.
     pub partitions_assigned: u64,
