@@ -105,6 +105,28 @@ const DIRECT_PROPERTIES: &[(&str, &str)] = &[
     ("KAFKA_SESSION_TIMEOUT_MS", "session.timeout.ms"),
     ("KAFKA_MAX_POLL_INTERVAL_MS", "max.poll.interval.ms"),
     ("KAFKA_MESSAGE_MAX_BYTES", "message.max.bytes"),
+    ("KAFKA_GROUP_PROTOCOL", "group.protocol"),
+];
+
+/// Consumer settings the next-generation group protocol (KIP-848, `group.protocol=consumer`)
+/// refuses: the broker decides them.
+const CLASSIC_ONLY_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "session.timeout.ms",
+        "the session timeout is set on the broker (group.consumer.session.timeout.ms)",
+    ),
+    (
+        "heartbeat.interval.ms",
+        "the heartbeat interval is set on the broker (group.consumer.heartbeat.interval.ms)",
+    ),
+    (
+        "partition.assignment.strategy",
+        "assignment is done by the broker; choose it with group.remote.assignor",
+    ),
+    (
+        "group.protocol.type",
+        "it only applies to the classic protocol",
+    ),
 ];
 
 /// Loads a `.env` file from the working directory or its parents, if there is one. Variables
@@ -215,6 +237,7 @@ impl Config {
         if !weak_delivery {
             refuse_weak_delivery(&properties, vars)?;
         }
+        check_group_protocol(&properties, vars)?;
 
         let config = Self {
             kernel_name: kernel_name.to_owned(),
@@ -434,6 +457,37 @@ fn refuse_weak_delivery(
         }
     }
     Ok(())
+}
+
+/// `group.protocol` is `classic` (every broker) or `consumer` (KIP-848: Kafka 4.0 and later,
+/// and librdkafka's mock cluster); the latter refuses the settings the broker now owns.
+fn check_group_protocol(
+    properties: &BTreeMap<String, Secret>,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let variable =
+        |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
+    let Some(protocol) = properties.get("group.protocol") else {
+        return Ok(());
+    };
+    match protocol.expose() {
+        "classic" => Ok(()),
+        "consumer" => {
+            for (property, why) in CLASSIC_ONLY_PROPERTIES {
+                if properties.contains_key(*property) {
+                    return Err(ConfigError::invalid(
+                        variable(property),
+                        format!("{property} cannot be set with group.protocol=consumer: {why}"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        other => Err(ConfigError::invalid(
+            variable("group.protocol"),
+            format!("{other:?} is not a group protocol: use classic or consumer (KIP-848)"),
+        )),
+    }
 }
 
 fn env_vars() -> BTreeMap<String, String> {

@@ -174,6 +174,30 @@ fn producer_settings_that_weaken_acknowledgements_are_refused() {
 }
 
 #[test]
+fn the_next_generation_group_protocol_refuses_what_the_broker_owns() {
+    let c = load(&[("KAFKA_GROUP_PROTOCOL", "consumer")]).unwrap();
+    assert_eq!(c.properties["group.protocol"].expose(), "consumer");
+    assert!(load(&[
+        ("KAFKA_GROUP_PROTOCOL", "classic"),
+        ("KAFKA_SESSION_TIMEOUT_MS", "6000")
+    ])
+    .is_ok());
+    let e = error_for(&[
+        ("KAFKA_GROUP_PROTOCOL", "consumer"),
+        ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+    ]);
+    assert_eq!(e.variable, "KAFKA_SESSION_TIMEOUT_MS");
+    assert!(e.problem.contains("group.protocol=consumer"), "{e}");
+    let e = error_for(&[
+        ("KAFKA_PROPERTY_GROUP_PROTOCOL", "consumer"),
+        ("KAFKA_PROPERTY_PARTITION_ASSIGNMENT_STRATEGY", "roundrobin"),
+    ]);
+    assert_eq!(e.variable, "KAFKA_PROPERTY_PARTITION_ASSIGNMENT_STRATEGY");
+    let e = error_for(&[("KAFKA_GROUP_PROTOCOL", "next")]);
+    assert_eq!(e.variable, "KAFKA_GROUP_PROTOCOL");
+}
+
+#[test]
 fn max_message_bytes_follows_the_property() {
     assert_eq!(load(&[]).unwrap().max_message_bytes(), 1_000_000);
     let c = load(&[("KAFKA_MESSAGE_MAX_BYTES", "2000000")]).unwrap();

@@ -69,6 +69,19 @@ pub fn config(name: &str, bootstrap: &str, topic: &str) -> Config {
     c
 }
 
+/// The same, with the next-generation group protocol (KIP-848): the broker owns the session
+/// timeout and the assignment, and a member that leaves is replaced at once.
+pub fn config_kip848(name: &str, bootstrap: &str, topic: &str) -> Config {
+    let mut c = config(name, bootstrap, topic);
+    c.properties.remove("session.timeout.ms");
+    c.properties.remove("heartbeat.interval.ms");
+    c.properties.insert(
+        "group.protocol".into(),
+        clustera::config::Secret::new("consumer"),
+    );
+    c
+}
+
 /// Polls `cond` every 50 ms; panics with `what` after `limit`.
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
