@@ -13,18 +13,26 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_one_leaves_mid_run_nothing_lost() {
-    two_instances_one_leaves(config, "rb").await;
+    // librdkafka's mock refuses the classic protocol's commit at eager revocation with
+    // REBALANCE_IN_PROGRESS (a real broker accepts it from the current generation), so here
+    // what was done since the last periodic commit is processed again: no bound is asserted.
+    two_instances_one_leaves(config, "rb", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_one_leaves_mid_run_nothing_lost_kip848() {
-    two_instances_one_leaves(config_kip848, "rb848").await;
+    two_instances_one_leaves(config_kip848, "rb848", Some(4)).await;
 }
 
-/// Two members share 4 partitions; one leaves. It drains and commits before leaving, so the
-/// only duplicates allowed are messages in process when a drain ended: at most one per
-/// partition (each partition processes one message at a time).
-async fn two_instances_one_leaves(make: fn(&str, &str, &str) -> clustera::Config, prefix: &str) {
+/// Two members share 4 partitions; one leaves. Nothing may be lost. A member drains and
+/// commits before giving partitions up, so where those commits are accepted the only
+/// duplicates are messages in process when a drain ended: at most one per partition (each
+/// partition processes one message at a time), the `bound`.
+async fn two_instances_one_leaves(
+    make: fn(&str, &str, &str) -> clustera::Config,
+    prefix: &str,
+    bound: Option<usize>,
+) {
     const N: usize = 3_000;
     const PARTITIONS: usize = 4;
     let (input, output) = (format!("{prefix}-in"), format!("{prefix}-out"));
@@ -56,10 +64,12 @@ async fn two_instances_one_leaves(make: fn(&str, &str, &str) -> clustera::Config
     let (b, i, o) = (bootstrap.clone(), input.clone(), output.clone());
     let duplicates = blocking(move || assert_nothing_lost(&b, &i, &o)).await;
     eprintln!("rebalance ({prefix}): A {left:?}, B {remaining:?}, {duplicates} duplicates");
-    assert!(
-        duplicates <= PARTITIONS,
-        "{duplicates} duplicates: more than the messages that can be in process at a drain"
-    );
+    if let Some(bound) = bound {
+        assert!(
+            duplicates <= bound,
+            "{duplicates} duplicates: more than the {bound} messages that can be in process at a drain"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,15 +77,8 @@ async fn broker_down_and_injected_errors_lose_nothing() {
     const N: usize = 3_000;
     let (broker, bootstrap) = mock_with_sequence(&[("fault-in", 4), ("fault-out", 4)], N).await;
 
-    let mut cfg = config("copy", &bootstrap, "fault-in");
-    // With the idempotent producer, librdkafka 2.12.1 reports two records as delivered that
-    // its own mock cluster never stored, after injected NOT_LEADER_FOR_PARTITION errors
-    // (reproducible; see the closing note of the runtime issue). The runtime trusts delivery
-    // reports, so this fault test uses a plain producer.
-    cfg.properties.insert(
-        "enable.idempotence".into(),
-        clustera::config::Secret::new("false"),
-    );
+    // The shipped configuration: idempotent producer, acks=all.
+    let cfg = config("copy", &bootstrap, "fault-in");
     let running = start(
         cfg,
         SlowCopy {
@@ -89,9 +92,15 @@ async fn broker_down_and_injected_errors_lose_nothing() {
     })
     .await;
 
-    // Commits fail for a while (librdkafka does not report these to the consumer: the
-    // runtime's periodic full re-commit must heal them), and produce requests hit retriable
-    // errors.
+    // Commits fail for a while (librdkafka only logs these; the runtime notices and sends
+    // every position again), and produce requests fail on the wire.
+    //
+    // Not NOT_LEADER_FOR_PARTITION: librdkafka's mock checks no sequence numbers for a
+    // non-transactional idempotent producer, so with two requests in flight it stores the
+    // second after refusing the first, and librdkafka then (correctly, for a real broker)
+    // takes the first as implicitly acknowledged: records reported delivered, never stored.
+    // A transport error closes the connection, failing every request on it, which the mock
+    // handles as a broker would.
     let cluster = broker.cluster();
     cluster.request_errors(
         RDKafkaApiKey::OffsetCommit,
@@ -99,7 +108,7 @@ async fn broker_down_and_injected_errors_lose_nothing() {
     );
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT; 5],
     );
     let before = stats.snapshot().processed();
     wait_for(
