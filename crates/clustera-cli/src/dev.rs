@@ -134,9 +134,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \x20 bootstrap: {listen}   (brokers: {})\n\
          \x20 Unknown topics are created on first use. Ctrl-C to stop.\n\
          \x20 Consumers: set group.protocol=consumer (KAFKA_PROPERTY_GROUP_PROTOCOL=consumer for\n\
-         \x20 kernels). With this KIP-848 protocol a member restarted after a clean stop gets its\n\
-         \x20 partitions at once; with the classic protocol it waits out the previous session\n\
-         \x20 timeout (about 45 s) first.",
+         \x20 kernels): with this KIP-848 protocol a member restarted after a clean stop gets its\n\
+         \x20 partitions at once, where the classic protocol makes it wait out the session\n\
+         \x20 timeout (about 45 s).",
         args.broker_count,
         broker.bootstrap()
     );
@@ -222,5 +222,6 @@ async fn forward(mut client: TcpStream, upstreams: Arc<[SocketAddr]>) {
             return;
         }
     }
-    tracing::warn!("cannot reach any mock broker (all down?)");
+    // Expected while brokers are down through the control API, which says so itself.
+    tracing::debug!("cannot reach any mock broker: closing the bootstrap connection");
 }

@@ -189,6 +189,7 @@ fn broker_down_for_two_seconds_fails_short_produces_then_comes_back() {
             FutureRecord::<(), _>::to("f").payload(value),
             Duration::from_secs(5),
         ))
+        .map_err(|(e, _)| e)
     };
     let before = send(&steady, "before").unwrap();
     assert_eq!((before.partition, before.offset), (0, 0));
@@ -198,7 +199,7 @@ fn broker_down_for_two_seconds_fails_short_produces_then_comes_back() {
         "all brokers down for 2 s\n"
     );
     match send(&short, "during") {
-        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)) => {}
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) => {}
         other => panic!("expected a delivery timeout while the broker is down: {other:?}"),
     }
 
@@ -254,6 +255,7 @@ fn produce_errors_are_injected_counted_and_consumed() {
             FutureRecord::<(), _>::to("e").payload(value),
             Duration::from_secs(5),
         ))
+        .map_err(|(e, _)| e)
     };
     // NOT_LEADER_OR_FOLLOWER is retriable: librdkafka refreshes metadata and sends again, so
     // the message is delivered, by the fourth Produce request, and written once.
@@ -347,11 +349,25 @@ fn bad_requests_are_refused_naming_the_problem() {
 }
 
 #[test]
-fn brokers_is_still_accepted_for_the_broker_count() {
+fn brokers_is_still_accepted_and_bootstrap_survives_a_broker_down() {
     let dev = Dev::start(&["--brokers", "3"]);
     let status = dev.fault_ok(&["status"]);
     assert!(status.ends_with("broker 3: up\n"), "{status}");
     assert_eq!(status.lines().count(), 4, "{status}");
+
+    // With broker 1 down, a new client still bootstraps (through broker 2), and the mock
+    // leaves broker 1 out of its metadata.
+    assert_eq!(
+        dev.fault_ok(&["down", "--broker", "1"]),
+        "broker 1 down until up\n"
+    );
+    let client = producer(&dev.addr, &[]);
+    let metadata = client
+        .client()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let ids: BTreeSet<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    assert_eq!(ids, BTreeSet::from([2, 3]));
 }
 
 fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
