@@ -4,8 +4,10 @@ mod bench;
 mod bench_send;
 mod connect;
 mod consume;
+mod control;
 mod demo;
 mod dev;
+mod fault;
 mod kafkasend;
 mod lag;
 mod new;
@@ -29,6 +31,8 @@ struct Cli {
 enum Command {
     /// Serve an in-memory development broker (librdkafka's mock cluster) until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Inject faults into `clustera dev --control`: brokers down or slow, request errors.
+    Fault(fault::FaultArgs),
     /// Run the demo on an embedded broker: messages through a kernel, then a summary.
     Demo(demo::DemoArgs),
     /// Compare the kernel runtime against a raw rdkafka consume-and-commit loop.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Fault(args) => fault::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Produce(args) => blocking(move || produce::run(args)).await,
