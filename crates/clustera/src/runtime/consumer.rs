@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
@@ -59,13 +59,10 @@ impl<K: Kernel> ClientContext for KernelConsumerContext<K> {
         self.telemetry.redactor.log(level, fac, log_message);
     }
 
+    // A fatal error (a fenced static member) arrives with its underlying code, not `Fatal`;
+    // the poll loop asks the client whether it is fatal.
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            self.fatal
-                .raise(format!("the consumer failed for good: {reason}"));
-        } else {
-            tracing::warn!(kernel = %self.kernel_name, %error, reason, "consumer error");
-        }
+        tracing::warn!(kernel = %self.kernel_name, %error, reason, "consumer error");
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -199,6 +196,9 @@ impl<K: Kernel> PollLoop<K> {
             consumer.context().telemetry.health.poll_turned();
             let now = Instant::now();
             if now >= next_housekeeping {
+                if let Some((code, text)) = consumer.client().fatal_error() {
+                    fatal.raise(format!("the consumer failed for good: {text} ({code:?})"));
+                }
                 if consumer
                     .context()
                     .commit_failed

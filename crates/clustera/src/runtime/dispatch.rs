@@ -392,6 +392,12 @@ impl<K: Kernel> Dispatcher<K> {
         }
         let settings = &self.deps.settings;
         let interval_due = self.last_commit.elapsed() >= settings.commit_interval;
+        // Read before each partition's `holding` flag (see `idle_position`).
+        let positions = if interval_due {
+            consumer.position().ok()
+        } else {
+            None
+        };
         let mut done_since = 0u64;
         let mut tpl = TopicPartitionList::new();
         let mut advanced = Vec::new();
@@ -399,6 +405,10 @@ impl<K: Kernel> Dispatcher<K> {
             let (next, completed) = {
                 let o = a.shared.offsets();
                 (o.committable(), o.completed())
+            };
+            let next = match positions.as_ref().and_then(|p| idle_position(a, p)) {
+                Some(position) => Some(next.map_or(position, |n| n.max(position))),
+                None => next,
             };
             done_since += completed - a.completed_at_commit;
             if let Some(next) = next {
@@ -468,6 +478,27 @@ impl<K: Kernel> Dispatcher<K> {
     /// An asynchronous commit failed: send every position again next time.
     pub(crate) fn commit_failed(&mut self) {
         self.recommit = true;
+    }
+}
+
+/// The consumer's position in an idle partition: past the transaction markers (and aborted
+/// records) that follow the last message, which the kernel never sees. Committing only the
+/// last message's offset + 1 would leave the lag at 1 behind a commit marker for good, and a
+/// stall on an idle partition.
+///
+/// `positions` must be read before this looks at the worker: a message taken before that
+/// read is either unfinished (`holding` is set) or finished and tracked, so the position
+/// never passes a message that is not done.
+fn idle_position(a: &Assigned, positions: &TopicPartitionList) -> Option<i64> {
+    if a.shared.holding.load(Ordering::SeqCst) || a.shared.offsets().in_flight() > 0 {
+        return None;
+    }
+    match positions
+        .find_partition(&a.shared.topic, a.shared.partition)?
+        .offset()
+    {
+        Offset::Offset(p) => Some(p),
+        _ => None,
     }
 }
 

@@ -28,6 +28,11 @@ pub(crate) struct PartitionShared {
     pub retrying: AtomicBool,
     /// Consumer lag from librdkafka's statistics; -1 until known.
     pub lag: AtomicI64,
+    /// The worker may hold a message it took from the queue and has not finished (set before
+    /// every poll of the queue, cleared when a poll finds it empty). While it is clear, the
+    /// consumer's position (which moves past transaction markers the kernel never sees) is
+    /// safe to commit.
+    pub holding: AtomicBool,
 }
 
 impl PartitionShared {
@@ -41,6 +46,7 @@ impl PartitionShared {
             counters: PartitionCounters::default(),
             retrying: AtomicBool::new(false),
             lag: AtomicI64::new(-1),
+            holding: AtomicBool::new(true),
         })
     }
 

@@ -5,9 +5,10 @@
 //! sending again), a refusal that no retry can change (the record must leave the walk, or its
 //! partition freezes), or a fatal producer error. `RDKafkaError::is_retriable` exists only for
 //! error objects, not for the codes of delivery reports, hence this table. It follows the Java
-//! client's exception hierarchy: `UnknownTopicOrPartition` from a broker is retriable (metadata
-//! can lag behind a new topic); librdkafka's own `UnknownTopic` is raised only after
-//! `topic.metadata.propagation.max.ms`, so it is final.
+//! client's exception hierarchy, with one difference: librdkafka retries
+//! `UnknownTopicOrPartition` internally (metadata can lag behind a new topic) and reports it in
+//! a delivery report only once `topic.metadata.propagation.max.ms` has passed without the topic
+//! appearing, so there it is final, like librdkafka's own `UnknownTopic`.
 
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -42,6 +43,7 @@ pub(crate) fn classify(code: RDKafkaErrorCode) -> ProduceErrorClass {
         | C::UnsupportedVersion
         | C::PolicyViolation
         | C::UnknownTopic
+        | C::UnknownTopicOrPartition
         | C::UnknownPartition
         | C::InvalidArgument
         | C::BadMessage => ProduceErrorClass::Permanent,
@@ -69,6 +71,7 @@ mod tests {
         for code in [
             C::MessageSizeTooLarge,
             C::UnknownTopic,
+            C::UnknownTopicOrPartition,
             C::UnknownPartition,
             C::TopicAuthorizationFailed,
             C::InvalidRecord,
@@ -83,7 +86,7 @@ mod tests {
         for code in [
             C::MessageTimedOut,
             C::NotLeaderForPartition,
-            C::UnknownTopicOrPartition,
+            C::InvalidDifferentRecord,
             C::NotEnoughReplicas,
             C::RequestTimedOut,
             C::AllBrokersDown,

@@ -73,7 +73,6 @@ pub(crate) struct DeliveryContext {
     failed: mpsc::UnboundedSender<Failed>,
     stats: Arc<RuntimeStats>,
     telemetry: Arc<Telemetry>,
-    fatal: Arc<Fatal>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -81,13 +80,10 @@ impl ClientContext for DeliveryContext {
         self.telemetry.redactor.log(level, fac, log_message);
     }
 
+    // A fatal error arrives here with its underlying code (an out-of-order sequence, a
+    // fencing), not as `Fatal`; the triage task asks the client whether it is fatal.
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            self.fatal
-                .raise(format!("the producer failed for good: {reason}"));
-        } else {
-            tracing::warn!(%error, reason, "producer error");
-        }
+        tracing::warn!(%error, reason, "producer error");
     }
 }
 
@@ -162,7 +158,6 @@ impl OutputProducer {
             failed: tx.clone(),
             stats: stats.clone(),
             telemetry: telemetry.clone(),
-            fatal: fatal.clone(),
         };
         let inner = config.create_with_context(context)?;
         let producer = Arc::new(Self {
@@ -315,14 +310,35 @@ impl OutputProducer {
     }
 }
 
-/// Triages failures as they come; a transient one starts a resend episode.
+/// How often the producer is asked whether it failed for good.
+const FATAL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Triages failures as they come; a transient one starts a resend episode. Also watches for a
+/// fatal producer error.
 async fn triage_failures(
     producer: Weak<OutputProducer>,
     mut failures: mpsc::UnboundedReceiver<Failed>,
     max_backoff: Duration,
 ) {
     let mut episodes = 0u32;
-    while let Some(first) = failures.recv().await {
+    let mut check = tokio::time::interval(FATAL_CHECK_INTERVAL);
+    loop {
+        let first = tokio::select! {
+            f = failures.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+            _ = check.tick() => {
+                let Some(p) = producer.upgrade() else {
+                    break;
+                };
+                if let Some((code, text)) = p.inner.client().fatal_error() {
+                    p.fatal.raise(format!("the producer failed for good: {text} ({code:?})"));
+                    break;
+                }
+                continue;
+            }
+        };
         let Some(p) = producer.upgrade() else {
             break;
         };

@@ -119,6 +119,7 @@ pub(crate) async fn run_partition<K: Kernel>(
             // future, an accepted send), starving timers, retries, /healthz and signals on its
             // thread.
             tokio::task::coop::consume_budget().await;
+            shared.holding.store(true, Ordering::SeqCst);
             let message = match queue.poll(Duration::ZERO) {
                 Some(Ok(m)) => Message::from_kafka(shared.topic.clone(), &m),
                 Some(Err(e)) => {
@@ -126,6 +127,8 @@ pub(crate) async fn run_partition<K: Kernel>(
                     continue;
                 }
                 None => {
+                    // Everything taken so far is finished (the worker is sequential).
+                    shared.holding.store(false, Ordering::SeqCst);
                     tokio::select! {
                         biased;
                         _ = shared.stop.cancelled() => return,
