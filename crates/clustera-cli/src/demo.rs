@@ -165,6 +165,12 @@ async fn start_processor(
         "fetch.wait.max.ms".into(),
         clustera::config::Secret::new("2"),
     );
+    // KIP-848: the embedded broker serves the next-generation group protocol, with which a
+    // member joins without the classic protocol's initial rebalance delay.
+    config.properties.insert(
+        "group.protocol".into(),
+        clustera::config::Secret::new("consumer"),
+    );
     let runtime = Runtime::new(config, OutboxProcessor::new(activity::registry(), store));
     let stats = runtime.stats();
     let processor = Stoppable::spawn(|stop| runtime.run_until(stop));

@@ -133,7 +133,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \x20 Data is lost on exit and each partition keeps only about 5 MB: not for volume tests.\n\
          \x20 bootstrap: {listen}   (brokers: {})\n\
          \x20 Unknown topics are created on first use. Ctrl-C to stop.\n\
-         \x20 Consumers: set group.protocol=consumer (KAFKA_PROPERTY_GROUP_PROTOCOL=consumer for\n\
+         \x20 Consumers: set group.protocol=consumer (KAFKA_GROUP_PROTOCOL=consumer for\n\
          \x20 kernels): with this KIP-848 protocol a member restarted after a clean stop gets its\n\
          \x20 partitions at once, where the classic protocol makes it wait out the session\n\
          \x20 timeout (about 45 s).",

@@ -407,7 +407,7 @@ fn consumer_protocol_members_get_their_partitions_at_once_after_a_restart() {
     let dev = Dev::start(&["--topic", "k:4"]);
     let banner = dev.stderr();
     assert!(
-        banner.contains("group.protocol=consumer (KAFKA_PROPERTY_GROUP_PROTOCOL=consumer"),
+        banner.contains("group.protocol=consumer (KAFKA_GROUP_PROTOCOL=consumer"),
         "{banner}"
     );
     let first = consumer(&dev.addr, "restarts");

@@ -65,9 +65,14 @@
 //!    order, and processes whatever the batch left undecided (a retry, a transient error, a
 //!    panic) one message at a time, so guarantees 1 to 4 hold unchanged.
 //!
-//! Failed deliveries of outputs are retried by the runtime with backoff, never dropped; a
-//! record the broker keeps refusing holds its partition's commits back (and is logged) rather
-//! than being lost.
+//! Failed deliveries are never dropped and never freeze a partition: transient failures (an
+//! outage longer than `message.timeout.ms`) are sent again in bulk, in each input partition's
+//! original order; an output the broker refuses for good (too large, unknown or forbidden
+//! topic) dead-letters its input. A dead letter always fits (bounded error text, oversized
+//! originals replaced by a reference). What the runtime cannot recover from (a dead-letter
+//! topic that refuses for good, a fatal client error, a dead worker) ends
+//! [`Runtime::run_until`] with [`RuntimeError::Fatal`] after committing what is done, and
+//! [`run`] exits non-zero.
 //!
 //! ## Configuration
 //!

@@ -393,10 +393,10 @@ impl Config {
                     .keys()
                     .find(|p| text.contains(p.as_str()))
                     .cloned();
-                let variable = culprit
-                    .as_deref()
-                    .and_then(|p| variable_for_property(p, vars))
-                    .unwrap_or_else(|| "KAFKA_PROPERTY_*".to_owned());
+                let variable = culprit.as_deref().map_or_else(
+                    || format!("{PROPERTY_PREFIX}*"),
+                    |p| variable_or_prefix(p, vars),
+                );
                 return Err(ConfigError::invalid(
                     variable,
                     format!("rejected by librdkafka: {}", redact_values(&text, self)),
@@ -431,8 +431,7 @@ fn refuse_weak_delivery(
     properties: &BTreeMap<String, Secret>,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let variable =
-        |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
+    let variable = |p: &str| variable_or_prefix(p, vars);
     if let Some(acks) = properties.get("acks") {
         if !matches!(acks.expose().to_ascii_lowercase().as_str(), "all" | "-1") {
             return Err(ConfigError::invalid(
@@ -465,8 +464,7 @@ fn check_group_protocol(
     properties: &BTreeMap<String, Secret>,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let variable =
-        |p: &str| variable_for_property(p, vars).unwrap_or_else(|| "KAFKA_PROPERTY_*".into());
+    let variable = |p: &str| variable_or_prefix(p, vars);
     let Some(protocol) = properties.get("group.protocol") else {
         return Ok(());
     };
@@ -494,6 +492,11 @@ fn env_vars() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
+}
+
+/// The variable that set `property`, or the `KAFKA_PROPERTY_*` family when none is known.
+fn variable_or_prefix(property: &str, vars: &BTreeMap<String, String>) -> String {
+    variable_for_property(property, vars).unwrap_or_else(|| format!("{PROPERTY_PREFIX}*"))
 }
 
 /// Finds the variable that set `property`.
