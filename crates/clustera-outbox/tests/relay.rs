@@ -296,7 +296,11 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
             .lines()
             .find_map(|l| l.strip_prefix("clustera_relay_slot_lag_bytes "))
             .and_then(|v| v.trim().parse::<i64>().ok());
-        if relayed.load(Ordering::Relaxed) == 100 && lag.is_some_and(|l| l < 4096) {
+        // The text was read before `relayed` was looked at: wait until it shows the events too.
+        if relayed.load(Ordering::Relaxed) == 100
+            && text.contains("clustera_relay_events_total 100")
+            && lag.is_some_and(|l| l < 4096)
+        {
             break text;
         }
         assert!(Instant::now() < deadline, "{text}");

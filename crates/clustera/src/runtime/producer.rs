@@ -233,6 +233,14 @@ impl OutputProducer {
         } = failed;
         RuntimeStats::bump(&self.stats.produce_failures);
         self.telemetry.metrics.error("produce");
+        if token.partition.stop.is_cancelled() {
+            // Its partition was revoked or is shutting down: nothing more of it is committed
+            // here, and whoever reads it next processes it again. Sending it (or its dead
+            // letter) now would only add a duplicate.
+            tracing::debug!(topic = %record.topic, error = %error,
+                "delivery failed for a stopped partition; left to its next owner");
+            return;
+        }
         let (input_topic, input_partition, offset) = (
             &token.partition.topic,
             token.partition.partition,
