@@ -103,7 +103,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Resident and peak resident memory of `pid`, in kB.
-fn rss_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn rss_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<u64> {
         status

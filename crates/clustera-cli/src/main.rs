@@ -1,6 +1,7 @@
 //! The `clustera` command: a development broker, the demo, and benchmarks.
 
 mod bench;
+mod bench_memory;
 mod bench_send;
 mod connect;
 mod consume;
@@ -56,13 +57,16 @@ enum Command {
     Send(kafkasend::SendArgs),
     /// Benchmark KafkaSend: a round trip against direct HTTP, and the portal's memory.
     BenchSend(bench_send::BenchSendArgs),
+    /// Benchmark the memory budget: the transform example's peak memory and rate, with and
+    /// without it.
+    BenchMemory(bench_memory::BenchMemoryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
     let _logging = match cli.command {
-        Command::Demo(_) | Command::Bench(_) | Command::BenchSend(_) => {
+        Command::Demo(_) | Command::Bench(_) | Command::BenchSend(_) | Command::BenchMemory(_) => {
             clustera::telemetry::init_logging_with_default("off")
         }
         Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             Command::Portal(args) => kafkasend::portal(args).await,
             Command::Send(args) => kafkasend::send(args).await,
             Command::BenchSend(args) => bench_send::run(args).await,
+            Command::BenchMemory(args) => bench_memory::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -1,6 +1,7 @@
 //! Environment → typed configuration. Every error names the variable and what is wrong with it,
 //! and is reported before any connection is made.
 
+pub mod budget;
 mod properties;
 mod runtime;
 mod secret;
@@ -339,8 +340,15 @@ impl Config {
         c
     }
 
-    /// The consumer's librdkafka configuration: manual commits only.
+    /// The consumer's librdkafka configuration when at most one partition is assigned. See
+    /// [`Config::consumer_config_for`].
     pub fn consumer_config(&self) -> ClientConfig {
+        self.consumer_config_for(1)
+    }
+
+    /// The consumer's librdkafka configuration: manual commits only, and prefetch sized so
+    /// that `partitions` assigned partitions stay within the memory budget.
+    pub fn consumer_config_for(&self, partitions: usize) -> ClientConfig {
         let mut c = self.common_client_config();
         c.set("group.id", &self.group_id);
         c.set("enable.auto.commit", "false");
@@ -348,10 +356,26 @@ impl Config {
         c.set("auto.offset.reset", "earliest");
         c.set("enable.partition.eof", "false");
         // Each partition has its own queue (see runtime::dispatch), and librdkafka applies
-        // these caps per queue: memory ahead of the kernel stays under about
-        // 8 MiB × assigned partitions.
-        c.set("queued.max.messages.kbytes", "8192");
-        c.set("queued.min.messages", "50000");
+        // these caps per queue: the budget is divided by the partitions (config::budget).
+        // Without a budget, memory ahead of the kernel stays under about 8 MiB × partitions.
+        match self.runtime.memory_bytes {
+            Some(budget) => {
+                let s = budget::split(budget, partitions, self.max_message_bytes() as u64);
+                c.set(
+                    "queued.max.messages.kbytes",
+                    s.queued_max_kbytes.to_string(),
+                );
+                c.set("queued.min.messages", s.queued_min_messages.to_string());
+                c.set(
+                    "max.partition.fetch.bytes",
+                    s.partition_fetch_bytes.to_string(),
+                );
+            }
+            None => {
+                c.set("queued.max.messages.kbytes", "8192");
+                c.set("queued.min.messages", "50000");
+            }
+        }
         // Consumer lag for metrics and the stall watchdog comes from librdkafka's statistics.
         c.set("statistics.interval.ms", "5000");
         // The failure of an asynchronous commit is only ever reported as a warning log
@@ -374,6 +398,14 @@ impl Config {
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
         c.set("linger.ms", "5");
+        if let Some(budget) = self.runtime.memory_bytes {
+            let s = budget::split(budget, 1, self.max_message_bytes() as u64);
+            c.set("queue.buffering.max.kbytes", s.producer_kbytes.to_string());
+            c.set(
+                "queue.buffering.max.messages",
+                s.producer_messages.to_string(),
+            );
+        }
         for (k, v) in &self.properties {
             if !properties::is_consumer_only(k) {
                 c.set(k, v.expose());

@@ -28,6 +28,10 @@ pub struct RuntimeSettings {
     /// Most messages of one partition handed to [`Kernel::process_batch`](crate::Kernel::process_batch)
     /// at once; `None` uses the kernel's [`max_batch`](crate::Kernel::max_batch).
     pub batch_size: Option<usize>,
+    /// The kernel's memory budget in bytes (`CLUSTERA_MEMORY_BYTES`), divided into prefetch,
+    /// the producer's queue and retained inputs ([`super::budget`]); `None` (`off`) leaves
+    /// librdkafka's limits at 8 MiB of prefetch per partition.
+    pub memory_bytes: Option<u64>,
 }
 
 impl Default for RuntimeSettings {
@@ -43,6 +47,7 @@ impl Default for RuntimeSettings {
             http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             stall_timeout: Duration::from_secs(300),
             batch_size: None,
+            memory_bytes: Some(super::budget::DEFAULT_MEMORY_BYTES),
         }
     }
 }
@@ -89,7 +94,23 @@ pub(super) fn runtime_from_vars(
         },
         stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
         batch_size: number(var, "CLUSTERA_BATCH_SIZE")?,
+        memory_bytes: match var("CLUSTERA_MEMORY_BYTES").filter(|v| !v.is_empty()) {
+            None => d.memory_bytes,
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(parse_size(&v).ok_or_else(|| {
+                ConfigError::invalid(
+                    "CLUSTERA_MEMORY_BYTES",
+                    format!("{v:?} is not a size like 16777216, 16MiB or 512KiB (or `off`)"),
+                )
+            })?),
+        },
     };
+    if settings.memory_bytes.is_some_and(|b| b < 1024 * 1024) {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_MEMORY_BYTES",
+            "must be at least 1MiB",
+        ));
+    }
     if settings.batch_size == Some(0) {
         return Err(ConfigError::invalid(
             "CLUSTERA_BATCH_SIZE",
@@ -117,6 +138,25 @@ pub(super) fn runtime_from_vars(
         }
     }
     Ok(settings)
+}
+
+/// `16777216`, `16MiB`, `512KiB`, `1GiB` (binary units; `MB`, `KB`, `GB` are decimal).
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 pub(super) fn number<T: std::str::FromStr>(

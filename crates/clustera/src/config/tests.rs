@@ -198,6 +198,38 @@ fn the_next_generation_group_protocol_refuses_what_the_broker_owns() {
 }
 
 #[test]
+fn the_memory_budget_sizes_prefetch_and_the_producer_queue() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.runtime.memory_bytes, Some(16 * 1024 * 1024));
+    let eight = c.consumer_config_for(8);
+    let many = c.consumer_config_for(64);
+    assert_eq!(eight.get("queued.max.messages.kbytes"), Some("524"));
+    assert_eq!(many.get("queued.max.messages.kbytes"), Some("65"));
+    assert_eq!(
+        c.producer_config().get("queue.buffering.max.kbytes"),
+        Some("4096")
+    );
+    let c = load(&[("CLUSTERA_MEMORY_BYTES", "64MiB")]).unwrap();
+    assert_eq!(c.runtime.memory_bytes, Some(64 << 20));
+    let c = load(&[("CLUSTERA_MEMORY_BYTES", "off")]).unwrap();
+    assert_eq!(c.runtime.memory_bytes, None);
+    assert_eq!(
+        c.consumer_config().get("queued.max.messages.kbytes"),
+        Some("8192")
+    );
+    for bad in ["lots", "16XB", "1000"] {
+        let e = error_for(&[("CLUSTERA_MEMORY_BYTES", bad)]);
+        assert_eq!(e.variable, "CLUSTERA_MEMORY_BYTES", "{bad}");
+    }
+    // An explicit librdkafka property still wins over the budget.
+    let c = load(&[("KAFKA_PROPERTY_QUEUED_MAX_MESSAGES_KBYTES", "2048")]).unwrap();
+    assert_eq!(
+        c.consumer_config_for(8).get("queued.max.messages.kbytes"),
+        Some("2048")
+    );
+}
+
+#[test]
 fn max_message_bytes_follows_the_property() {
     assert_eq!(load(&[]).unwrap().max_message_bytes(), 1_000_000);
     let c = load(&[("KAFKA_MESSAGE_MAX_BYTES", "2000000")]).unwrap();

@@ -169,9 +169,25 @@ impl<K: Kernel> Runtime<K> {
                 .unwrap_or_else(|| self.kernel.max_batch())
                 .max(1),
             fatal: fatal.clone(),
+            retained: settings.memory_bytes.map(|budget| {
+                let split =
+                    crate::config::budget::split(budget, 1, config.max_message_bytes() as u64);
+                let permits = u32::try_from((split.retained_input_bytes / 1024).max(1))
+                    .unwrap_or(u32::MAX)
+                    .min(MAX_RETAINED_PERMITS);
+                (
+                    Arc::new(tokio::sync::Semaphore::new(permits as usize)),
+                    permits,
+                )
+            }),
+        };
+        // Prefetch is sized for every partition this consumer can be assigned (config::budget).
+        let partitions = match settings.memory_bytes {
+            Some(_) => subscribed_partitions(&producer, &config.topics).await,
+            None => 1,
         };
         let poll_loop = PollLoop::new(
-            &config.consumer_config(),
+            &config.consumer_config_for(partitions),
             &config.topics,
             Dispatcher::new(deps, handle),
             self.stats.clone(),
@@ -246,6 +262,35 @@ impl<K: Kernel> Runtime<K> {
         Ok(summary)
     }
 }
+
+/// tokio's semaphore holds at most `usize::MAX >> 3` permits; a KiB each, this is 16 GiB.
+const MAX_RETAINED_PERMITS: u32 = 1 << 24;
+
+/// Partitions a consumer of `topics` can be assigned at most. Topics not found yet (created on
+/// first use) are counted as [`UNKNOWN_TOPIC_PARTITIONS`]; with no answer from the cluster, all
+/// of them are.
+async fn subscribed_partitions(producer: &Arc<OutputProducer>, topics: &[String]) -> usize {
+    let (p, t) = (producer.clone(), topics.to_vec());
+    let found =
+        tokio::task::spawn_blocking(move || p.partitions_of(&t, Duration::from_secs(10))).await;
+    let (count, missing) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e,
+                "cannot read the topics' partition counts; the memory budget assumes {UNKNOWN_TOPIC_PARTITIONS} each");
+            (0, topics.to_vec())
+        }
+        Err(_) => (0, topics.to_vec()),
+    };
+    if !missing.is_empty() {
+        tracing::info!(topics = ?missing,
+            "topics not found yet; the memory budget assumes {UNKNOWN_TOPIC_PARTITIONS} partitions each");
+    }
+    (count + missing.len() * UNKNOWN_TOPIC_PARTITIONS).max(1)
+}
+
+/// Partitions assumed for a subscribed topic the cluster does not know yet.
+const UNKNOWN_TOPIC_PARTITIONS: usize = 8;
 
 /// Short lowercase words and numbers (`all`, `5000`, `earliest`) are configuration, not
 /// secrets; redacting them would garble every log line.

@@ -40,12 +40,20 @@ use crate::telemetry::Telemetry;
 pub(crate) enum RecordKind {
     /// An output of the kernel; the input is kept to dead-letter it if the output is refused.
     Output {
-        input: Arc<Message>,
+        input: Arc<RetainedInput>,
         /// Attempts the input took, for its dead letter.
         attempts: u32,
     },
     /// The input's dead letter.
     DeadLetter,
+}
+
+/// An input kept while its outputs are in flight, holding its share of the memory budget.
+#[derive(Debug)]
+pub(crate) struct RetainedInput {
+    pub message: Message,
+    /// Released when the last output's token is dropped.
+    pub _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Names the input message a produced record belongs to.
@@ -272,7 +280,9 @@ impl OutputProducer {
                             "output to topic {} refused by the broker: {error}",
                             record.topic
                         );
-                        let letter = self.dead_letters.record(input, &reason, *attempts);
+                        let letter =
+                            self.dead_letters
+                                .record(&input.message, &reason, *attempts);
                         let token = Box::new(DeliveryToken {
                             partition: token.partition.clone(),
                             offset,
@@ -315,6 +325,26 @@ impl OutputProducer {
     /// Records not yet acknowledged.
     pub(crate) fn in_flight(&self) -> i32 {
         self.inner.in_flight_count()
+    }
+
+    /// How many partitions `topics` have, from the cluster's metadata, with the topics not
+    /// found. Blocks: call it off the async workers.
+    pub(crate) fn partitions_of(
+        &self,
+        topics: &[String],
+        timeout: Duration,
+    ) -> Result<(usize, Vec<String>), KafkaError> {
+        // All topics, not each by name: asking for a missing topic by name can create it.
+        let metadata = self.inner.client().fetch_metadata(None, timeout)?;
+        let mut count = 0;
+        let mut missing = Vec::new();
+        for t in topics {
+            match metadata.topics().iter().find(|m| m.name() == t) {
+                Some(m) if m.error().is_none() => count += m.partitions().len(),
+                _ => missing.push(t.clone()),
+            }
+        }
+        Ok((count, missing))
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::consumer::KernelConsumerContext;
 use super::fatal::Fatal;
 use super::partition::{PartitionCounters, PartitionShared};
-use super::producer::{DeliveryToken, OutputProducer, RecordKind};
+use super::producer::{DeliveryToken, OutputProducer, RecordKind, RetainedInput};
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
 use super::trace::{to_hex, TraceParent, TRACEPARENT, TRACESTATE};
@@ -40,6 +40,9 @@ pub(crate) struct WorkerDeps<K> {
     pub batch: usize,
     /// Raised when the process cannot go on.
     pub fatal: Arc<Fatal>,
+    /// The memory budget's share for inputs kept while their outputs are in flight, in KiB
+    /// permits, and how many permits it holds; `None` without a budget.
+    pub retained: Option<(Arc<tokio::sync::Semaphore>, u32)>,
 }
 
 impl<K> Clone for WorkerDeps<K> {
@@ -55,6 +58,7 @@ impl<K> Clone for WorkerDeps<K> {
             telemetry: self.telemetry.clone(),
             batch: self.batch,
             fatal: self.fatal.clone(),
+            retained: self.retained.clone(),
         }
     }
 }
@@ -314,8 +318,12 @@ async fn finish<K: Kernel>(
         Final::Outputs { records, attempts } => {
             PartitionCounters::bump(&counters.acked);
             if !records.is_empty() {
-                // Kept while its outputs are in flight, to dead-letter it if one is refused.
-                input = Some(Arc::new(message.clone()));
+                // Kept while its outputs are in flight, to dead-letter it if one is refused;
+                // waits while the budget's share for such inputs is spent.
+                input = Some(Arc::new(RetainedInput {
+                    message: message.clone(),
+                    _budget: retain(deps, message).await,
+                }));
             }
             (records, attempts)
         }
@@ -362,6 +370,20 @@ async fn finish<K: Kernel>(
         });
         deps.producer.send(record, token).await;
     }
+}
+
+/// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget.
+async fn retain<K>(
+    deps: &WorkerDeps<K>,
+    message: &Message,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let (budget, total) = deps.retained.as_ref()?;
+    let size = message.key().map_or(0, <[u8]>::len) + message.value().map_or(0, <[u8]>::len);
+    // An input larger than the whole share takes all of it, rather than waiting forever.
+    let kib = u32::try_from(size / 1024 + 1)
+        .unwrap_or(u32::MAX)
+        .min(*total);
+    budget.clone().acquire_many_owned(kib).await.ok()
 }
 
 /// Runs the kernel until its outcome is final. `None` if the partition was stopped meanwhile.

@@ -1,0 +1,200 @@
+//! `clustera bench-memory`: the transform example as its own process on 300,000 small JSON
+//! messages, with the memory budget (`CLUSTERA_MEMORY_BYTES`, default 16 MiB) and without it
+//! (`off`: librdkafka's 8 MiB of prefetch per partition, as before the budget), side by side
+//! in one run and for each partition count: peak resident memory (VmHWM) and throughput.
+//!
+//! Throughput is inputs over the time from the process's start to its group's commits
+//! reaching the high watermarks (KIP-848 joins at once; commits every 100 ms), so it includes
+//! start-up, the same for both sides.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use clustera::testing::{kafka, MockBroker};
+
+use crate::bench::median;
+use crate::bench_send::rss_kb;
+
+/// Arguments of `clustera bench-memory`.
+#[derive(Args)]
+pub struct BenchMemoryArgs {
+    /// Messages in the input topic.
+    #[arg(long, default_value_t = 300_000)]
+    messages: usize,
+    /// Partition counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    partitions: Vec<i32>,
+    /// Rounds per partition count; each runs both sides, alternating which goes first.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+/// One run of the transform example.
+struct Sample {
+    peak_mb: f64,
+    rate: f64,
+}
+
+/// Runs the benchmark and prints peak memory and rates with their ratios.
+pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
+    let transform = transform_bin()?;
+    println!(
+        "transform example, {} small JSON messages, budget (16 MiB default) vs off:",
+        args.messages
+    );
+    for &partitions in &args.partitions {
+        let broker = MockBroker::start(1).context("starting the mock cluster")?;
+        let bootstrap = broker.bootstrap().to_owned();
+        let input = format!("mem-in-{partitions}");
+        broker.create_topic(&input, partitions)?;
+        broker.create_topic(&format!("mem-out-{partitions}"), partitions)?;
+        let (b, t, n) = (bootstrap.clone(), input.clone(), args.messages);
+        tokio::task::spawn_blocking(move || {
+            kafka::produce(
+                &b,
+                &t,
+                (0..n).map(|i| {
+                    (
+                        Some(format!("user-{}", i % 1000).into_bytes()),
+                        format!(
+                            r#"{{"seq":{i},"user":"user-{}","action":"click"}}"#,
+                            i % 1000
+                        )
+                        .into_bytes(),
+                        Vec::new(),
+                    )
+                }),
+            )
+        })
+        .await??;
+        let (mut budget, mut off) = (Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            for with_budget in [round % 2 == 0, round % 2 == 1] {
+                let group = format!("mem-{partitions}-{round}-{with_budget}");
+                let sample = run_once(
+                    &transform,
+                    &bootstrap,
+                    &input,
+                    partitions,
+                    &group,
+                    with_budget,
+                    args.messages,
+                )
+                .await?;
+                if with_budget {
+                    budget.push(sample);
+                } else {
+                    off.push(sample);
+                }
+            }
+        }
+        let stat =
+            |v: &[Sample], f: fn(&Sample) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
+        let (bp, op) = (stat(&budget, |s| s.peak_mb), stat(&off, |s| s.peak_mb));
+        let (br, or) = (stat(&budget, |s| s.rate), stat(&off, |s| s.rate));
+        println!(
+            "  {partitions:>3} partitions: peak RSS {bp:.1} MB with the budget, {op:.1} MB without \
+             ({:.2}x); {br:.0} vs {or:.0} messages/s (ratio {:.2})",
+            bp / op,
+            br / or
+        );
+        for (name, v) in [("budget", &budget), ("off", &off)] {
+            let runs: Vec<String> = v
+                .iter()
+                .map(|s| format!("{:.1} MB {:.0}/s", s.peak_mb, s.rate))
+                .collect();
+            println!("      {name:>6}: {}", runs.join(", "));
+        }
+    }
+    Ok(())
+}
+
+async fn run_once(
+    transform: &std::path::Path,
+    bootstrap: &str,
+    input: &str,
+    partitions: i32,
+    group: &str,
+    with_budget: bool,
+    messages: usize,
+) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let mut child = Command::new(transform)
+        .env_clear()
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+        .env("KAFKA_TOPIC", input)
+        .env("OUTPUT_TOPIC", format!("mem-out-{partitions}"))
+        .env("KAFKA_CONSUMER_GROUP", group)
+        .env("KAFKA_GROUP_PROTOCOL", "consumer")
+        .env("CLUSTERA_COMMIT_INTERVAL_MS", "100")
+        .env("CLUSTERA_HTTP_ADDR", "off")
+        .env(
+            "CLUSTERA_MEMORY_BYTES",
+            if with_budget { "16MiB" } else { "off" },
+        )
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", transform.display()))?;
+    let done = wait_committed(&mut child, bootstrap, group, input).await;
+    let elapsed = started.elapsed();
+    let peak = rss_kb(child.id()).map(|(_, peak)| peak);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    done?;
+    Ok(Sample {
+        peak_mb: peak? as f64 / 1024.0,
+        rate: messages as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+/// Waits until the group's commits reach the input's high watermarks.
+async fn wait_committed(
+    child: &mut Child,
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the transform example exited early: {status}");
+        }
+        let (b, g, t) = (bootstrap.to_owned(), group.to_owned(), input.to_owned());
+        let committed = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            let high = kafka::high_watermarks(&b, &t)?;
+            let committed = kafka::committed_offsets(&b, &g, &t).unwrap_or_default();
+            Ok(high.iter().all(|(p, h)| committed.get(p) == Some(h)))
+        })
+        .await??;
+        if committed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the transform example did not commit everything within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The transform example built next to this binary (`cargo build --release --examples`).
+fn transform_bin() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .context("no directory for this executable")?
+        .join("examples")
+        .join("transform");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it first with `cargo build --release -p clustera --examples`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
