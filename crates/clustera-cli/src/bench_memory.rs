@@ -5,7 +5,8 @@
 //!
 //! Throughput is inputs over the time from the process's start to its group's commits
 //! reaching the high watermarks (KIP-848 joins at once; commits every 100 ms), so it includes
-//! start-up, the same for both sides.
+//! start-up, the same for both sides. Both sides use a 10 ms `fetch.wait.max.ms`, since the
+//! embedded broker does not answer a waiting fetch when data arrives.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,9 @@ pub struct BenchMemoryArgs {
     /// Rounds per partition count; each runs both sides, alternating which goes first.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Extra environment for the budget side, as NAME=VALUE (to try other settings).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
 }
 
 /// One run of the transform example.
@@ -50,7 +54,14 @@ pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
         let input = format!("mem-in-{partitions}");
         broker.create_topic(&input, partitions)?;
         broker.create_topic(&format!("mem-out-{partitions}"), partitions)?;
-        let (b, t, n) = (bootstrap.clone(), input.clone(), args.messages);
+        // Written in 16 KB batches, the Java producer's default. A consumer holds at least one
+        // whole batch per partition whatever its limits (KIP-74), so a topic written in
+        // librdkafka's 1 MB batches costs up to 1 MB per partition on any consumer.
+        let mut producer = rdkafka::ClientConfig::new();
+        producer
+            .set("bootstrap.servers", &bootstrap)
+            .set("batch.size", "16384");
+        let (b, t, n) = (producer, input.clone(), args.messages);
         tokio::task::spawn_blocking(move || {
             kafka::produce(
                 &b,
@@ -73,6 +84,7 @@ pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds {
             for with_budget in [round % 2 == 0, round % 2 == 1] {
                 let group = format!("mem-{partitions}-{round}-{with_budget}");
+                let extra: &[String] = if with_budget { &args.env } else { &[] };
                 let sample = run_once(
                     &transform,
                     &bootstrap,
@@ -80,6 +92,7 @@ pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
                     partitions,
                     &group,
                     with_budget,
+                    extra,
                     args.messages,
                 )
                 .await?;
@@ -118,23 +131,37 @@ async fn run_once(
     partitions: i32,
     group: &str,
     with_budget: bool,
+    extra: &[String],
     messages: usize,
 ) -> anyhow::Result<Sample> {
     let started = Instant::now();
-    let mut child = Command::new(transform)
-        .env_clear()
+    let mut command = Command::new(transform);
+    command.env_clear();
+    command
         .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
         .env("KAFKA_TOPIC", input)
         .env("OUTPUT_TOPIC", format!("mem-out-{partitions}"))
         .env("KAFKA_CONSUMER_GROUP", group)
         .env("KAFKA_GROUP_PROTOCOL", "consumer")
+        // The embedded broker answers a waiting fetch only when its wait expires, not when
+        // data arrives as Kafka does; with small queues its 500 ms default would starve both
+        // sides.
+        .env("KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "10")
         .env("CLUSTERA_COMMIT_INTERVAL_MS", "100")
         .env("CLUSTERA_HTTP_ADDR", "off")
         .env(
             "CLUSTERA_MEMORY_BYTES",
             if with_budget { "16MiB" } else { "off" },
         )
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "error");
+    // Last, so they can override the settings above.
+    for pair in extra {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
+        command.env(k, v);
+    }
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

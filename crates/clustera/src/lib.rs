@@ -32,9 +32,9 @@
 //! 2. **At-least-once.** An offset is committed only after the message's outcome is final *and*
 //!    every record produced for it (its outputs, or its dead-letter record) has been
 //!    acknowledged by the broker. Outputs are sent only when the outcome is [`Outcome::Ack`], so
-//!    a retried attempt produces nothing. Commits are batched (`CLUSTERA_COMMIT_INTERVAL_MS`,
-//!    `CLUSTERA_COMMIT_EVERY`) and made synchronously when partitions are revoked and at
-//!    shutdown. After a crash, messages after the last commit are processed again: make
+//!    a retried attempt produces nothing. Commits are asynchronous and batched
+//!    (`CLUSTERA_COMMIT_INTERVAL_MS`, 100 ms by default, and `CLUSTERA_COMMIT_EVERY`), and made
+//!    synchronously when partitions are revoked and at shutdown. After a crash, messages after the last commit are processed again: make
 //!    side effects idempotent.
 //! 3. **Retries.** [`Outcome::Retry`] or a transient [`KernelError`] retries the same message
 //!    with exponential backoff and jitter; nothing later in that partition overtakes it. The
@@ -54,9 +54,11 @@
 //!    signal exits at once.
 //! 6. **Bounded memory, backpressure without pausing.** Each assigned partition has its own
 //!    librdkafka queue, read by its own worker; librdkafka stops fetching a partition once its
-//!    queue holds `queued.max.messages.kbytes` (8 MiB by default here) or
-//!    `queued.min.messages` (50,000), so a slow or retrying partition is simply not read
-//!    while the others go on. Nothing is paused, so prefetched data is never thrown away.
+//!    queue holds its share of the memory budget (`CLUSTERA_MEMORY_BYTES`, 16 MiB by default:
+//!    half for prefetch, divided over every partition of the subscribed topics), so a slow or
+//!    retrying partition is simply not read while the others go on. Nothing is paused, so
+//!    prefetched data is never thrown away. The producer's queue and the inputs kept while
+//!    their outputs are in flight take a quarter of the budget each; past that, workers wait.
 //!
 //! 7. **Batches, where the kernel wants them.** A kernel that writes more cheaply in bulk
 //!    implements [`Kernel::process_batch`] and [`Kernel::max_batch`] (or the operator sets

@@ -370,6 +370,9 @@ impl Config {
                     "max.partition.fetch.bytes",
                     s.partition_fetch_bytes.to_string(),
                 );
+                // A full queue makes librdkafka wait this long before it looks again (1 s by
+                // default): with small queues the worker would drain them and then idle.
+                c.set("fetch.queue.backoff.ms", "5");
             }
             None => {
                 c.set("queued.max.messages.kbytes", "8192");

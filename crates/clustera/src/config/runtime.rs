@@ -40,7 +40,7 @@ impl Default for RuntimeSettings {
             max_attempts: Some(5),
             retry_initial_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(30),
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(100),
             commit_every: 10_000,
             drain_timeout: Duration::from_secs(30),
             dead_letter_topic: None,

@@ -182,9 +182,36 @@ pub(crate) fn omit_value(record: &mut Record, origin: &Origin<'_>) {
         .push(text_header(headers::VALUE_OMITTED, size));
 }
 
-/// Whether the value was already replaced by a reference.
-pub(crate) fn value_omitted(record: &Record) -> bool {
-    has_header(record, headers::VALUE_OMITTED)
+/// Cuts a dead letter the broker refused for its size down to its provenance: the value
+/// becomes a reference, and the original headers and key go. Returns `false` when there was
+/// nothing left to cut (the letter is as small as it can be).
+pub(crate) fn shrink_to_provenance(record: &mut Record, origin: &Origin<'_>) -> bool {
+    let mut shrunk = false;
+    if !has_header(record, headers::VALUE_OMITTED) {
+        omit_value(record, origin);
+        shrunk = true;
+    }
+    let originals = record
+        .headers
+        .iter()
+        .filter(|h| !headers::ALL.contains(&h.name.as_str()))
+        .count();
+    if originals > 0 {
+        record
+            .headers
+            .retain(|h| headers::ALL.contains(&h.name.as_str()));
+        record
+            .headers
+            .push(text_header(headers::HEADERS_OMITTED, originals));
+        shrunk = true;
+    }
+    if let Some(key) = record.key.take() {
+        record
+            .headers
+            .push(text_header(headers::KEY_OMITTED, key.len()));
+        shrunk = true;
+    }
+    shrunk
 }
 
 fn has_header(record: &Record, name: &str) -> bool {
@@ -360,23 +387,27 @@ mod tests {
     }
 
     #[test]
-    fn omitting_for_a_smaller_broker_limit_keeps_provenance() {
-        let mut r = letters(1_000_000).record(
-            &Message::new("t", 2, 3).with_value(vec![0; 500_000]),
-            "x",
-            1,
-        );
-        assert!(!value_omitted(&r));
-        omit_value(
-            &mut r,
-            &Origin {
-                topic: "t",
-                partition: 2,
-                offset: 3,
-            },
-        );
-        assert!(value_omitted(&r));
+    fn shrinking_for_a_smaller_broker_limit_keeps_only_provenance() {
+        let m = Message::new("t", 2, 3)
+            .with_key(vec![b'k'; 100_000])
+            .with_value(vec![0; 500_000])
+            .with_header("h", vec![b'h'; 100_000]);
+        let mut r = letters(1_000_000).record(&m, "x", 1);
+        let origin = Origin {
+            topic: "t",
+            partition: 2,
+            offset: 3,
+        };
+        assert!(shrink_to_provenance(&mut r, &origin));
         assert_eq!(get(&r, headers::VALUE_OMITTED).as_deref(), Some("500000"));
+        assert_eq!(get(&r, headers::HEADERS_OMITTED).as_deref(), Some("1"));
+        assert_eq!(get(&r, headers::KEY_OMITTED).as_deref(), Some("100000"));
+        assert_eq!(get(&r, "h"), None);
         assert_eq!(get(&r, headers::ORIGINAL_PARTITION).as_deref(), Some("2"));
+        assert!(estimated_size(&r) < 10_000);
+        assert!(
+            !shrink_to_provenance(&mut r, &origin),
+            "nothing left to cut"
+        );
     }
 }

@@ -186,8 +186,18 @@ impl<K: Kernel> Runtime<K> {
             Some(_) => subscribed_partitions(&producer, &config.topics).await,
             None => 1,
         };
+        let consumer_config = config.consumer_config_for(partitions);
+        if let Some(budget) = settings.memory_bytes {
+            tracing::info!(
+                budget,
+                partitions,
+                queued_max_kbytes = consumer_config.get("queued.max.messages.kbytes"),
+                queued_min_messages = consumer_config.get("queued.min.messages"),
+                "memory budget divided over every partition of the subscribed topics"
+            );
+        }
         let poll_loop = PollLoop::new(
-            &config.consumer_config_for(partitions),
+            &consumer_config,
             &config.topics,
             Dispatcher::new(deps, handle),
             self.stats.clone(),

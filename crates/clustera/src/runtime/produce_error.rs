@@ -51,6 +51,33 @@ pub(crate) fn classify(code: RDKafkaErrorCode) -> ProduceErrorClass {
     }
 }
 
+/// How often a record may fail with a transient error that is not an outage (a code the table
+/// does not know, a broker that keeps answering with an error) before it counts as refused for
+/// good. Outages (timeouts, purges, lost connections) never count: waiting them out is right.
+pub(crate) const MAX_UNEXPLAINED_FAILURES: u32 = 10;
+
+/// Whether the failure says only that the broker could not be reached in time.
+pub(crate) fn is_outage(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageTimedOut
+            | C::PurgeQueue
+            | C::PurgeInflight
+            | C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::OperationTimedOut
+            | C::TimedOutQueue
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::QueueFull
+    )
+}
+
 /// Whether a permanent refusal is about the record's size, which a smaller record can cure.
 pub(crate) fn is_size_refusal(code: RDKafkaErrorCode) -> bool {
     matches!(
@@ -96,6 +123,15 @@ mod tests {
         ] {
             assert_eq!(classify(code), ProduceErrorClass::Transient, "{code:?}");
         }
+    }
+
+    #[test]
+    fn only_outages_are_waited_out_for_ever() {
+        assert!(is_outage(C::MessageTimedOut));
+        assert!(is_outage(C::PurgeQueue));
+        assert!(!is_outage(C::Unknown));
+        assert!(!is_outage(C::InvalidMessage));
+        assert_eq!(classify(C::Unknown), ProduceErrorClass::Transient);
     }
 
     #[test]

@@ -29,7 +29,9 @@ use tokio::sync::{mpsc, RwLock};
 use super::dead_letter::{self, DeadLetters, Origin};
 use super::fatal::Fatal;
 use super::partition::PartitionShared;
-use super::produce_error::{classify, is_size_refusal, ProduceErrorClass};
+use super::produce_error::{
+    classify, is_outage, is_size_refusal, ProduceErrorClass, MAX_UNEXPLAINED_FAILURES,
+};
 use super::stats::RuntimeStats;
 use crate::context::Record;
 use crate::message::{Header, Message};
@@ -66,6 +68,8 @@ pub(crate) struct DeliveryToken {
     /// The partition the kernel pinned the record to, kept for a resend.
     pub pinned_partition: Option<i32>,
     pub kind: RecordKind,
+    /// Transient failures that were not outages (see `produce_error::is_outage`).
+    pub unexplained_failures: u32,
 }
 
 /// A record whose delivery failed, on its way to triage.
@@ -235,7 +239,7 @@ impl OutputProducer {
     async fn triage(&self, failed: Failed, resend: &mut Vec<(Record, Box<DeliveryToken>)>) {
         let Failed {
             mut record,
-            token,
+            mut token,
             code,
             error,
         } = failed;
@@ -254,7 +258,16 @@ impl OutputProducer {
             token.partition.partition,
             token.offset,
         );
-        match classify(code) {
+        let mut class = classify(code);
+        if class == ProduceErrorClass::Transient && !is_outage(code) {
+            // An error that keeps coming back without being an outage would hold the
+            // partition for good; past a bound it counts as a refusal.
+            token.unexplained_failures += 1;
+            if token.unexplained_failures >= MAX_UNEXPLAINED_FAILURES {
+                class = ProduceErrorClass::Permanent;
+            }
+        }
+        match class {
             ProduceErrorClass::Transient => {
                 tracing::warn!(topic = %record.topic, %input_topic, input_partition,
                     input_offset = offset, %error, "delivery failed; it will be sent again");
@@ -289,22 +302,25 @@ impl OutputProducer {
                             seq: token.seq,
                             pinned_partition: None,
                             kind: RecordKind::DeadLetter,
+                            unexplained_failures: 0,
                         });
                         self.enqueue(&letter, token).await;
                     }
                 }
                 RecordKind::DeadLetter
-                    if is_size_refusal(code) && !dead_letter::value_omitted(&record) =>
+                    if is_size_refusal(code)
+                        && dead_letter::shrink_to_provenance(
+                            &mut record,
+                            &Origin {
+                                topic: input_topic,
+                                partition: input_partition,
+                                offset,
+                            },
+                        ) =>
                 {
                     tracing::warn!(topic = %record.topic, %input_topic, input_partition,
                         input_offset = offset, %error,
-                        "dead letter refused for its size; sending it with a reference instead of the value");
-                    let origin = Origin {
-                        topic: input_topic,
-                        partition: input_partition,
-                        offset,
-                    };
-                    dead_letter::omit_value(&mut record, &origin);
+                        "dead letter refused for its size; sending its provenance and a reference instead");
                     self.enqueue(&record, token).await;
                 }
                 RecordKind::DeadLetter => self.fatal.raise(format!(

@@ -367,6 +367,7 @@ async fn finish<K: Kernel>(
             seq,
             pinned_partition: record.partition,
             kind,
+            unexplained_failures: 0,
         });
         deps.producer.send(record, token).await;
     }
