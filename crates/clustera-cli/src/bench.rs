@@ -33,6 +33,15 @@ pub struct BenchArgs {
     /// Use this broker instead of the embedded mock cluster (the topic must not exist yet).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     brokers: Option<String>,
+    /// The kernel's memory budget in bytes (`CLUSTERA_MEMORY_BYTES`); 0 turns it off, as
+    /// before the budget existed.
+    #[arg(long, default_value_t = clustera::config::budget::DEFAULT_MEMORY_BYTES)]
+    memory: u64,
+    /// `fetch.wait.max.ms` for both readers. The embedded broker answers a waiting fetch only
+    /// when the wait expires; with the budget's small queues librdkafka's 500 ms starves the
+    /// kernel there (not on Kafka, which answers as soon as data arrives).
+    #[arg(long, default_value_t = 10)]
+    fetch_wait_ms: u64,
 }
 
 struct Noop;
@@ -112,9 +121,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let cpu_before = process_cpu_seconds();
             let secs = if which == "raw" {
                 let (b, t, g) = (bootstrap.clone(), topic.clone(), group.clone());
-                tokio::task::spawn_blocking(move || raw_loop(&b, &t, &g, n)).await??
+                let fetch_wait = args.fetch_wait_ms;
+                tokio::task::spawn_blocking(move || raw_loop(&b, &t, &g, n, fetch_wait)).await??
             } else {
-                kernel_run(&bootstrap, &topic, &group, n).await?
+                kernel_run(
+                    &bootstrap,
+                    &topic,
+                    &group,
+                    n,
+                    args.memory,
+                    args.fetch_wait_ms,
+                )
+                .await?
             };
             let cpu = process_cpu_seconds()
                 .zip(cpu_before)
@@ -222,9 +240,16 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 
 /// The baseline: poll, "process" (nothing), store the offset, commit every second and at the
 /// end. At-least-once because an offset is stored only after its message was handled.
-fn raw_loop(bootstrap: &str, topic: &str, group: &str, expected: usize) -> anyhow::Result<f64> {
+fn raw_loop(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    expected: usize,
+    fetch_wait_ms: u64,
+) -> anyhow::Result<f64> {
     let consumer: BaseConsumer<AssignmentClock> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -271,9 +296,16 @@ async fn kernel_run(
     topic: &str,
     group: &str,
     expected: usize,
+    memory: u64,
+    fetch_wait_ms: u64,
 ) -> anyhow::Result<f64> {
     let mut config = Config::for_brokers("bench-noop", bootstrap, &[topic]);
     config.group_id = group.to_owned();
+    config.runtime.memory_bytes = (memory > 0).then_some(memory);
+    config.properties.insert(
+        "fetch.wait.max.ms".into(),
+        clustera::config::Secret::new(fetch_wait_ms.to_string()),
+    );
     let runtime = Runtime::new(config, Noop);
     let stats = runtime.stats();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
