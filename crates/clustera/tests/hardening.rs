@@ -572,3 +572,92 @@ async fn commits_pass_the_transaction_markers_of_an_idle_read_committed_partitio
         "{summary:?}"
     );
 }
+
+/// Copies inputs to `output`; while `retry` is set, retries the value `sticky` for ever.
+struct StickyRetry {
+    output: String,
+    retry: bool,
+}
+
+impl Kernel for StickyRetry {
+    fn name(&self) -> &str {
+        "sticky"
+    }
+    fn default_topics(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        let text = msg.text()?;
+        if self.retry && text == "sticky" {
+            return Ok(Outcome::retry());
+        }
+        let out =
+            serde_json::json!({"source": {"partition": msg.partition(), "offset": msg.offset()}});
+        ctx.send(Record::to(&self.output).json(&out).unwrap());
+        Ok(Outcome::Ack)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_revoked_during_a_retry_is_handed_over_uncommitted() {
+    let broker = MockBroker::start(1).unwrap();
+    broker.create_topic("rr-in", 1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    let inputs: Vec<String> = (0..20)
+        .map(|i| {
+            if i == 10 {
+                "sticky".into()
+            } else {
+                format!("v{i}")
+            }
+        })
+        .collect();
+    let b = bootstrap.clone();
+    blocking(move || kafka::produce(&b, "rr-in", values(inputs)).unwrap()).await;
+    let make = || {
+        let mut c = config_kip848("sticky", &bootstrap, "rr-in");
+        c.runtime.max_attempts = None;
+        c
+    };
+    let a = start(
+        make(),
+        StickyRetry {
+            output: "rr-out".into(),
+            retry: true,
+        },
+    );
+    let sa = a.stats.clone();
+    wait_for(
+        "A to reach the sticky message",
+        Duration::from_secs(60),
+        || sa.snapshot().retries >= 3,
+    )
+    .await;
+    let b_run = start(
+        make(),
+        StickyRetry {
+            output: "rr-out".into(),
+            retry: false,
+        },
+    );
+    // A leaves while retrying: its retry wait is cut short, the message stays uncommitted.
+    let left = tokio::time::timeout(Duration::from_secs(30), a.stop())
+        .await
+        .expect("a retrying member leaves within its drain");
+    assert_eq!(
+        left.processed(),
+        10,
+        "A finished exactly the messages before the sticky one"
+    );
+    let b2 = bootstrap.clone();
+    wait_for_blocking(
+        "B to take over and commit everything",
+        Duration::from_secs(60),
+        move || fully_committed(&b2, "sticky-consumer-group", "rr-in"),
+    )
+    .await;
+    b_run.stop().await;
+    let b = bootstrap.clone();
+    let duplicates = blocking(move || assert_nothing_lost(&b, "rr-in", "rr-out")).await;
+    assert_eq!(duplicates, 0, "the revoked retry was processed once, by B");
+}
