@@ -661,3 +661,34 @@ async fn a_partition_revoked_during_a_retry_is_handed_over_uncommitted() {
     let duplicates = blocking(move || assert_nothing_lost(&b, "rr-in", "rr-out")).await;
     assert_eq!(duplicates, 0, "the revoked retry was processed once, by B");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_that_fails_for_good_stops_the_kernel_with_an_error() {
+    let (broker, bootstrap) = mock_with_sequence(&[("pf-in", 2)], 100).await;
+    // The idempotent producer cannot get a producer id: librdkafka makes that fatal, reported
+    // with its underlying code. (A fenced static consumer would be the consumer's twin, but
+    // the mock answers a duplicate group.instance.id with UNKNOWN_MEMBER_ID, which is not.)
+    broker.cluster().request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let runtime = Runtime::new(
+        config("copy", &bootstrap, "pf-in"),
+        SlowCopy {
+            output: "pf-out".into(),
+            delay: Duration::ZERO,
+        },
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        runtime.run_until(std::future::pending()),
+    )
+    .await
+    .expect("the kernel stops by itself, not idle");
+    match result {
+        Err(RuntimeError::Fatal(reason)) => {
+            assert!(reason.contains("producer failed for good"), "{reason}");
+        }
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
