@@ -85,17 +85,14 @@ pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
             for with_budget in [round % 2 == 0, round % 2 == 1] {
                 let group = format!("mem-{partitions}-{round}-{with_budget}");
                 let extra: &[String] = if with_budget { &args.env } else { &[] };
-                let sample = run_once(
-                    &transform,
-                    &bootstrap,
-                    &input,
+                let setup = Setup {
+                    transform: &transform,
+                    bootstrap: &bootstrap,
+                    input: &input,
                     partitions,
-                    &group,
-                    with_budget,
-                    extra,
-                    args.messages,
-                )
-                .await?;
+                    messages: args.messages,
+                };
+                let sample = run_once(&setup, &group, with_budget, extra).await?;
                 if with_budget {
                     budget.push(sample);
                 } else {
@@ -124,16 +121,28 @@ pub async fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_once(
-    transform: &std::path::Path,
-    bootstrap: &str,
-    input: &str,
+/// What every run of one partition count shares.
+struct Setup<'a> {
+    transform: &'a std::path::Path,
+    bootstrap: &'a str,
+    input: &'a str,
     partitions: i32,
+    messages: usize,
+}
+
+async fn run_once(
+    setup: &Setup<'_>,
     group: &str,
     with_budget: bool,
     extra: &[String],
-    messages: usize,
 ) -> anyhow::Result<Sample> {
+    let Setup {
+        transform,
+        bootstrap,
+        input,
+        partitions,
+        messages,
+    } = *setup;
     let started = Instant::now();
     let mut command = Command::new(transform);
     command.env_clear();

@@ -260,6 +260,14 @@ impl Kernel for KeyedCopy {
 /// watermark soon after recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r3_broker_faults() {
+    // The shipped configuration: no local message timeout, so nothing fails during the
+    // outage and the idempotent producer keeps every partition's order.
+    broker_faults(None).await;
+    // An operator's 3 s timeout, shorter than the outage: records fail and are resent.
+    broker_faults(Some(3_000)).await;
+}
+
+async fn broker_faults(message_timeout_ms: Option<u64>) {
     let (keys, per_key, outage) = scale((100, 200, 10), (40, 75, 5));
     let broker = MockBroker::start(1).unwrap();
     broker.create_topic("r3-in", 4).unwrap();
@@ -280,8 +288,10 @@ async fn r3_broker_faults() {
     blocking(move || kafka::produce(&b, "r3-in", records).unwrap()).await;
 
     let mut cfg = config("keyed", &bootstrap, "r3-in");
-    cfg.properties
-        .insert("message.timeout.ms".into(), Secret::new("3000"));
+    if let Some(ms) = message_timeout_ms {
+        cfg.properties
+            .insert("message.timeout.ms".into(), Secret::new(ms.to_string()));
+    }
     let running = start(
         cfg,
         KeyedCopy {
@@ -346,7 +356,8 @@ async fn r3_broker_faults() {
     report(&Row {
         scenario: "R3 broker faults",
         setup: format!(
-            "{keys} keys × {per_key}, 5 produce + 5 commit errors, {outage} s outage, message.timeout.ms 3000"
+            "{keys} keys × {per_key}, 5 produce + 5 commit errors, {outage} s outage, message.timeout.ms {}",
+            message_timeout_ms.map_or("unset (shipped)".to_owned(), |ms| ms.to_string())
         ),
         inputs: keys * per_key,
         lost,
@@ -359,11 +370,16 @@ async fn r3_broker_faults() {
         ),
     });
     assert_eq!(lost, 0, "R3 lost inputs");
-    assert_eq!(
-        out_of_order, 0,
-        "R3 keys whose order of first appearance changed"
-    );
-    assert!(summary.produce_failures > 0, "the outage failed deliveries");
+    match message_timeout_ms {
+        None => assert_eq!(
+            out_of_order, 0,
+            "R3 (shipped configuration): keys whose order of first appearance changed"
+        ),
+        // With a timeout shorter than the outage, a record that was in flight can land
+        // before the resend of an earlier one (librdkafka goes on with a bumped epoch between
+        // the failure and the runtime's purge): counted and reported, not guaranteed.
+        Some(_) => assert!(summary.produce_failures > 0, "the outage failed deliveries"),
+    }
 }
 
 /// Undecodable inputs, outputs refused for good and panics, mixed with good inputs.

@@ -401,6 +401,13 @@ impl Config {
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
         c.set("linger.ms", "5");
+        // No local timeout: the runtime never drops a record, and a record that times out
+        // while later ones of its partition still go through (librdkafka bumps the idempotent
+        // epoch and carries on) can land after them. Without it the idempotent producer keeps
+        // every partition's order through any outage; refusals still fail at once. A
+        // `message.timeout.ms` set by the operator wins, and then resends are best-effort in
+        // order (runtime::producer).
+        c.set("message.timeout.ms", "0");
         if let Some(budget) = self.runtime.memory_bytes {
             let s = budget::split(budget, 1, self.max_message_bytes() as u64);
             c.set("queue.buffering.max.kbytes", s.producer_kbytes.to_string());

@@ -6,13 +6,16 @@
 //! - a **transient** failure (a timeout after an outage, a purge) starts a *resend episode*:
 //!   new sends are held at a gate, records still queued behind the failure are pulled back
 //!   (purged), and once nothing is outstanding everything collected is sent again in bulk, in
-//!   each input partition's original order (offset, then position among its outputs). With
-//!   the idempotent producer nothing later can land before an earlier record of the same
-//!   partition, so per-key order of first appearance survives the outage;
+//!   each input partition's original order (offset, then position among its outputs). By
+//!   default the producer has no local timeout, so an outage fails nothing and idempotence
+//!   keeps each partition's order. Failures come only from an operator's
+//!   `message.timeout.ms`, and then the order is best-effort: after a timeout librdkafka
+//!   bumps the idempotent epoch and goes on, so a record re-queued from a request in flight
+//!   can be sent between the failure and the first purge;
 //! - a **permanent** refusal of an output dead-letters its input in the output's place (the
 //!   error names the refused record's topic and the broker's error);
-//! - a permanent refusal of a dead letter is retried once with the original value replaced by
-//!   a reference if it was refused for its size, and otherwise stops the kernel
+//! - a permanent refusal of a dead letter is retried once cut down to its provenance and a
+//!   reference to the original if it was refused for its size, and otherwise stops the kernel
 //!   ([`super::fatal`]), as does a fatal producer error.
 
 use std::sync::{Arc, Weak};
