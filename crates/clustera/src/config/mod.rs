@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
+pub(crate) use runtime::dead_letter_topic;
 pub use runtime::RuntimeSettings;
 pub use secret::Secret;
 pub use tls::TlsConfig;

@@ -55,10 +55,15 @@ impl Default for RuntimeSettings {
 impl RuntimeSettings {
     /// The dead-letter topic for messages read from `input_topic`.
     pub fn dead_letter_topic_for(&self, input_topic: &str) -> String {
-        match &self.dead_letter_topic {
-            Some(t) => t.clone(),
-            None => format!("{input_topic}.dlq"),
-        }
+        dead_letter_topic(self.dead_letter_topic.as_deref(), input_topic)
+    }
+}
+
+/// `configured` (`CLUSTERA_DLQ_TOPIC`) for every input, or `<input_topic>.dlq`.
+pub(crate) fn dead_letter_topic(configured: Option<&str>, input_topic: &str) -> String {
+    match configured {
+        Some(t) => t.to_owned(),
+        None => format!("{input_topic}.dlq"),
     }
 }
 

@@ -75,10 +75,7 @@ pub(crate) struct DeadLetters {
 impl DeadLetters {
     /// The dead-letter topic for messages read from `input_topic`.
     pub(crate) fn topic_for(&self, input_topic: &str) -> String {
-        match &self.topic {
-            Some(t) => t.clone(),
-            None => format!("{input_topic}.dlq"),
-        }
+        crate::config::dead_letter_topic(self.topic.as_deref(), input_topic)
     }
 
     /// The dead letter for `message`: its key, value and headers (any earlier provenance

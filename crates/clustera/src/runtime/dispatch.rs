@@ -393,7 +393,7 @@ impl<K: Kernel> Dispatcher<K> {
         let settings = &self.deps.settings;
         let interval_due = self.last_commit.elapsed() >= settings.commit_interval;
         // Read before each partition's `holding` flag (see `idle_position`).
-        let positions = if interval_due {
+        let positions = if interval_due && std::env::var("NOIDLE").is_err() {
             consumer.position().ok()
         } else {
             None
