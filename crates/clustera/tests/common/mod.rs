@@ -275,3 +275,18 @@ pub fn output_seqs(outputs: &[kafka::Consumed]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Records keyed `k<i>` with the given values, for `kafka::produce`.
+pub fn values(values: Vec<String>) -> Vec<kafka::ProducedRecord> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                Some(format!("k{i}").into_bytes()),
+                v.into_bytes(),
+                Vec::new(),
+            )
+        })
+        .collect()
+}
