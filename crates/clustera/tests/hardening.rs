@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -373,29 +372,6 @@ async fn the_final_commit_covers_positions_whose_asynchronous_commit_failed() {
     assert_eq!(after.get(&0), Some(&(N as i64)), "committed at shutdown");
 }
 
-/// Copies each input to `output` with its key and value.
-struct KeyedCopy {
-    output: String,
-}
-
-impl Kernel for KeyedCopy {
-    fn name(&self) -> &str {
-        "keyed"
-    }
-    fn default_topics(&self) -> Vec<String> {
-        vec![]
-    }
-    async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let mut record = Record::to(&self.output).maybe_key(msg.key_bytes());
-        if let Some(v) = msg.value_bytes() {
-            record = record.value(v);
-        }
-        ctx.send(record);
-        Ok(Outcome::Ack)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_longer_than_an_operators_message_timeout_loses_nothing() {
     const KEYS: usize = 40;
@@ -455,20 +431,8 @@ async fn an_outage_longer_than_an_operators_message_timeout_loses_nothing() {
     // episode aims to keep; with a timeout shorter than an outage it can still change (see
     // runtime::producer), so it is counted, not asserted. With the shipped configuration (no
     // local timeout) nothing fails and order holds: the reliability suite's R3 asserts it.
-    let mut first_seen: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut duplicates = 0;
-    for o in &outputs {
-        let key = o.key.clone().unwrap();
-        let n: usize = String::from_utf8_lossy(o.value.as_deref().unwrap())
-            .parse()
-            .unwrap();
-        if seen.insert((key.clone(), n)) {
-            first_seen.entry(key).or_default().push(n);
-        } else {
-            duplicates += 1;
-        }
-    }
+    let appearances = FirstAppearances::of(&outputs);
+    let (first_seen, duplicates) = (&appearances.per_key, appearances.duplicates);
     assert_eq!(first_seen.len(), KEYS, "every key has outputs");
     let incomplete: Vec<_> = first_seen
         .iter()
@@ -481,10 +445,7 @@ async fn an_outage_longer_than_an_operators_message_timeout_loses_nothing() {
         incomplete.len(),
         incomplete.first()
     );
-    let reordered = first_seen
-        .values()
-        .filter(|ns| ns.windows(2).any(|w| w[0] > w[1]))
-        .count();
+    let reordered = appearances.reordered_keys();
     eprintln!(
         "outage: {} outputs for {} inputs ({duplicates} duplicates, {reordered} keys reordered), {summary:?}",
         outputs.len(),

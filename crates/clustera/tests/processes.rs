@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use clustera::testing::kafka;
@@ -13,22 +13,19 @@ use clustera::testing::kafka;
 use common::*;
 
 fn transform(bootstrap: &str, input: &str, output: &str, group: &str, delay_ms: u64) -> Child {
-    Command::new(example_bin("transform"))
-        .env_clear()
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-        .env("KAFKA_TOPIC", input)
-        .env("OUTPUT_TOPIC", output)
-        .env("KAFKA_CONSUMER_GROUP", group)
-        .env("TRANSFORM_DELAY_MS", delay_ms.to_string())
-        .env("CLUSTERA_COMMIT_INTERVAL_MS", "200")
-        .env("CLUSTERA_DRAIN_TIMEOUT_MS", "5000")
-        .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
-        .env("RUST_LOG", "warn")
-        .env("CLUSTERA_HTTP_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the transform example")
+    let delay = delay_ms.to_string();
+    transform_process(
+        bootstrap,
+        input,
+        output,
+        group,
+        &[
+            ("TRANSFORM_DELAY_MS", &delay),
+            ("CLUSTERA_COMMIT_INTERVAL_MS", "200"),
+            ("CLUSTERA_DRAIN_TIMEOUT_MS", "5000"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ],
+    )
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -230,23 +227,20 @@ fn bad_configuration_fails_before_connecting_with_a_clear_message() {
     }
 }
 
-/// The transform example with `delay_ms` per message and the given drain timeout.
+/// The transform example taking ten minutes a message, with the given drain timeout.
 fn stuck_transform(bootstrap: &str, input: &str, group: &str, drain_ms: u64) -> Child {
-    Command::new(example_bin("transform"))
-        .env_clear()
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-        .env("KAFKA_TOPIC", input)
-        .env("OUTPUT_TOPIC", format!("{input}-out"))
-        .env("KAFKA_CONSUMER_GROUP", group)
-        .env("KAFKA_GROUP_PROTOCOL", "consumer")
-        .env("TRANSFORM_DELAY_MS", "600000")
-        .env("CLUSTERA_DRAIN_TIMEOUT_MS", drain_ms.to_string())
-        .env("RUST_LOG", "warn")
-        .env("CLUSTERA_HTTP_ADDR", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the transform example")
+    let drain = drain_ms.to_string();
+    transform_process(
+        bootstrap,
+        input,
+        &format!("{input}-out"),
+        group,
+        &[
+            ("KAFKA_GROUP_PROTOCOL", "consumer"),
+            ("TRANSFORM_DELAY_MS", "600000"),
+            ("CLUSTERA_DRAIN_TIMEOUT_MS", &drain),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

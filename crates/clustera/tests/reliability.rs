@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clustera::config::Secret;
@@ -84,20 +84,17 @@ fn lost_and_duplicated(bootstrap: &str, input: &str, output: &str) -> (usize, us
 }
 
 fn transform(bootstrap: &str, input: &str, output: &str, group: &str) -> Child {
-    Command::new(example_bin("transform"))
-        .env_clear()
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-        .env("KAFKA_TOPIC", input)
-        .env("OUTPUT_TOPIC", output)
-        .env("KAFKA_CONSUMER_GROUP", group)
-        .env("KAFKA_GROUP_PROTOCOL", "consumer")
-        .env("TRANSFORM_DELAY_MS", "1")
-        .env("RUST_LOG", "error")
-        .env("CLUSTERA_HTTP_ADDR", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the transform example")
+    transform_process(
+        bootstrap,
+        input,
+        output,
+        group,
+        &[
+            ("KAFKA_GROUP_PROTOCOL", "consumer"),
+            ("TRANSFORM_DELAY_MS", "1"),
+            ("RUST_LOG", "error"),
+        ],
+    )
 }
 
 /// R1: three transform processes share 8 partitions; every 3 s one is SIGKILLed and started
@@ -231,33 +228,6 @@ async fn membership(name: &str, assignor: Option<&str>, rounds: usize) {
     }
 }
 
-/// Copies each input to `output` with its key and value, after 1 ms.
-struct KeyedCopy {
-    output: String,
-}
-
-impl Kernel for KeyedCopy {
-    fn name(&self) -> &str {
-        "keyed"
-    }
-    fn default_topics(&self) -> Vec<String> {
-        vec![]
-    }
-    async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let mut record = Record::to(&self.output).maybe_key(msg.key_bytes());
-        if let Some(v) = msg.value_bytes() {
-            record = record.value(v);
-        }
-        ctx.send(record);
-        Ok(Outcome::Ack)
-    }
-}
-
-/// R3: with the shipped configuration (idempotent producer, acks=all): produce and commit
-/// errors injected, then an outage longer than `message.timeout.ms` while outputs are in
-/// flight. Goal: 0 lost, per-key order of first appearance kept, commits at the high
-/// watermark soon after recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r3_broker_faults() {
     // The shipped configuration: no local message timeout, so nothing fails during the
@@ -334,25 +304,10 @@ async fn broker_faults(message_timeout_ms: Option<u64>) {
 
     let b = bootstrap.clone();
     let outputs = blocking(move || kafka::read_topic(&b, "r3-out").unwrap()).await;
-    let mut first_seen: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut duplicated = 0;
-    for o in &outputs {
-        let key = o.key.clone().unwrap();
-        let n: usize = String::from_utf8_lossy(o.value.as_deref().unwrap())
-            .parse()
-            .unwrap();
-        if seen.insert((key.clone(), n)) {
-            first_seen.entry(key).or_default().push(n);
-        } else {
-            duplicated += 1;
-        }
-    }
-    let lost = keys * per_key - seen.len();
-    let out_of_order = first_seen
-        .values()
-        .filter(|ns| ns.windows(2).any(|w| w[0] > w[1]))
-        .count();
+    let appearances = FirstAppearances::of(&outputs);
+    let duplicated = appearances.duplicates;
+    let lost = keys * per_key - appearances.distinct();
+    let out_of_order = appearances.reordered_keys();
     report(&Row {
         scenario: "R3 broker faults",
         setup: format!(

@@ -87,7 +87,6 @@ impl DeadLetters {
             .filter(|h| !headers::ALL.contains(&h.name.as_str()))
             .cloned()
             .collect();
-        let original_headers = headers.len();
         let mut add = |name: &str, value: String| {
             headers.push(Header {
                 name: name.to_owned(),
@@ -116,7 +115,7 @@ impl DeadLetters {
             partition: message.partition(),
             offset: message.offset(),
         };
-        fit(&mut record, &origin, original_headers, self.max_bytes);
+        fit(&mut record, &origin, self.max_bytes);
         record
     }
 }
@@ -130,29 +129,31 @@ pub(crate) struct Origin<'a> {
 }
 
 /// Shrinks `record` until its estimated size fits `max_bytes`: first the value is replaced by a
-/// reference, then the first `original_headers` headers are dropped, then the key. Returns
-/// whether anything was dropped.
-pub(crate) fn fit(
-    record: &mut Record,
-    origin: &Origin<'_>,
-    original_headers: usize,
-    max_bytes: usize,
-) -> bool {
+/// reference, then the original headers are dropped, then the key. Returns whether anything
+/// was dropped.
+pub(crate) fn fit(record: &mut Record, origin: &Origin<'_>, max_bytes: usize) -> bool {
     let limit = max_bytes.saturating_sub(FRAMING_ALLOWANCE);
+    shrink(record, origin, |r| estimated_size(r) > limit)
+}
+
+/// Each step of cutting a dead letter down, taken while `too_big` says so: the value becomes
+/// a reference, the original headers go, the key goes. Returns whether anything was cut.
+fn shrink(record: &mut Record, origin: &Origin<'_>, too_big: impl Fn(&Record) -> bool) -> bool {
     let mut shrunk = false;
-    if estimated_size(record) > limit && !has_header(record, headers::VALUE_OMITTED) {
+    if too_big(record) && !has_header(record, headers::VALUE_OMITTED) {
         omit_value(record, origin);
         shrunk = true;
     }
-    if estimated_size(record) > limit && original_headers > 0 {
-        let n = original_headers.min(record.headers.len());
-        record.headers.drain(..n);
+    let is_original = |h: &Header| !headers::ALL.contains(&h.name.as_str());
+    let originals = record.headers.iter().filter(|h| is_original(h)).count();
+    if originals > 0 && too_big(record) {
+        record.headers.retain(|h| !is_original(h));
         record
             .headers
-            .push(text_header(headers::HEADERS_OMITTED, n));
+            .push(text_header(headers::HEADERS_OMITTED, originals));
         shrunk = true;
     }
-    if estimated_size(record) > limit {
+    if too_big(record) {
         if let Some(key) = record.key.take() {
             record
                 .headers
@@ -183,32 +184,7 @@ pub(crate) fn omit_value(record: &mut Record, origin: &Origin<'_>) {
 /// becomes a reference, and the original headers and key go. Returns `false` when there was
 /// nothing left to cut (the letter is as small as it can be).
 pub(crate) fn shrink_to_provenance(record: &mut Record, origin: &Origin<'_>) -> bool {
-    let mut shrunk = false;
-    if !has_header(record, headers::VALUE_OMITTED) {
-        omit_value(record, origin);
-        shrunk = true;
-    }
-    let originals = record
-        .headers
-        .iter()
-        .filter(|h| !headers::ALL.contains(&h.name.as_str()))
-        .count();
-    if originals > 0 {
-        record
-            .headers
-            .retain(|h| headers::ALL.contains(&h.name.as_str()));
-        record
-            .headers
-            .push(text_header(headers::HEADERS_OMITTED, originals));
-        shrunk = true;
-    }
-    if let Some(key) = record.key.take() {
-        record
-            .headers
-            .push(text_header(headers::KEY_OMITTED, key.len()));
-        shrunk = true;
-    }
-    shrunk
+    shrink(record, origin, |_| true)
 }
 
 fn has_header(record: &Record, name: &str) -> bool {

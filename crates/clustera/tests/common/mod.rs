@@ -290,3 +290,101 @@ pub fn values(values: Vec<String>) -> Vec<kafka::ProducedRecord> {
         })
         .collect()
 }
+
+/// Copies each input to `output` with its key and value, after 1 ms.
+pub struct KeyedCopy {
+    pub output: String,
+}
+
+impl Kernel for KeyedCopy {
+    fn name(&self) -> &str {
+        "keyed"
+    }
+    fn default_topics(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn process(
+        &self,
+        msg: &clustera::Message,
+        ctx: &mut clustera::Context,
+    ) -> Result<clustera::Outcome, clustera::KernelError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut record = clustera::Record::to(&self.output).maybe_key(msg.key_bytes());
+        if let Some(v) = msg.value_bytes() {
+            record = record.value(v);
+        }
+        ctx.send(record);
+        Ok(clustera::Outcome::Ack)
+    }
+}
+
+/// Outputs whose value is a per-key sequence number: per key, the numbers in the order they
+/// first appear, and how many outputs repeated one already seen.
+pub struct FirstAppearances {
+    pub per_key: BTreeMap<Vec<u8>, Vec<usize>>,
+    pub duplicates: usize,
+}
+
+impl FirstAppearances {
+    pub fn of(outputs: &[kafka::Consumed]) -> Self {
+        let mut per_key: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut duplicates = 0;
+        for o in outputs {
+            let key = o.key.clone().unwrap();
+            let n: usize = String::from_utf8_lossy(o.value.as_deref().unwrap())
+                .parse()
+                .unwrap();
+            if seen.insert((key.clone(), n)) {
+                per_key.entry(key).or_default().push(n);
+            } else {
+                duplicates += 1;
+            }
+        }
+        Self {
+            per_key,
+            duplicates,
+        }
+    }
+
+    /// Distinct values seen.
+    pub fn distinct(&self) -> usize {
+        self.per_key.values().map(Vec::len).sum()
+    }
+
+    /// Keys whose values first appeared out of order.
+    pub fn reordered_keys(&self) -> usize {
+        self.per_key
+            .values()
+            .filter(|ns| ns.windows(2).any(|w| w[0] > w[1]))
+            .count()
+    }
+}
+
+/// The transform example (`cargo build --examples`) as its own process on `input`, writing
+/// to `output` in `group`, with `env` on top of the connection settings.
+pub fn transform_process(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(example_bin("transform"));
+    command
+        .env_clear()
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+        .env("KAFKA_TOPIC", input)
+        .env("OUTPUT_TOPIC", output)
+        .env("KAFKA_CONSUMER_GROUP", group)
+        .env("RUST_LOG", "warn")
+        .env("CLUSTERA_HTTP_ADDR", "off");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the transform example")
+}
