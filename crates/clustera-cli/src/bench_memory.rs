@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use clustera::testing::{kafka, MockBroker};
+use clustera::testing::{kafka, process_memory, MockBroker};
 
 use crate::bench::median;
-use crate::bench_send::rss_kb;
 
 /// Arguments of `clustera bench-memory`.
 #[derive(Args)]
@@ -177,7 +176,7 @@ async fn run_once(
         .with_context(|| format!("starting {}", transform.display()))?;
     let done = wait_committed(&mut child, bootstrap, group, input).await;
     let elapsed = started.elapsed();
-    let peak = rss_kb(child.id()).map(|(_, peak)| peak);
+    let peak = process_memory(child.id()).map(|m| m.peak_kb);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

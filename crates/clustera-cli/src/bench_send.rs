@@ -17,7 +17,7 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
-use clustera::testing::{kafka, Tansu};
+use clustera::testing::{kafka, process_memory, Tansu};
 use clustera_send::client::{Body, Client, Quiet, Request};
 use clustera_send::config::Wire;
 use futures::StreamExt;
@@ -100,19 +100,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     };
     // utime and stime are fields 14 and 15 of stat, 11 and 12 after the name and state.
     Ok((ticks(11) + ticks(12)) / 100.0)
-}
-
-/// Resident and peak resident memory of `pid`, in kB.
-pub(crate) fn rss_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn temp_file(mb: usize) -> anyhow::Result<tempfile::NamedTempFile> {
@@ -198,7 +185,7 @@ pub async fn run(args: BenchSendArgs) -> anyhow::Result<()> {
             bail!("the portal did not answer within 60 s: {:?}", ping.err());
         }
     }
-    let (idle_rss, _) = rss_kb(pid)?;
+    let idle_rss = process_memory(pid)?.rss_kb;
 
     let file = temp_file(args.mb)?;
     let body = std::fs::read(file.path())?;
@@ -286,7 +273,7 @@ pub async fn run(args: BenchSendArgs) -> anyhow::Result<()> {
         if down.body.len() != n as u64 {
             bail!("the download returned {} bytes", down.body.len());
         }
-        let (_, peak) = rss_kb(pid)?;
+        let peak = process_memory(pid)?.peak_kb;
         println!(
             "{} MB up in {:.1} s (API saw: {}), {} MB down in {:.1} s",
             args.rss_mb,

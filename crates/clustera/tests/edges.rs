@@ -4,11 +4,15 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clustera::testing::{kafka, MockBroker};
 use clustera::{Context, Kernel, KernelError, Message, Outcome, Record, Runtime, RuntimeError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::ClientConfig;
 
 use common::*;
 
@@ -203,4 +207,110 @@ async fn a_producer_that_fails_for_good_stops_the_kernel_with_an_error() {
         }
         other => panic!("expected a fatal error, got {other:?}"),
     }
+}
+
+/// Records every value it sees; the first `block` holds its worker's thread (not just its
+/// future: an abort cannot end it) until `release` is set.
+#[derive(Clone, Default)]
+struct BlockOnce {
+    seen: Arc<Mutex<Vec<String>>>,
+    entered: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+}
+
+impl BlockOnce {
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Kernel for BlockOnce {
+    fn name(&self) -> &str {
+        "blockonce"
+    }
+    fn default_topics(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn process(&self, msg: &Message, _ctx: &mut Context) -> Result<Outcome, KernelError> {
+        let text = msg.text()?.to_owned();
+        self.seen.lock().unwrap().push(text.clone());
+        if text == "block" && !self.entered.swap(true, Ordering::SeqCst) {
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(Outcome::Ack)
+    }
+}
+
+/// Item 3 of the hardening issue. librdkafka keeps one fetch queue per partition and the
+/// wake-up callback on it; every handle to that queue clears the callback when dropped. A
+/// worker stuck past the drain timeout across a quick reassignment used to drop its handle
+/// after the new worker had set its callback, and the partition then stalled for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_stuck_across_a_reassignment_does_not_silence_its_successor() {
+    let broker = MockBroker::start(1).unwrap();
+    broker.create_topic("qr-in", 1).unwrap();
+    broker.create_topic("qr-other", 1).unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    let b = bootstrap.clone();
+    blocking(move || kafka::produce(&b, "qr-in", values(vec!["block".into()])).unwrap()).await;
+    // The classic protocol's default (eager) assignors revoke every partition at each
+    // rebalance and hand them straight back: the quickest reassignment there is.
+    let mut c = config("blockonce", &bootstrap, "qr-in");
+    c.runtime.drain_timeout = Duration::from_millis(300);
+    let kernel = BlockOnce::default();
+    let a = start(c, kernel.clone());
+    wait_for("the kernel to block", Duration::from_secs(60), || {
+        kernel.entered.load(Ordering::SeqCst)
+    })
+    .await;
+
+    // A second member subscribed to another topic makes the group rebalance; the first
+    // member keeps qr-in.
+    let leave = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (bootstrap, leave) = (bootstrap.clone(), leave.clone());
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "blockonce-consumer-group")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["qr-other"]).unwrap();
+            while !leave.load(Ordering::SeqCst) {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_for(
+        "the new worker to take the uncommitted message again",
+        Duration::from_secs(60),
+        || kernel.seen().iter().filter(|v| *v == "block").count() == 2,
+    )
+    .await;
+    // The stuck worker ends now, after its successor armed its wake-up.
+    kernel.release.store(true, Ordering::SeqCst);
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let value = format!("w{i}");
+        let (b, v) = (bootstrap.clone(), value.clone());
+        blocking(move || kafka::produce(&b, "qr-in", values(vec![v])).unwrap()).await;
+        wait_for(
+            &format!("{value} to be processed (a lost wake-up stalls it for good)"),
+            Duration::from_secs(30),
+            || kernel.seen().contains(&value),
+        )
+        .await;
+    }
+    leave.store(true, Ordering::SeqCst);
+    other.join().unwrap();
+    a.stop().await;
+    assert_eq!(
+        kernel.seen(),
+        ["block", "block", "w0", "w1", "w2", "w3", "w4"],
+        "each message once after the blocked one, in order"
+    );
 }

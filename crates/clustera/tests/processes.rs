@@ -283,3 +283,89 @@ async fn a_second_signal_exits_at_once_while_draining() {
     let status = status.expect("the second signal ended the process");
     assert_eq!(status.code(), Some(130), "{status:?}");
 }
+
+/// Peak resident memory (MiB) of the transform example, slow (10 ms a message), reading every
+/// record of `input` in `group`, with `budget` as `CLUSTERA_MEMORY_BYTES`. Also checks that
+/// nothing was lost.
+async fn slow_transform_peak_mib(bootstrap: &str, input: &str, group: &str, budget: &str) -> f64 {
+    let output = format!("{group}-out");
+    let mut child = transform_process(
+        bootstrap,
+        input,
+        &output,
+        group,
+        &[
+            ("TRANSFORM_DELAY_MS", "10"),
+            ("CLUSTERA_MEMORY_BYTES", budget),
+            ("KAFKA_GROUP_PROTOCOL", "consumer"),
+            // The mock answers a waiting fetch only when the wait expires.
+            ("KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "10"),
+        ],
+    );
+    let (b, g, i) = (bootstrap.to_owned(), group.to_owned(), input.to_owned());
+    wait_for_blocking(
+        "the slow transform to commit every input",
+        Duration::from_secs(300),
+        move || fully_committed(&b, &g, &i),
+    )
+    .await;
+    let peak = clustera::testing::process_memory(child.id())
+        .expect("the transform example's memory")
+        .peak_kb;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits after SIGTERM");
+    assert!(status.success(), "{status}");
+    let (b, i) = (bootstrap.to_owned(), input.to_owned());
+    blocking(move || assert_nothing_lost(&b, &i, &output)).await;
+    peak as f64 / 1024.0
+}
+
+/// A kernel slower than its input on 64 partitions: prefetch fills to whatever the limits
+/// allow. With the 16 MiB budget the process stays under 32 MiB; without it (librdkafka's own
+/// per-partition limits, as before the budget) the same run holds the whole input, which
+/// shows the measurement can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_kernel_on_64_partitions_holds_the_memory_budget() {
+    let broker = clustera::testing::MockBroker::start(1).unwrap();
+    // The mock keeps about 5 MB per partition, so the outputs get as many partitions too.
+    for topic in ["mb-in", "mb-budget-out", "mb-off-out"] {
+        broker.create_topic(topic, 64).unwrap();
+    }
+    let bootstrap = broker.bootstrap().to_owned();
+    // 25,600 values of 2 KiB: 50 MiB, three times the budget. Written in 16 KB batches (the
+    // Java producer's default), since a consumer holds at least one whole batch per partition
+    // whatever its limits (KIP-74).
+    let b = bootstrap.clone();
+    blocking(move || {
+        let mut producer = rdkafka::ClientConfig::new();
+        producer
+            .set("bootstrap.servers", &b)
+            .set("batch.size", "16384");
+        let filler = "x".repeat(2000);
+        kafka::produce(
+            &producer,
+            "mb-in",
+            (0..25_600).map(|i| {
+                (
+                    Some(format!("key-{i}").into_bytes()),
+                    format!(r#"{{"seq":{i},"pad":"{filler}"}}"#).into_bytes(),
+                    Vec::new(),
+                )
+            }),
+        )
+        .unwrap()
+    })
+    .await;
+    let with_budget = slow_transform_peak_mib(&bootstrap, "mb-in", "mb-budget", "16MiB").await;
+    let without = slow_transform_peak_mib(&bootstrap, "mb-in", "mb-off", "off").await;
+    eprintln!("peak RSS: {with_budget:.1} MiB with the budget, {without:.1} MiB without");
+    assert!(
+        with_budget <= 32.0,
+        "peak RSS {with_budget:.1} MiB with a 16 MiB budget (limit 32 MiB)"
+    );
+    assert!(
+        without > 48.0,
+        "without the budget the run should hold most of the 50 MiB input; it peaked at \
+         {without:.1} MiB, so this test no longer measures anything"
+    );
+}

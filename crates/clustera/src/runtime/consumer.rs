@@ -215,8 +215,8 @@ impl<K: Kernel> PollLoop<K> {
         consumer.context().dispatcher().shutdown(&consumer);
         // Leaving the group: revocation callbacks find nothing left to drain.
         consumer.unsubscribe();
-        // Partition queues hold the consumer too; closing must happen here, on this thread,
-        // so wait (bounded) for the stopped workers to let go of theirs.
+        // The dispatcher dropped its partition queues, which held the consumer too; closing
+        // must happen here, on this thread, so wait (bounded) for any other holder to let go.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::KernelConsumerContext;
 use super::partition::PartitionShared;
+use super::partition_queue::{Owner, SharedQueue};
 use super::stats::RuntimeStats;
-use super::worker::{run_partition, PartitionSource, WorkerDeps};
+use super::worker::{run_partition, KernelQueue, PartitionSource, WorkerDeps};
 use crate::kernel::Kernel;
 use crate::message::Message;
 use crate::telemetry::PartitionMetrics;
@@ -91,6 +92,11 @@ pub(crate) struct Dispatcher<K: Kernel> {
     unreleased: bool,
     runtime: tokio::runtime::Handle,
     partitions: HashMap<Arc<str>, HashMap<i32, Assigned>>,
+    /// Every partition queue this consumer has read, kept until it closes (see
+    /// `partition_queue`).
+    queues: HashMap<(Arc<str>, i32), Arc<KernelQueue<K>>>,
+    /// The last assignment's worker claim; each new worker gets the next.
+    last_owner: Owner,
     last_commit: Instant,
     /// A commit failed: the next one re-sends every partition's position.
     recommit: bool,
@@ -106,6 +112,8 @@ impl<K: Kernel> Dispatcher<K> {
             unreleased: false,
             runtime,
             partitions: HashMap::new(),
+            queues: HashMap::new(),
+            last_owner: 0,
             last_commit: Instant::now(),
             recommit: false,
             last_full_commit: Instant::now(),
@@ -133,7 +141,7 @@ impl<K: Kernel> Dispatcher<K> {
             {
                 continue;
             }
-            let Some(queue) = consumer.split_partition_queue(topic, partition) else {
+            let Some(handle) = consumer.split_partition_queue(topic, partition) else {
                 tracing::error!(topic, partition, "cannot split the partition's queue");
                 continue;
             };
@@ -141,11 +149,22 @@ impl<K: Kernel> Dispatcher<K> {
                 Some((k, _)) => k.clone(),
                 None => Arc::from(topic),
             };
+            let queue = self
+                .queues
+                .entry((topic.clone(), partition))
+                .or_insert_with(SharedQueue::new)
+                .clone();
+            self.last_owner += 1;
+            let ready = Arc::new(Notify::new());
+            let wake = ready.clone();
+            queue.hand_over(handle, self.last_owner, move || wake.notify_one());
             let shared = PartitionShared::new(topic.clone(), partition);
             let (residual, residual_rx) = mpsc::unbounded_channel();
             let released = CancellationToken::new();
             let source = PartitionSource {
                 queue,
+                owner: self.last_owner,
+                ready,
                 residual: residual_rx,
                 released: released.clone(),
             };
@@ -266,6 +285,12 @@ impl<K: Kernel> Dispatcher<K> {
         }
         self.partitions.retain(|_, p| !p.is_empty());
         for a in &revoked {
+            if let Some(q) = self
+                .queues
+                .get(&(a.shared.topic.clone(), a.shared.partition))
+            {
+                q.retire();
+            }
             self.deps
                 .telemetry
                 .metrics
@@ -291,6 +316,10 @@ impl<K: Kernel> Dispatcher<K> {
             .flat_map(|(_, p)| p.into_values())
             .collect();
         self.stop_and_commit(consumer, all);
+        // The handles hold the consumer, which owns this dispatcher.
+        for (_, q) in self.queues.drain() {
+            q.close();
+        }
     }
 
     fn stop_and_commit<C: ConsumerContext>(
@@ -393,7 +422,7 @@ impl<K: Kernel> Dispatcher<K> {
         let settings = &self.deps.settings;
         let interval_due = self.last_commit.elapsed() >= settings.commit_interval;
         // Read before each partition's `holding` flag (see `idle_position`).
-        let positions = if interval_due && std::env::var("NOIDLE").is_err() {
+        let positions = if interval_due {
             consumer.position().ok()
         } else {
             None

@@ -13,6 +13,7 @@ mod dispatch;
 mod fatal;
 pub mod offsets;
 mod partition;
+mod partition_queue;
 mod produce_error;
 mod producer;
 mod retry;

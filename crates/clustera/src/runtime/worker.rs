@@ -8,7 +8,6 @@ use futures::FutureExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -16,6 +15,7 @@ use tracing::Instrument;
 use super::consumer::KernelConsumerContext;
 use super::fatal::Fatal;
 use super::partition::{PartitionCounters, PartitionShared};
+use super::partition_queue::{Owner, Polled, SharedQueue};
 use super::producer::{DeliveryToken, OutputProducer, RecordKind, RetainedInput};
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
@@ -63,10 +63,17 @@ impl<K> Clone for WorkerDeps<K> {
     }
 }
 
+/// A partition's queue, as the workers read it.
+pub(crate) type KernelQueue<K> = SharedQueue<KernelConsumerContext<K>>;
+
 /// Where one partition's messages come from.
 pub(crate) struct PartitionSource<K: Kernel> {
-    /// The partition's own librdkafka queue.
-    pub queue: PartitionQueue<KernelConsumerContext<K>>,
+    /// The partition's own librdkafka queue, read while `owner` owns it.
+    pub queue: Arc<KernelQueue<K>>,
+    pub owner: Owner,
+    /// Notified by librdkafka's thread whenever the queue receives messages. A permit is
+    /// stored if nobody waits, so no wake-up is lost between a poll and the wait.
+    pub ready: Arc<Notify>,
     /// Messages of the partition that reached the main queue before the split; older than
     /// anything in `queue`.
     pub residual: mpsc::UnboundedReceiver<Message>,
@@ -83,7 +90,9 @@ pub(crate) async fn run_partition<K: Kernel>(
     let span = tracing::info_span!("partition", kernel = %deps.kernel_name,
         topic = %shared.topic, partition = shared.partition);
     let PartitionSource {
-        mut queue,
+        queue,
+        owner,
+        ready,
         mut residual,
         released,
     } = source;
@@ -107,14 +116,6 @@ pub(crate) async fn run_partition<K: Kernel>(
             }
             process_message(&deps, &shared, clock, &m).await;
         }
-        // librdkafka calls this from its own thread when the queue becomes non-empty; a permit
-        // is stored if nobody waits, so no wake-up is lost between a poll and the wait.
-        let ready = Arc::new(Notify::new());
-        let arm = |queue: &mut PartitionQueue<KernelConsumerContext<K>>| {
-            let notify = ready.clone();
-            queue.set_nonempty_callback(move || notify.notify_one());
-        };
-        arm(&mut queue);
         loop {
             if shared.stop.is_cancelled() {
                 return;
@@ -124,27 +125,20 @@ pub(crate) async fn run_partition<K: Kernel>(
             // thread.
             tokio::task::coop::consume_budget().await;
             shared.holding.store(true, Ordering::SeqCst);
-            let message = match queue.poll(Duration::ZERO) {
-                Some(Ok(m)) => Message::from_kafka(shared.topic.clone(), &m),
-                Some(Err(e)) => {
+            let message = match queue.poll(owner, &shared.topic) {
+                Polled::Message(m) => m,
+                Polled::Error(e) => {
                     tracing::warn!(error = %e, "partition queue error");
                     continue;
                 }
-                None => {
+                Polled::Superseded => return,
+                Polled::Empty => {
                     // Everything taken so far is finished (the worker is sequential).
                     shared.holding.store(false, Ordering::SeqCst);
                     tokio::select! {
                         biased;
                         _ = shared.stop.cancelled() => return,
                         _ = ready.notified() => continue,
-                        // The wake-up lives on librdkafka's queue for this partition, which a
-                        // previous assignment's handle shares: dropping that handle late (its
-                        // worker stuck past the drain timeout) clears our callback. Re-arming
-                        // now and then bounds what such a lost wake-up can cost.
-                        _ = tokio::time::sleep(REARM_INTERVAL) => {
-                            arm(&mut queue);
-                            continue;
-                        }
                     }
                 }
             };
@@ -155,10 +149,10 @@ pub(crate) async fn run_partition<K: Kernel>(
             // Only what is already fetched joins the batch: batching never adds latency.
             let mut batch = vec![message];
             while batch.len() < deps.batch {
-                match queue.poll(Duration::ZERO) {
-                    Some(Ok(m)) => batch.push(Message::from_kafka(shared.topic.clone(), &m)),
-                    Some(Err(e)) => tracing::warn!(error = %e, "partition queue error"),
-                    None => break,
+                match queue.poll(owner, &shared.topic) {
+                    Polled::Message(m) => batch.push(m),
+                    Polled::Error(e) => tracing::warn!(error = %e, "partition queue error"),
+                    Polled::Empty | Polled::Superseded => break,
                 }
             }
             process_batch(&deps, &shared, clock, &batch).await;
@@ -167,9 +161,6 @@ pub(crate) async fn run_partition<K: Kernel>(
     .instrument(span)
     .await
 }
-
-/// How long an idle worker trusts its wake-up callback before re-arming it and looking again.
-const REARM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The final word on one message after retries.
 enum Final {

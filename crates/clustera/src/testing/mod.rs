@@ -3,9 +3,11 @@
 
 mod driver;
 pub mod kafka;
+mod memory;
 mod mock;
 mod tansu;
 
 pub use driver::{TestDriver, TestRun};
+pub use memory::{process_memory, ProcessMemory};
 pub use mock::MockBroker;
 pub use tansu::Tansu;
