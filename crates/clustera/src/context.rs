@@ -1,9 +1,13 @@
-//! What a kernel can do while processing a message: collect output records.
+//! What a kernel can do while processing a message: state its effects (output records,
+//! dead letters, deferred tasks), which the runtime carries out.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::kernel::{KernelError, Outcome};
 use crate::message::Header;
 
 /// A record to produce.
@@ -75,12 +79,26 @@ impl Record {
     }
 }
 
-/// Handed to [`crate::Kernel::process`] with each message.
-#[derive(Debug)]
+/// Handed to [`crate::Kernel::process`] with each message: where the kernel states the
+/// message's effects. None of them happens unless the attempt's outcome is
+/// [`Outcome::Ack`](crate::Outcome::Ack); then the runtime carries them out and commits the
+/// message's offset only once all of them are done.
 pub struct Context {
     kernel: Arc<str>,
     attempt: u32,
-    outputs: Vec<Record>,
+    effects: Effects,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("kernel", &self.kernel)
+            .field("attempt", &self.attempt)
+            .field("outputs", &self.effects.outputs)
+            .field("dead_letters", &self.effects.dead_letters)
+            .field("deferred", &self.effects.deferred.len())
+            .finish()
+    }
 }
 
 impl Context {
@@ -89,14 +107,50 @@ impl Context {
         Self {
             kernel: kernel.into(),
             attempt,
-            outputs: Vec::new(),
+            effects: Effects::default(),
         }
     }
 
     /// Queues a record. It is produced only if this attempt's outcome is `Ack`, and the input's
     /// offset is committed only after the broker has acknowledged it.
     pub fn send(&mut self, record: Record) {
-        self.outputs.push(record);
+        self.effects.outputs.push(record);
+    }
+
+    /// Dead-letters this message for one part of its effects (say, one handler out of
+    /// several failed for good) while the rest go ahead. The dead letter goes to the
+    /// runtime's dead-letter topic (`CLUSTERA_DLQ_TOPIC`, else `<input>.dlq`) with the usual
+    /// provenance headers and `reason` as `clustera.error`, and is sent like an output: only
+    /// if the outcome is `Ack`, committed only once acknowledged. Each call makes one dead
+    /// letter.
+    pub fn dead_letter(&mut self, reason: impl Into<String>) {
+        self.effects.dead_letters.push(reason.into());
+    }
+
+    /// Finishes this message in a task the runtime runs next to the partition, so the kernel
+    /// can take the next message meanwhile (a slow call whose order does not matter).
+    ///
+    /// The message's offset commits only when every task it deferred has finished and that
+    /// task's records are acknowledged, so commits stay contiguous: a later message that is
+    /// done waits for an earlier deferred one. Each attempt of the task gets a fresh
+    /// [`DeferredContext`] for its records, and its outcome is treated like
+    /// [`Kernel::process`](crate::Kernel::process)'s: retried with the runtime's backoff and
+    /// attempts (an [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) error retries for
+    /// as long as it lasts), dead-lettered when final, a panic dead-lettered.
+    ///
+    /// At most `CLUSTERA_MAX_DEFERRED` deferred tasks of one partition run at once; beyond
+    /// that the partition waits (backpressure). Revocation and shutdown wait for them within
+    /// the drain timeout; a task still running then is cancelled and its message, never
+    /// committed, is delivered again. Like outputs, the task runs only if this attempt's
+    /// outcome is `Ack`.
+    pub fn defer<F, Fut>(&mut self, task: F)
+    where
+        F: Fn(DeferredContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Outcome, KernelError>> + Send + 'static,
+    {
+        self.effects
+            .deferred
+            .push(Arc::new(move |ctx| Box::pin(task(ctx))));
     }
 
     /// Which attempt this is, counting from 1.
@@ -111,11 +165,97 @@ impl Context {
 
     /// The records queued so far.
     pub fn outputs(&self) -> &[Record] {
-        &self.outputs
+        &self.effects.outputs
     }
 
-    /// Takes the queued records.
-    pub(crate) fn take_outputs(&mut self) -> Vec<Record> {
-        std::mem::take(&mut self.outputs)
+    /// The reasons given to [`Context::dead_letter`] so far.
+    pub fn dead_letters(&self) -> &[String] {
+        &self.effects.dead_letters
     }
+
+    /// How many tasks [`Context::defer`] was given so far.
+    pub fn deferred(&self) -> usize {
+        self.effects.deferred.len()
+    }
+
+    /// Takes the effects stated so far.
+    pub(crate) fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+}
+
+/// Handed to each attempt of a task given to [`Context::defer`]: where the task states its
+/// records. Cheap to clone; every clone adds to the same attempt.
+#[derive(Clone)]
+pub struct DeferredContext {
+    kernel: Arc<str>,
+    attempt: u32,
+    effects: Arc<Mutex<Effects>>,
+}
+
+impl DeferredContext {
+    pub(crate) fn new(kernel: Arc<str>, attempt: u32) -> Self {
+        Self {
+            kernel,
+            attempt,
+            effects: Arc::default(),
+        }
+    }
+
+    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
+        // Pushing to a Vec cannot leave it half-changed; a poisoned lock is still whole.
+        self.effects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a record, produced only if this attempt's outcome is `Ack`.
+    pub fn send(&self, record: Record) {
+        self.effects().outputs.push(record);
+    }
+
+    /// Dead-letters the message for part of this task's effects; see [`Context::dead_letter`].
+    pub fn dead_letter(&self, reason: impl Into<String>) {
+        self.effects().dead_letters.push(reason.into());
+    }
+
+    /// Which attempt of the task this is, counting from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The kernel's name.
+    pub fn kernel(&self) -> &str {
+        &self.kernel
+    }
+
+    /// Takes the records stated so far (a deferred task cannot defer again).
+    pub(crate) fn take_effects(&self) -> Effects {
+        let mut effects = std::mem::take(&mut *self.effects());
+        effects.deferred.clear();
+        effects
+    }
+}
+
+impl std::fmt::Debug for DeferredContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredContext")
+            .field("kernel", &self.kernel)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A task given to [`Context::defer`], callable once per attempt.
+pub(crate) type DeferredTask = Arc<
+    dyn Fn(DeferredContext) -> Pin<Box<dyn Future<Output = Result<Outcome, KernelError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What one attempt asked for, carried out only if its outcome is `Ack`.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub outputs: Vec<Record>,
+    /// One dead letter of the input per reason.
+    pub dead_letters: Vec<String>,
+    pub deferred: Vec<DeferredTask>,
 }

@@ -42,22 +42,27 @@ impl Outcome {
     pub fn dead_letter(reason: impl Into<String>) -> Self {
         Outcome::DeadLetter(reason.into())
     }
-
-    /// The label used in logs and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Ack => "ack",
-            Outcome::Retry(_) => "retry",
-            Outcome::Skip(_) => "skip",
-            Outcome::DeadLetter(_) => "dead_letter",
-        }
-    }
 }
 
-/// Whether retrying can help.
+/// Whether retrying can help, and for how long.
+///
+/// The rule: an error that says nothing about the message (a dependency that cannot be
+/// reached) must never dead-letter it, however long it lasts; an error that may go away for
+/// this message (a deadlock, a serialization conflict, a timeout, a 503) gets the retry
+/// policy's attempts; an error caused by the message itself (invalid data, a constraint it
+/// violates) is final at once. A kernel picks the kind where it builds the error
+/// ([`KernelError::unavailable`], [`KernelError::transient`], [`KernelError::permanent`], or
+/// the [`ResultExt`] shorthands); to change how a whole family of errors is treated, map them
+/// in one place of the kernel (the outbox processor, for example, classifies PostgreSQL
+/// errors by SQLSTATE and lets its handlers override that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The same message may succeed later (a timeout, a 503, a lost connection): retried.
+    /// A dependency is down or unreachable (connection refused or lost, a database
+    /// restarting): retried with backoff for as long as it lasts, never dead-lettered, and
+    /// not counted against `CLUSTERA_MAX_ATTEMPTS`. The partition waits meanwhile.
+    Unavailable,
+    /// The same message may succeed later (a timeout, a 503, a deadlock): retried up to
+    /// `CLUSTERA_MAX_ATTEMPTS`, then dead-lettered.
     Transient,
     /// The message itself is bad (undecodable, invalid): dead-lettered at once.
     Permanent,
@@ -73,6 +78,14 @@ pub struct KernelError {
 }
 
 impl KernelError {
+    /// A dependency that cannot be reached: retried for as long as it lasts.
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            source: source.into(),
+        }
+    }
+
     /// A failure that retrying may fix.
     pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self {
@@ -97,7 +110,7 @@ impl KernelError {
     /// The outcome this error stands for.
     pub fn outcome(&self) -> Outcome {
         match self.kind {
-            ErrorKind::Transient => Outcome::Retry(None),
+            ErrorKind::Unavailable | ErrorKind::Transient => Outcome::Retry(None),
             ErrorKind::Permanent => Outcome::DeadLetter(error_chain(&*self.source)),
         }
     }
@@ -133,6 +146,8 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Classifies any error with `?`: `http.get(url).await.transient()?`.
 pub trait ResultExt<T> {
+    /// Treats the error as a dependency being down (retried for as long as it lasts).
+    fn unavailable(self) -> Result<T, KernelError>;
     /// Treats the error as transient (retried).
     fn transient(self) -> Result<T, KernelError>;
     /// Treats the error as permanent (dead-lettered).
@@ -143,6 +158,10 @@ impl<T, E> ResultExt<T> for Result<T, E>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    fn unavailable(self) -> Result<T, KernelError> {
+        self.map_err(KernelError::unavailable)
+    }
+
     fn transient(self) -> Result<T, KernelError> {
         self.map_err(KernelError::transient)
     }
@@ -165,7 +184,8 @@ pub trait Kernel: Send + Sync + 'static {
     fn default_topics(&self) -> Vec<String>;
 
     /// Processes one message. Messages of one partition arrive strictly in order, one at a time.
-    /// Records sent through `ctx` are produced only if the outcome is [`Outcome::Ack`].
+    /// The effects stated through `ctx` (records, dead letters, deferred tasks) happen only if
+    /// the outcome is [`Outcome::Ack`].
     fn process(
         &self,
         message: &Message,
@@ -209,7 +229,7 @@ pub trait Kernel: Send + Sync + 'static {
                 let last = match &result {
                     Ok(Outcome::Retry(_)) => true,
                     Ok(_) => false,
-                    Err(e) => e.kind() == ErrorKind::Transient,
+                    Err(e) => e.kind() != ErrorKind::Permanent,
                 };
                 results.push(result);
                 if last {

@@ -32,6 +32,9 @@ pub struct RuntimeSettings {
     /// the producer's queue and retained inputs ([`super::budget`]); `None` (`off`) leaves
     /// librdkafka's limits at 8 MiB of prefetch per partition.
     pub memory_bytes: Option<u64>,
+    /// Most deferred tasks ([`Context::defer`](crate::Context::defer)) of one partition
+    /// running at once (`CLUSTERA_MAX_DEFERRED`); the partition waits for a free slot.
+    pub max_deferred: usize,
 }
 
 impl Default for RuntimeSettings {
@@ -48,6 +51,7 @@ impl Default for RuntimeSettings {
             stall_timeout: Duration::from_secs(300),
             batch_size: None,
             memory_bytes: Some(super::budget::DEFAULT_MEMORY_BYTES),
+            max_deferred: 16,
         }
     }
 }
@@ -99,6 +103,7 @@ pub(super) fn runtime_from_vars(
         },
         stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
         batch_size: number(var, "CLUSTERA_BATCH_SIZE")?,
+        max_deferred: number(var, "CLUSTERA_MAX_DEFERRED")?.unwrap_or(d.max_deferred),
         memory_bytes: match var("CLUSTERA_MEMORY_BYTES").filter(|v| !v.is_empty()) {
             None => d.memory_bytes,
             Some(v) if v.eq_ignore_ascii_case("off") => None,
@@ -114,6 +119,12 @@ pub(super) fn runtime_from_vars(
         return Err(ConfigError::invalid(
             "CLUSTERA_MEMORY_BYTES",
             "must be at least 1MiB",
+        ));
+    }
+    if settings.max_deferred == 0 {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_MAX_DEFERRED",
+            "must be at least 1",
         ));
     }
     if settings.batch_size == Some(0) {

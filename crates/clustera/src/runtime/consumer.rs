@@ -3,7 +3,7 @@
 //! never on the async workers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -11,8 +11,9 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
-use super::dispatch::{Dispatcher, KernelConsumer};
+use super::dispatch::Dispatcher;
 use super::fatal::Fatal;
+use super::partition_queue::QueueHandle;
 use super::stats::RuntimeStats;
 use crate::kernel::Kernel;
 use crate::telemetry::Telemetry;
@@ -23,9 +24,15 @@ const HOUSEKEEPING: Duration = Duration::from_millis(20);
 /// The main queue's poll timeout: also how quickly a stop request is noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 
+/// The kernel's consumer.
+pub(crate) type KernelConsumer<K> = BaseConsumer<KernelConsumerContext<K>>;
+
 /// librdkafka callbacks for the kernel's consumer.
 pub(crate) struct KernelConsumerContext<K: Kernel> {
     dispatcher: Mutex<Dispatcher<K>>,
+    /// Set once the consumer exists, to split partition queues off it; weak because the
+    /// consumer owns this context.
+    consumer: OnceLock<Weak<KernelConsumer<K>>>,
     stats: Arc<RuntimeStats>,
     telemetry: Arc<Telemetry>,
     kernel_name: Arc<str>,
@@ -88,7 +95,15 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                self.dispatcher().assign(tpl);
+                let consumer = self.consumer.get().and_then(Weak::upgrade);
+                let split = |topic: &str, partition: i32| -> Option<Box<dyn QueueHandle>> {
+                    let queue = consumer.as_ref()?.split_partition_queue(topic, partition)?;
+                    Some(Box::new(queue))
+                };
+                if consumer.is_none() {
+                    tracing::error!("assignment before the consumer was registered; ignoring it");
+                }
+                self.dispatcher().assign(tpl, &split);
                 // In the group with an assignment, even an empty one.
                 self.telemetry.health.set_ready(true);
             }
@@ -147,6 +162,7 @@ impl<K: Kernel> PollLoop<K> {
     ) -> KafkaResult<Self> {
         let context = KernelConsumerContext {
             dispatcher: Mutex::new(dispatcher),
+            consumer: OnceLock::new(),
             stats,
             telemetry,
             kernel_name,
@@ -154,10 +170,7 @@ impl<K: Kernel> PollLoop<K> {
             commit_failed: AtomicBool::new(false),
         };
         let consumer: Arc<KernelConsumer<K>> = Arc::new(config.create_with_context(context)?);
-        consumer
-            .context()
-            .dispatcher()
-            .set_consumer(Arc::downgrade(&consumer));
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self { consumer })

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -22,11 +22,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::consumer::KernelConsumerContext;
 use super::partition::PartitionShared;
-use super::partition_queue::{Owner, SharedQueue};
+use super::partition_queue::{Owner, SharedQueue, Splitter};
 use super::stats::RuntimeStats;
-use super::worker::{run_partition, KernelQueue, PartitionSource, WorkerDeps};
+use super::worker::{run_partition, PartitionSource, WorkerDeps};
 use crate::kernel::Kernel;
 use crate::message::Message;
 use crate::telemetry::PartitionMetrics;
@@ -80,21 +79,16 @@ impl Assigned {
     }
 }
 
-/// The consumer, as the partition queues need it.
-pub(crate) type KernelConsumer<K> = BaseConsumer<KernelConsumerContext<K>>;
-
 /// All assigned partitions of one consumer.
 pub(crate) struct Dispatcher<K: Kernel> {
     deps: WorkerDeps<K>,
-    /// Set once the consumer exists; weak because the consumer owns the dispatcher.
-    consumer: Option<Weak<KernelConsumer<K>>>,
     /// Whether some partition still waits to be released.
     unreleased: bool,
     runtime: tokio::runtime::Handle,
     partitions: HashMap<Arc<str>, HashMap<i32, Assigned>>,
     /// Every partition queue this consumer has read, kept until it closes (see
     /// `partition_queue`).
-    queues: HashMap<(Arc<str>, i32), Arc<KernelQueue<K>>>,
+    queues: HashMap<(Arc<str>, i32), Arc<SharedQueue>>,
     /// The last assignment's worker claim; each new worker gets the next.
     last_owner: Owner,
     last_commit: Instant,
@@ -108,7 +102,6 @@ impl<K: Kernel> Dispatcher<K> {
     pub(crate) fn new(deps: WorkerDeps<K>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             deps,
-            consumer: None,
             unreleased: false,
             runtime,
             partitions: HashMap::new(),
@@ -120,18 +113,10 @@ impl<K: Kernel> Dispatcher<K> {
         }
     }
 
-    /// Gives the dispatcher the consumer it splits partition queues from.
-    pub(crate) fn set_consumer(&mut self, consumer: Weak<KernelConsumer<K>>) {
-        self.consumer = Some(consumer);
-    }
-
-    /// Splits each newly assigned partition's queue off the main queue and starts its worker.
-    /// Runs in the rebalance callback, after librdkafka applied the assignment.
-    pub(crate) fn assign(&mut self, tpl: &TopicPartitionList) {
-        let Some(consumer) = self.consumer.as_ref().and_then(Weak::upgrade) else {
-            tracing::error!("assignment before the consumer was registered; ignoring it");
-            return;
-        };
+    /// Starts a worker for each newly assigned partition, on the partition's own queue split
+    /// off the main queue by `split`. Runs in the rebalance callback, after librdkafka applied
+    /// the assignment.
+    pub(crate) fn assign(&mut self, tpl: &TopicPartitionList, split: Splitter<'_>) {
         for elem in tpl.elements() {
             let (topic, partition) = (elem.topic(), elem.partition());
             if self
@@ -141,7 +126,7 @@ impl<K: Kernel> Dispatcher<K> {
             {
                 continue;
             }
-            let Some(handle) = consumer.split_partition_queue(topic, partition) else {
+            let Some(handle) = split(topic, partition) else {
                 tracing::error!(topic, partition, "cannot split the partition's queue");
                 continue;
             };

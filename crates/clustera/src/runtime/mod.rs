@@ -9,6 +9,9 @@
 
 mod consumer;
 pub(crate) mod dead_letter;
+mod decide;
+mod deferred;
+mod deps;
 mod dispatch;
 mod fatal;
 pub mod offsets;

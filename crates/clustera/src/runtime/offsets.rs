@@ -1,7 +1,8 @@
 //! Which offsets of one partition are safe to commit. Pure bookkeeping, no I/O.
 //!
-//! A message is *done* when its outcome is final and every record it caused (outputs or its
-//! dead-letter record) has been acknowledged by the broker. Acknowledgements arrive out of order,
+//! A message is *done* when its outcome is final, every deferred task it started has finished,
+//! and every record it caused (outputs, dead letters, its tasks' records) has been
+//! acknowledged by the broker. Acknowledgements arrive out of order,
 //! so a later message can be done before an earlier one; the committable position is therefore
 //! the offset of the first message that is not yet done (Kafka commits the *next* offset to read).
 
@@ -18,11 +19,13 @@ struct Entry {
     /// A record of this message was refused for good and the message is being dead-lettered
     /// in its place (see [`PartitionOffsets::refused`]).
     dead_lettered: bool,
+    /// Given up when its partition stopped (see [`PartitionOffsets::abandon`]).
+    abandoned: bool,
 }
 
 impl Entry {
     fn done(&self) -> bool {
-        self.finished && self.unacked == 0
+        self.finished && self.unacked == 0 && !self.abandoned
     }
 }
 
@@ -65,7 +68,7 @@ impl PartitionOffsets {
 
     /// Starts tracking `offset`. Offsets must increase; gaps (compaction, transaction markers)
     /// are fine.
-    pub fn begin(&mut self, offset: i64) -> Result<(), OffsetError> {
+    fn begin(&mut self, offset: i64) -> Result<(), OffsetError> {
         if let Some(last) = self.last_begun {
             if offset <= last {
                 return Err(OffsetError::OutOfOrder { offset, last });
@@ -77,14 +80,16 @@ impl PartitionOffsets {
             unacked: 0,
             finished: false,
             dead_lettered: false,
+            abandoned: false,
         });
         Ok(())
     }
 
-    /// Begins and finishes `offset` in one step, with `unacked` records about to be sent for it.
-    /// A partition's worker is sequential, so a message need not be tracked while the kernel
-    /// runs: nothing later can finish before it, and the committable offset can reach it but
-    /// never pass it.
+    /// Begins and finishes `offset` in one step, with `unacked` units about to be settled for
+    /// it: records about to be sent, and deferred tasks about to run (each task's unit is
+    /// settled by [`PartitionOffsets::ack`] once its own records are added). A partition's
+    /// worker is sequential, so a message need not be tracked while the kernel runs: nothing
+    /// later can finish before it, and the committable offset can reach it but never pass it.
     pub fn finished_with(&mut self, offset: i64, unacked: u32) -> Result<(), OffsetError> {
         self.begin(offset)?;
         if let Some(entry) = self.in_flight.back_mut() {
@@ -95,8 +100,9 @@ impl PartitionOffsets {
         Ok(())
     }
 
-    /// Records that `count` more records were produced on behalf of `offset`. Call it before
-    /// sending them, so that an acknowledgement can never arrive first.
+    /// Records that `count` more records are about to be sent on behalf of `offset`, by a
+    /// deferred task whose own unit is still unsettled (so the message cannot be done yet).
+    /// Call it before sending them, so that an acknowledgement can never arrive first.
     pub fn add_unacked(&mut self, offset: i64, count: u32) -> Result<(), OffsetError> {
         let entry = self.entry_mut(offset)?;
         entry.unacked += count;
@@ -133,10 +139,11 @@ impl PartitionOffsets {
         Ok(false)
     }
 
-    /// Records that the outcome for `offset` is final.
-    pub fn finish(&mut self, offset: i64) -> Result<(), OffsetError> {
-        self.entry_mut(offset)?.finished = true;
-        self.advance();
+    /// Gives `offset` up: its partition stopped before a deferred task of it could finish.
+    /// It is never committed (whoever reads the partition next gets it again), and it no
+    /// longer holds the drain back.
+    pub fn abandon(&mut self, offset: i64) -> Result<(), OffsetError> {
+        self.entry_mut(offset)?.abandoned = true;
         Ok(())
     }
 
@@ -155,15 +162,10 @@ impl PartitionOffsets {
         self.completed
     }
 
-    /// Records still waiting for an acknowledgement.
-    pub fn unacked(&self) -> u64 {
-        self.in_flight.iter().map(|e| u64::from(e.unacked)).sum()
-    }
-
-    /// Whether every message begun is finished and every record acknowledged, ignoring messages
-    /// that were begun but never finished (they will be redelivered to whoever reads next).
+    /// Whether every record and deferred task is settled, ignoring abandoned messages (they
+    /// will be redelivered to whoever reads next).
     pub fn settled(&self) -> bool {
-        self.in_flight.iter().all(|e| e.unacked == 0)
+        self.in_flight.iter().all(|e| e.unacked == 0 || e.abandoned)
     }
 
     fn entry_mut(&mut self, offset: i64) -> Result<&mut Entry, OffsetError> {
@@ -194,30 +196,11 @@ mod tests {
     #[test]
     fn commits_nothing_until_first_message_done() {
         let mut t = PartitionOffsets::new();
-        t.begin(10).unwrap();
-        t.add_unacked(10, 1).unwrap();
-        t.finish(10).unwrap();
+        t.finished_with(10, 1).unwrap();
         assert_eq!(t.committable(), None, "output not yet acked");
         t.ack(10).unwrap();
         assert_eq!(t.committable(), Some(11));
         assert_eq!(t.completed(), 1);
-    }
-
-    #[test]
-    fn later_done_message_does_not_overtake_earlier_pending_one() {
-        let mut t = PartitionOffsets::new();
-        for o in [0, 1, 2] {
-            t.begin(o).unwrap();
-        }
-        t.add_unacked(0, 2).unwrap();
-        for o in [0, 1, 2] {
-            t.finish(o).unwrap();
-        }
-        assert_eq!(t.committable(), None);
-        t.ack(0).unwrap();
-        assert_eq!(t.committable(), None);
-        t.ack(0).unwrap();
-        assert_eq!(t.committable(), Some(3));
     }
 
     #[test]
@@ -236,6 +219,35 @@ mod tests {
         t.ack(1).unwrap();
         assert_eq!(t.committable(), Some(3));
         assert_eq!(t.completed(), 3);
+    }
+
+    #[test]
+    fn a_deferred_task_holds_its_message_until_its_records_are_acknowledged() {
+        let mut t = PartitionOffsets::new();
+        // One output and one deferred task.
+        t.finished_with(0, 2).unwrap();
+        t.finished_with(1, 0).unwrap();
+        t.ack(0).unwrap();
+        assert_eq!(t.committable(), None, "the task is still running");
+        // The task ends with two records: they are expected before its unit is settled.
+        t.add_unacked(0, 2).unwrap();
+        t.ack(0).unwrap();
+        assert_eq!(t.committable(), None, "its records are not acknowledged");
+        t.ack(0).unwrap();
+        t.ack(0).unwrap();
+        assert_eq!(t.committable(), Some(2), "and the later message follows");
+    }
+
+    #[test]
+    fn an_abandoned_message_is_settled_but_never_committed() {
+        let mut t = PartitionOffsets::new();
+        t.finished_with(0, 0).unwrap();
+        t.finished_with(1, 1).unwrap();
+        t.finished_with(2, 0).unwrap();
+        assert!(!t.settled());
+        t.abandon(1).unwrap();
+        assert!(t.settled(), "the drain need not wait for it");
+        assert_eq!(t.committable(), Some(1), "nor can the commit pass it");
     }
 
     #[test]
@@ -262,78 +274,64 @@ mod tests {
     #[test]
     fn gaps_in_offsets_are_fine() {
         let mut t = PartitionOffsets::new();
-        t.begin(5).unwrap();
-        t.begin(9).unwrap();
-        t.finish(9).unwrap();
-        t.finish(5).unwrap();
+        t.finished_with(5, 1).unwrap();
+        t.finished_with(9, 0).unwrap();
+        t.ack(5).unwrap();
         assert_eq!(t.committable(), Some(10));
     }
 
     #[test]
     fn misuse_is_reported_not_panicked() {
         let mut t = PartitionOffsets::new();
-        t.begin(3).unwrap();
+        t.finished_with(3, 1).unwrap();
         assert_eq!(
-            t.begin(3),
+            t.finished_with(3, 0),
             Err(OffsetError::OutOfOrder { offset: 3, last: 3 })
         );
-        assert_eq!(t.ack(3), Err(OffsetError::TooManyAcks(3)));
-        assert_eq!(t.finish(4), Err(OffsetError::NotInFlight(4)));
+        t.ack(3).unwrap();
+        assert_eq!(t.ack(3), Err(OffsetError::NotInFlight(3)));
+        assert_eq!(t.add_unacked(4, 1), Err(OffsetError::NotInFlight(4)));
+        t.finished_with(5, 0).unwrap();
+        t.finished_with(6, 1).unwrap();
+        assert_eq!(t.add_unacked(5, 1), Err(OffsetError::NotInFlight(5)));
+        t.abandon(6).unwrap();
+        t.ack(6).unwrap();
+        assert_eq!(t.ack(6), Err(OffsetError::TooManyAcks(6)));
     }
 
-    #[test]
-    fn settled_ignores_unfinished_but_waits_for_acks() {
-        let mut t = PartitionOffsets::new();
-        t.begin(0).unwrap();
-        assert!(
-            t.settled(),
-            "an unfinished message without outputs is settled"
-        );
-        t.add_unacked(0, 1).unwrap();
-        assert!(!t.settled());
-        t.ack(0).unwrap();
-        assert!(t.settled());
-        assert_eq!(t.committable(), None, "still not finished");
-    }
-
-    /// One step of the runtime's life: begin, produce, ack or finish some message.
+    /// One step of the runtime's life: a record or task of some message settles, or a task
+    /// adds records before settling.
     #[derive(Debug, Clone)]
     enum Op {
-        Produce(usize, u32),
         Ack(usize),
-        Finish(usize),
+        Add(usize, u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..64usize, 1..3u32).prop_map(|(i, n)| Op::Produce(i, n)),
             (0..64usize).prop_map(Op::Ack),
-            (0..64usize).prop_map(Op::Finish),
+            (0..64usize, 1..3u32).prop_map(|(i, n)| Op::Add(i, n)),
         ]
     }
 
     proptest! {
         /// Whatever the interleaving, the committable offset never passes a message that is not
-        /// done, and once everything is done it is one past the last offset.
+        /// done, and once everything is settled it is one past the last offset.
         #[test]
         fn committable_never_passes_an_undone_message(
-            gaps in prop::collection::vec(1..4i64, 1..64),
+            messages in prop::collection::vec((1..4i64, 0..3u32), 1..64),
             ops in prop::collection::vec(op(), 0..400),
         ) {
-            let offsets: Vec<i64> = gaps.iter().scan(0i64, |acc, g| { *acc += g; Some(*acc) }).collect();
+            let offsets: Vec<i64> = messages.iter().scan(0i64, |acc, (g, _)| { *acc += g; Some(*acc) }).collect();
             let mut t = PartitionOffsets::new();
-            for &o in &offsets { t.begin(o).unwrap(); }
-            // The model: per message, (produced, acked, finished).
-            let mut model = vec![(0u32, 0u32, false); offsets.len()];
+            // The model: per message, (units expected, units settled).
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            for (&o, &(_, units)) in offsets.iter().zip(&messages) {
+                t.finished_with(o, units).unwrap();
+                model.push((units, 0));
+            }
             for op in ops {
                 match op {
-                    Op::Produce(i, n) => {
-                        let i = i % offsets.len();
-                        if !model[i].2 {
-                            t.add_unacked(offsets[i], n).unwrap();
-                            model[i].0 += n;
-                        }
-                    }
                     Op::Ack(i) => {
                         let i = i % offsets.len();
                         if model[i].1 < model[i].0 {
@@ -341,22 +339,21 @@ mod tests {
                             model[i].1 += 1;
                         }
                     }
-                    Op::Finish(i) => {
+                    Op::Add(i, n) => {
                         let i = i % offsets.len();
-                        if !model[i].2 {
-                            t.finish(offsets[i]).unwrap();
-                            model[i].2 = true;
+                        if model[i].1 < model[i].0 {
+                            t.add_unacked(offsets[i], n).unwrap();
+                            model[i].0 += n;
                         }
                     }
                 }
-                let done_prefix = model.iter().take_while(|m| m.2 && m.0 == m.1).count();
+                let done_prefix = model.iter().take_while(|m| m.0 == m.1).count();
                 let expected = done_prefix.checked_sub(1).map(|i| offsets[i] + 1);
                 prop_assert_eq!(t.committable(), expected);
+                prop_assert_eq!(t.settled(), model.iter().all(|m| m.0 == m.1));
             }
-            // Finish and ack everything: the whole partition becomes committable.
             for (i, m) in model.iter_mut().enumerate() {
                 while m.1 < m.0 { t.ack(offsets[i]).unwrap(); m.1 += 1; }
-                if !m.2 { t.finish(offsets[i]).unwrap(); m.2 = true; }
             }
             prop_assert_eq!(t.committable(), offsets.last().map(|o| o + 1));
             prop_assert_eq!(t.in_flight(), 0);

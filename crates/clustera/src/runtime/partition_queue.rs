@@ -34,18 +34,44 @@ pub(crate) enum Polled {
     Superseded,
 }
 
-/// A partition's queue handle and who may read it.
-pub(crate) struct SharedQueue<C: ConsumerContext> {
-    slot: Mutex<Slot<C>>,
+/// A librdkafka partition queue handle, whatever its consumer's context type: what the
+/// workers and the dispatcher need of it.
+pub(crate) trait QueueHandle: Send {
+    /// Takes the next message, never blocking.
+    fn poll_now(&self, topic: &Arc<str>) -> Polled;
+    /// Calls `wake` whenever the queue receives messages (replacing any earlier callback).
+    fn wake_with(&mut self, wake: Box<dyn Fn() + Send + Sync>);
 }
 
-struct Slot<C: ConsumerContext> {
-    handle: Option<PartitionQueue<C>>,
+impl<C: ConsumerContext> QueueHandle for PartitionQueue<C> {
+    fn poll_now(&self, topic: &Arc<str>) -> Polled {
+        match self.poll(Duration::ZERO) {
+            Some(Ok(m)) => Polled::Message(Message::from_kafka(topic.clone(), &m)),
+            Some(Err(e)) => Polled::Error(e),
+            None => Polled::Empty,
+        }
+    }
+
+    fn wake_with(&mut self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.set_nonempty_callback(wake);
+    }
+}
+
+/// Splits a partition's queue off the consumer's main queue: `(topic, partition)` to a handle.
+pub(crate) type Splitter<'a> = &'a dyn Fn(&str, i32) -> Option<Box<dyn QueueHandle>>;
+
+/// A partition's queue handle and who may read it.
+pub(crate) struct SharedQueue {
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    handle: Option<Box<dyn QueueHandle>>,
     /// The only worker allowed to poll; 0 for none.
     owner: Owner,
 }
 
-impl<C: ConsumerContext> SharedQueue<C> {
+impl SharedQueue {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             slot: Mutex::new(Slot {
@@ -55,7 +81,7 @@ impl<C: ConsumerContext> SharedQueue<C> {
         })
     }
 
-    fn slot(&self) -> MutexGuard<'_, Slot<C>> {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
         // Nothing panics while holding it; a poisoned lock still holds a whole handle.
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -64,14 +90,14 @@ impl<C: ConsumerContext> SharedQueue<C> {
     /// replaces the previous one, and `wake` is called whenever the queue receives messages.
     pub(crate) fn hand_over(
         &self,
-        mut handle: PartitionQueue<C>,
+        mut handle: Box<dyn QueueHandle>,
         owner: Owner,
         wake: impl Fn() + Send + Sync + 'static,
     ) {
         let mut slot = self.slot();
         // Dropping the previous handle clears the queue's callback, so it goes first.
         slot.handle = None;
-        handle.set_nonempty_callback(wake);
+        handle.wake_with(Box::new(wake));
         slot.handle = Some(handle);
         slot.owner = owner;
     }
@@ -95,10 +121,6 @@ impl<C: ConsumerContext> SharedQueue<C> {
             Some(handle) if slot.owner == owner => handle,
             _ => return Polled::Superseded,
         };
-        match handle.poll(Duration::ZERO) {
-            Some(Ok(m)) => Polled::Message(Message::from_kafka(topic.clone(), &m)),
-            Some(Err(e)) => Polled::Error(e),
-            None => Polled::Empty,
-        }
+        handle.poll_now(topic)
     }
 }

@@ -1,75 +1,30 @@
 //! One partition's worker: takes its messages strictly in order, runs the kernel with retries,
 //! sends outputs or the dead letter, and marks each message finished in the offset tracker.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-
-use futures::FutureExt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::consumer::KernelConsumerContext;
-use super::fatal::Fatal;
+use super::decide::{self, decide, Attempt, Final};
+use super::deferred::{Deferrals, Slots};
+pub(crate) use super::deps::WorkerDeps;
 use super::partition::{PartitionCounters, PartitionShared};
 use super::partition_queue::{Owner, Polled, SharedQueue};
-use super::producer::{DeliveryToken, OutputProducer, RecordKind, RetainedInput};
-use super::retry::RetryPolicy;
-use super::stats::RuntimeStats;
+use super::producer::{DeliveryToken, RecordKind, RetainedInput};
 use super::trace::{to_hex, TraceParent, TRACEPARENT, TRACESTATE};
-use crate::config::RuntimeSettings;
-use crate::context::{Context, Record};
-use crate::kernel::{Kernel, Outcome};
+use crate::context::{Context, DeferredContext, DeferredTask, Effects, Record};
+use crate::kernel::{ErrorKind, Kernel, Outcome};
 use crate::message::Message;
-use crate::telemetry::{continue_trace, Telemetry};
-
-/// What every partition worker shares.
-pub(crate) struct WorkerDeps<K> {
-    pub kernel: Arc<K>,
-    pub producer: Arc<OutputProducer>,
-    pub settings: Arc<RuntimeSettings>,
-    pub retry: RetryPolicy,
-    pub group_id: Arc<str>,
-    pub kernel_name: Arc<str>,
-    pub stats: Arc<RuntimeStats>,
-    pub telemetry: Arc<Telemetry>,
-    /// Most messages per `process_batch` call; 1 never batches.
-    pub batch: usize,
-    /// Raised when the process cannot go on.
-    pub fatal: Arc<Fatal>,
-    /// The memory budget's share for inputs kept while their outputs are in flight, in KiB
-    /// permits, and how many permits it holds; `None` without a budget.
-    pub retained: Option<(Arc<tokio::sync::Semaphore>, u32)>,
-}
-
-impl<K> Clone for WorkerDeps<K> {
-    fn clone(&self) -> Self {
-        Self {
-            kernel: self.kernel.clone(),
-            producer: self.producer.clone(),
-            settings: self.settings.clone(),
-            retry: self.retry,
-            group_id: self.group_id.clone(),
-            kernel_name: self.kernel_name.clone(),
-            stats: self.stats.clone(),
-            telemetry: self.telemetry.clone(),
-            batch: self.batch,
-            fatal: self.fatal.clone(),
-            retained: self.retained.clone(),
-        }
-    }
-}
-
-/// A partition's queue, as the workers read it.
-pub(crate) type KernelQueue<K> = SharedQueue<KernelConsumerContext<K>>;
+use crate::telemetry::continue_trace;
 
 /// Where one partition's messages come from.
-pub(crate) struct PartitionSource<K: Kernel> {
+pub(crate) struct PartitionSource {
     /// The partition's own librdkafka queue, read while `owner` owns it.
-    pub queue: Arc<KernelQueue<K>>,
+    pub queue: Arc<SharedQueue>,
     pub owner: Owner,
     /// Notified by librdkafka's thread whenever the queue receives messages. A permit is
     /// stored if nobody waits, so no wake-up is lost between a poll and the wait.
@@ -81,51 +36,77 @@ pub(crate) struct PartitionSource<K: Kernel> {
     pub released: CancellationToken,
 }
 
-/// Runs until the partition is stopped: first the residual messages, then the partition queue.
+/// Runs until the partition is stopped: first the residual messages, then the partition
+/// queue; then waits for the partition's deferred tasks.
 pub(crate) async fn run_partition<K: Kernel>(
     deps: WorkerDeps<K>,
     shared: Arc<PartitionShared>,
-    source: PartitionSource<K>,
+    source: PartitionSource,
 ) {
     let span = tracing::info_span!("partition", kernel = %deps.kernel_name,
         topic = %shared.topic, partition = shared.partition);
-    let PartitionSource {
-        queue,
-        owner,
-        ready,
-        mut residual,
-        released,
-    } = source;
     async move {
-        let clock = &mut WallClock::new();
+        let mut worker = Worker {
+            deferrals: Deferrals::new(deps.settings.max_deferred),
+            deps,
+            shared,
+            clock: WallClock::new(),
+        };
+        worker.read(source).await;
+        worker.deferrals.drain().await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// One partition's worker.
+struct Worker<K> {
+    deps: WorkerDeps<K>,
+    shared: Arc<PartitionShared>,
+    clock: WallClock,
+    deferrals: Deferrals,
+}
+
+impl<K: Kernel> Worker<K> {
+    /// Takes the partition's messages in order until it is stopped.
+    async fn read(&mut self, source: PartitionSource) {
+        let PartitionSource {
+            queue,
+            owner,
+            ready,
+            mut residual,
+            released,
+        } = source;
+        let stop = self.shared.stop.clone();
         // Residual messages come first, until the poll thread has seen the main queue empty.
         loop {
             tokio::select! {
                 biased;
-                _ = shared.stop.cancelled() => return,
+                _ = stop.cancelled() => return,
                 m = residual.recv() => match m {
-                    Some(m) => process_message(&deps, &shared, clock, &m).await,
+                    Some(m) => self.process_message(&m).await,
                     None => return,
                 },
                 _ = released.cancelled() => break,
             }
         }
         while let Ok(m) = residual.try_recv() {
-            if shared.stop.is_cancelled() {
+            if stop.is_cancelled() {
                 return;
             }
-            process_message(&deps, &shared, clock, &m).await;
+            self.process_message(&m).await;
         }
+        let topic = self.shared.topic.clone();
         loop {
-            if shared.stop.is_cancelled() {
+            if stop.is_cancelled() {
                 return;
             }
             // A worker with a backlog would otherwise never return Pending (a ready kernel
             // future, an accepted send), starving timers, retries, /healthz and signals on its
             // thread.
             tokio::task::coop::consume_budget().await;
-            shared.holding.store(true, Ordering::SeqCst);
-            let message = match queue.poll(owner, &shared.topic) {
+            self.shared.holding.store(true, Ordering::SeqCst);
+            let message = match queue.poll(owner, &topic) {
                 Polled::Message(m) => m,
                 Polled::Error(e) => {
                     tracing::warn!(error = %e, "partition queue error");
@@ -134,224 +115,333 @@ pub(crate) async fn run_partition<K: Kernel>(
                 Polled::Superseded => return,
                 Polled::Empty => {
                     // Everything taken so far is finished (the worker is sequential).
-                    shared.holding.store(false, Ordering::SeqCst);
+                    self.shared.holding.store(false, Ordering::SeqCst);
                     tokio::select! {
                         biased;
-                        _ = shared.stop.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         _ = ready.notified() => continue,
                     }
                 }
             };
-            if deps.batch == 1 {
-                process_message(&deps, &shared, clock, &message).await;
+            if self.deps.batch == 1 {
+                self.process_message(&message).await;
                 continue;
             }
             // Only what is already fetched joins the batch: batching never adds latency.
             let mut batch = vec![message];
-            while batch.len() < deps.batch {
-                match queue.poll(owner, &shared.topic) {
+            while batch.len() < self.deps.batch {
+                match queue.poll(owner, &topic) {
                     Polled::Message(m) => batch.push(m),
                     Polled::Error(e) => tracing::warn!(error = %e, "partition queue error"),
                     Polled::Empty | Polled::Superseded => break,
                 }
             }
-            process_batch(&deps, &shared, clock, &batch).await;
+            self.process_batch(&batch).await;
         }
     }
-    .instrument(span)
-    .await
-}
 
-/// The final word on one message after retries.
-enum Final {
-    Outputs { records: Vec<Record>, attempts: u32 },
-    Skipped(String),
-    DeadLetter { reason: String, attempts: u32 },
-}
+    async fn process_message(&mut self, message: &Message) {
+        let offset = message.offset();
+        let started = Instant::now();
+        let (deps, shared) = (&self.deps, &self.shared);
+        shared.busy.store(true, Ordering::Relaxed);
+        let call = |attempt| async move {
+            let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
+            let result = decide::attempt(deps.kernel.process(message, &mut ctx)).await;
+            Attempt {
+                result,
+                effects: ctx.take_effects(),
+            }
+        };
+        // A message that carries a trace is processed in a span continuing it.
+        // When spans are exported, the outputs carry the exported span's id; otherwise a new one.
+        let (decision, trace) = match trace_parent(message) {
+            None => (decide(deps, shared, offset, true, call).await, None),
+            Some(parent) => {
+                let span = tracing::info_span!("message", offset, trace_id = %parent.trace_id_hex(),
+                    parent_span_id = %to_hex(&parent.parent_id));
+                let span_id = continue_trace(&span, &parent).unwrap_or_else(rand::random);
+                let trace = parent.child(span_id);
+                (
+                    decide(deps, shared, offset, true, call)
+                        .instrument(span)
+                        .await,
+                    Some(trace),
+                )
+            }
+        };
+        shared.busy.store(false, Ordering::Relaxed);
+        let Some(decision) = decision else {
+            // Stopped while waiting to retry: never tracked, so never committed; redelivered.
+            return;
+        };
+        let finished = Instant::now();
+        self.observe(message, finished - started, finished);
+        self.finish(message, decision, trace).await;
+    }
 
-async fn process_message<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    clock: &mut WallClock,
-    message: &Message,
-) {
-    let offset = message.offset();
-    let started = Instant::now();
-    shared.busy.store(true, Ordering::Relaxed);
-    // A message that carries a trace is processed in a span continuing it.
-    // When spans are exported, the outputs carry the exported span's id; otherwise a new one.
-    let parent = message
-        .header(TRACEPARENT)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(TraceParent::parse);
-    let (decision, trace) = match parent {
-        None => (decide(deps, shared, message).await, None),
-        Some(parent) => {
-            let span = tracing::info_span!("message", offset, trace_id = %parent.trace_id_hex(),
-                parent_span_id = %to_hex(&parent.parent_id));
-            let span_id = continue_trace(&span, &parent).unwrap_or_else(rand::random);
-            let trace = parent.child(span_id);
-            (
-                decide(deps, shared, message).instrument(span).await,
-                Some(trace),
-            )
-        }
-    };
-    shared.busy.store(false, Ordering::Relaxed);
-    let Some(decision) = decision else {
-        // Stopped while waiting to retry: never tracked, so never committed; redelivered.
-        return;
-    };
-    let finished = Instant::now();
-    finish(
-        deps,
-        shared,
-        clock.epoch_ms(finished),
-        finished - started,
-        message,
-        decision,
-        trace,
-    )
-    .await;
-}
-
-/// Several messages through `Kernel::process_batch`; those without a final outcome there go
-/// through the one-message path, in order.
-async fn process_batch<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    clock: &mut WallClock,
-    messages: &[Message],
-) {
-    let started = Instant::now();
-    shared.busy.store(true, Ordering::Relaxed);
-    let mut contexts: Vec<Context> = messages
-        .iter()
-        .map(|_| Context::new(deps.kernel_name.clone(), 1))
-        .collect();
-    // Inside the async block, so a panic before the kernel's first `.await` (or in a
-    // hand-written `process_batch` that panics before returning its future) is caught too.
-    let results =
-        AssertUnwindSafe(async { deps.kernel.process_batch(messages, &mut contexts).await })
-            .catch_unwind()
+    /// Several messages through `Kernel::process_batch`; those without a final outcome there
+    /// go through the one-message path, in order.
+    async fn process_batch(&mut self, messages: &[Message]) {
+        let started = Instant::now();
+        let deps = &self.deps;
+        self.shared.busy.store(true, Ordering::Relaxed);
+        let mut contexts: Vec<Context> = messages
+            .iter()
+            .map(|_| Context::new(deps.kernel_name.clone(), 1))
+            .collect();
+        // A panic of the whole batch leaves every message to the one-message path.
+        let results = decide::attempt(deps.kernel.process_batch(messages, &mut contexts))
             .await
             .unwrap_or_else(|panic| {
                 deps.telemetry.metrics.error("panic");
-                tracing::error!(batch = messages.len(), panic = %panic_text(&panic),
+                tracing::error!(batch = messages.len(), panic = %decide::panic_text(&panic),
                 "kernel panicked in a batch; processing its messages one by one");
                 Vec::new()
             });
-    shared.busy.store(false, Ordering::Relaxed);
-    let finished = Instant::now();
-    let now_ms = clock.epoch_ms(finished);
-    // Each message is charged its share of the batch.
-    let share = (finished - started) / u32::try_from(messages.len()).unwrap_or(u32::MAX).max(1);
-    let mut done = 0;
-    for ((message, mut ctx), result) in messages.iter().zip(contexts).zip(results) {
-        let decision = match result {
-            Ok(Outcome::Ack) => Final::Outputs {
-                records: ctx.take_outputs(),
-                attempts: 1,
-            },
-            Ok(Outcome::Skip(reason)) => Final::Skipped(reason),
-            Ok(Outcome::DeadLetter(reason)) => Final::DeadLetter {
-                reason,
-                attempts: 1,
-            },
-            Ok(Outcome::Retry(_)) => break,
-            Err(e) if e.kind() == crate::kernel::ErrorKind::Transient => break,
-            Err(e) => {
-                deps.telemetry.metrics.error("permanent");
-                Final::DeadLetter {
-                    reason: crate::kernel::error_chain(&e),
+        self.shared.busy.store(false, Ordering::Relaxed);
+        let finished = Instant::now();
+        // Each message is charged its share of the batch.
+        let share = (finished - started) / u32::try_from(messages.len()).unwrap_or(u32::MAX).max(1);
+        let mut done = 0;
+        for ((message, mut ctx), result) in messages.iter().zip(contexts).zip(results) {
+            let retry = match &result {
+                Ok(Outcome::Retry(_)) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != ErrorKind::Permanent,
+            };
+            if retry {
+                break;
+            }
+            let decision = match decide::judge(&self.deps, message.offset(), Ok(result)).0 {
+                Outcome::Ack => Final::Done {
+                    effects: ctx.take_effects(),
                     attempts: 1,
-                }
+                },
+                Outcome::Skip(reason) => Final::Skipped(reason),
+                Outcome::DeadLetter(reason) => Final::DeadLetter {
+                    reason,
+                    attempts: 1,
+                },
+                Outcome::Retry(_) => break,
+            };
+            // Batched messages are not processed in a span of their own; their outputs still
+            // continue the input's trace.
+            let trace = trace_parent(message).map(|parent| parent.child(rand::random()));
+            self.observe(message, share, finished);
+            self.finish(message, decision, trace).await;
+            done += 1;
+        }
+        for message in &messages[done..] {
+            if self.shared.stop.is_cancelled() {
+                return;
+            }
+            self.process_message(message).await;
+        }
+    }
+
+    /// Records how long a message took to process, and from its timestamp to now.
+    fn observe(&mut self, message: &Message, processing: Duration, finished: Instant) {
+        let counters = &self.shared.counters;
+        counters.processing.observe(processing);
+        if let Some(ts) = message.timestamp_ms() {
+            if let Ok(ms) = u64::try_from(self.clock.epoch_ms(finished) - ts) {
+                counters.end_to_end.observe(Duration::from_millis(ms));
+            }
+        }
+    }
+
+    /// Counts a final outcome, then tracks and carries out its effects: records sent, the
+    /// dead letter, deferred tasks started.
+    async fn finish(&mut self, message: &Message, decision: Final, trace: Option<TraceParent>) {
+        let offset = message.offset();
+        let (deps, shared) = (&self.deps, &self.shared);
+        let counters = &shared.counters;
+        let (effects, attempts) = match decision {
+            Final::Done { effects, attempts } => {
+                PartitionCounters::bump(&counters.acked);
+                (effects, attempts)
+            }
+            Final::Skipped(reason) => {
+                PartitionCounters::bump(&counters.skipped);
+                tracing::warn!(offset, %reason, "message skipped");
+                (Effects::default(), 0)
+            }
+            Final::DeadLetter { reason, attempts } => {
+                let effects = Effects {
+                    dead_letters: vec![reason],
+                    ..Effects::default()
+                };
+                (effects, attempts)
             }
         };
-        // Batched messages are not processed in a span of their own; their outputs still
-        // continue the input's trace.
-        let trace = message
-            .header(TRACEPARENT)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(TraceParent::parse)
-            .map(|parent| parent.child(rand::random()));
-        finish(deps, shared, now_ms, share, message, decision, trace).await;
-        done += 1;
-    }
-    for message in &messages[done..] {
-        if shared.stop.is_cancelled() {
-            return;
+        let tasks = effects.deferred.len();
+        let slots = if tasks > 0 {
+            match self.deferrals.reserve(tasks, &shared.stop).await {
+                Some(slots) => Some(slots),
+                // Stopped while waiting for room: never tracked, so redelivered.
+                None => return,
+            }
+        } else {
+            None
+        };
+        // The input is kept while its outputs are in flight (to dead-letter it if one is
+        // refused) and while its deferred tasks run; it waits while the budget's share for
+        // such inputs is spent.
+        let input = if !effects.outputs.is_empty() || tasks > 0 {
+            Some(Arc::new(RetainedInput {
+                message: message.clone(),
+                _budget: retain(deps, message).await,
+            }))
+        } else {
+            None
+        };
+        let records = Prepared {
+            message,
+            input: input.as_ref(),
+            attempts,
+            trace: trace.as_ref(),
         }
-        process_message(deps, shared, clock, message).await;
+        .records(deps, counters, effects.outputs, &effects.dead_letters);
+        let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
+        // Registered before sending, so no acknowledgement can arrive before it is expected.
+        shared.track(|o| o.finished_with(offset, count));
+        send(deps, shared, offset, records, 0).await;
+        let (Some(input), Some(slots)) = (input, slots) else {
+            return;
+        };
+        for (i, task) in (1u32..).zip(effects.deferred) {
+            let run = DeferredRun {
+                deps: deps.clone(),
+                shared: shared.clone(),
+                input: input.clone(),
+                trace,
+                seq_base: i << 16,
+                _slots: slots.clone(),
+            };
+            self.deferrals.spawn(run.run(task));
+        }
     }
 }
 
-/// Counts a final outcome, then tracks and sends its records (outputs or the dead letter).
-async fn finish<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    now_ms: i64,
-    processing: Duration,
-    message: &Message,
-    decision: Final,
+/// One deferred task of one message, run next to the partition's worker.
+struct DeferredRun<K> {
+    deps: WorkerDeps<K>,
+    shared: Arc<PartitionShared>,
+    input: Arc<RetainedInput>,
     trace: Option<TraceParent>,
-) {
-    let offset = message.offset();
-    let counters = &shared.counters;
-    counters.processing.observe(processing);
-    if let Some(ts) = message.timestamp_ms() {
-        if let Ok(ms) = u64::try_from(now_ms - ts) {
-            counters.end_to_end.observe(Duration::from_millis(ms));
-        }
-    }
-    let mut input = None;
-    let (records, attempts) = match decision {
-        Final::Outputs { records, attempts } => {
-            PartitionCounters::bump(&counters.acked);
-            if !records.is_empty() {
-                // Kept while its outputs are in flight, to dead-letter it if one is refused;
-                // waits while the budget's share for such inputs is spent.
-                input = Some(Arc::new(RetainedInput {
-                    message: message.clone(),
-                    _budget: retain(deps, message).await,
-                }));
+    /// Where this task's records start among the message's, for ordered resends.
+    seq_base: u32,
+    _slots: Slots,
+}
+
+impl<K: Kernel> DeferredRun<K> {
+    async fn run(self, task: DeferredTask) {
+        let (deps, shared) = (&self.deps, &self.shared);
+        let message = &self.input.message;
+        let offset = message.offset();
+        let call = |attempt| {
+            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
+            let call = task(ctx.clone());
+            async move {
+                let result = decide::attempt(call).await;
+                Attempt {
+                    result,
+                    effects: ctx.take_effects(),
+                }
             }
-            (records, attempts)
+        };
+        let Some(decision) = decide(deps, shared, offset, false, call).await else {
+            // Stopped while waiting to retry: the message is never committed; redelivered.
+            shared.track(|o| o.abandon(offset));
+            return;
+        };
+        let (outputs, letters, attempts) = match decision {
+            Final::Done { effects, attempts } => (effects.outputs, effects.dead_letters, attempts),
+            Final::Skipped(reason) => {
+                tracing::warn!(offset, %reason, "deferred task skipped");
+                (Vec::new(), Vec::new(), 0)
+            }
+            Final::DeadLetter { reason, attempts } => (Vec::new(), vec![reason], attempts),
+        };
+        let records = Prepared {
+            message,
+            input: Some(&self.input),
+            attempts,
+            trace: self.trace.as_ref(),
         }
-        Final::Skipped(reason) => {
-            PartitionCounters::bump(&counters.skipped);
-            tracing::warn!(offset, %reason, "message skipped");
-            (Vec::new(), 0)
-        }
-        Final::DeadLetter { reason, attempts } => {
+        .records(deps, &shared.counters, outputs, &letters);
+        let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        // The task's own unit is settled only after its records are expected.
+        shared.track(|o| {
+            o.add_unacked(offset, count)?;
+            o.ack(offset)
+        });
+        send(deps, shared, offset, records, self.seq_base).await;
+    }
+}
+
+/// What a message's records are built from.
+struct Prepared<'a> {
+    message: &'a Message,
+    /// Kept for outputs, to dead-letter the message if one is refused.
+    input: Option<&'a Arc<RetainedInput>>,
+    attempts: u32,
+    trace: Option<&'a TraceParent>,
+}
+
+impl Prepared<'_> {
+    /// The records to send: outputs continuing the message's trace, then one dead letter per
+    /// reason.
+    fn records<K>(
+        &self,
+        deps: &WorkerDeps<K>,
+        counters: &PartitionCounters,
+        outputs: Vec<Record>,
+        dead_letters: &[String],
+    ) -> Vec<(Record, RecordKind)> {
+        let message = self.message;
+        let mut records: Vec<(Record, RecordKind)> = outputs
+            .into_iter()
+            .map(|r| {
+                let r = match self.trace {
+                    Some(t) => with_trace(r, t, message.header(TRACESTATE)),
+                    None => r,
+                };
+                let kind = match self.input {
+                    Some(input) => RecordKind::Output {
+                        input: input.clone(),
+                        attempts: self.attempts,
+                    },
+                    // Not reached: an input is kept whenever there are outputs.
+                    None => RecordKind::DeadLetter,
+                };
+                (r, kind)
+            })
+            .collect();
+        for reason in dead_letters {
             PartitionCounters::bump(&counters.dead_lettered);
             let letter = deps
                 .producer
                 .dead_letters()
-                .record(message, &reason, attempts);
-            tracing::error!(offset, %reason, attempts, dead_letter_topic = %letter.topic,
-                "message dead-lettered");
-            (vec![letter], attempts)
+                .record(message, reason, self.attempts);
+            tracing::error!(offset = message.offset(), %reason, attempts = self.attempts,
+                dead_letter_topic = %letter.topic, "message dead-lettered");
+            records.push((letter, RecordKind::DeadLetter));
         }
-    };
-    // Registered before sending, so no acknowledgement can arrive before it is expected.
-    let records = match &trace {
-        Some(t) => records
-            .into_iter()
-            .map(|r| with_trace(r, t, message.header(TRACESTATE)))
-            .collect(),
-        None => records,
-    };
-    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    shared.track(|o| o.finished_with(offset, count));
-    for (seq, record) in (0u32..).zip(&records) {
-        let kind = match &input {
-            Some(input) => RecordKind::Output {
-                input: input.clone(),
-                attempts,
-            },
-            None => RecordKind::DeadLetter,
-        };
+        records
+    }
+}
+
+/// Sends records of the message at `offset`, numbered from `seq_base` for ordered resends.
+async fn send<K>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    offset: i64,
+    records: Vec<(Record, RecordKind)>,
+    seq_base: u32,
+) {
+    for (seq, (record, kind)) in (seq_base..).zip(records) {
         let token = Box::new(DeliveryToken {
             partition: shared.clone(),
             offset,
@@ -360,8 +450,16 @@ async fn finish<K: Kernel>(
             kind,
             unexplained_failures: 0,
         });
-        deps.producer.send(record, token).await;
+        deps.producer.send(&record, token).await;
     }
+}
+
+/// The trace a message carries, if any.
+fn trace_parent(message: &Message) -> Option<TraceParent> {
+    message
+        .header(TRACEPARENT)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(TraceParent::parse)
 }
 
 /// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget.
@@ -376,96 +474,6 @@ async fn retain<K>(
         .unwrap_or(u32::MAX)
         .min(*total);
     budget.clone().acquire_many_owned(kib).await.ok()
-}
-
-/// Runs the kernel until its outcome is final. `None` if the partition was stopped meanwhile.
-async fn decide<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &PartitionShared,
-    message: &Message,
-) -> Option<Final> {
-    // Built on the first retry only: most messages never need it.
-    let mut delays = None;
-    let mut attempt = 1u32;
-    loop {
-        let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
-        // Inside the async block, so a panic before the kernel's first `.await` (or in a
-        // hand-written `process` that panics before returning its future) is caught too.
-        let result = AssertUnwindSafe(async { deps.kernel.process(message, &mut ctx).await })
-            .catch_unwind()
-            .await;
-        let (outcome, error) = match result {
-            Ok(Ok(outcome)) => (outcome, None),
-            Ok(Err(e)) => {
-                deps.telemetry.metrics.error(match e.kind() {
-                    crate::kernel::ErrorKind::Transient => "transient",
-                    crate::kernel::ErrorKind::Permanent => "permanent",
-                });
-                let text = crate::kernel::error_chain(&e);
-                (e.into_outcome(), Some(text))
-            }
-            Err(panic) => {
-                deps.telemetry.metrics.error("panic");
-                let text = panic_text(&panic);
-                tracing::error!(offset = message.offset(), panic = %text, "kernel panicked");
-                (
-                    Outcome::DeadLetter(format!("kernel panicked: {text}")),
-                    None,
-                )
-            }
-        };
-        match outcome {
-            Outcome::Ack => {
-                return Some(Final::Outputs {
-                    records: ctx.take_outputs(),
-                    attempts: attempt,
-                })
-            }
-            Outcome::Skip(reason) => return Some(Final::Skipped(reason)),
-            Outcome::DeadLetter(reason) => {
-                return Some(Final::DeadLetter {
-                    reason,
-                    attempts: attempt,
-                })
-            }
-            Outcome::Retry(delay) => {
-                PartitionCounters::bump(&shared.counters.retries);
-                let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
-                if deps.retry.exhausted(attempt) {
-                    return Some(Final::DeadLetter {
-                        reason: format!("gave up after {attempt} attempts: {why}"),
-                        attempts: attempt,
-                    });
-                }
-                let delay = delay
-                    .or_else(|| delays.get_or_insert_with(|| deps.retry.delays()).next())
-                    .unwrap_or(deps.settings.retry_max_delay);
-                tracing::warn!(offset = message.offset(), attempt, delay_ms = delay.as_millis() as u64,
-                    reason = %why, "retrying message");
-                shared.retrying.store(true, Ordering::Relaxed);
-                let stopped = tokio::select! {
-                    biased;
-                    _ = shared.stop.cancelled() => true,
-                    _ = tokio::time::sleep(delay) => false,
-                };
-                shared.retrying.store(false, Ordering::Relaxed);
-                if stopped {
-                    return None;
-                }
-                attempt += 1;
-            }
-        }
-    }
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 /// Sets the record's `traceparent` to this message's span (replacing any the kernel set) and

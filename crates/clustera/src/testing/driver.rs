@@ -1,7 +1,7 @@
 //! [`TestDriver`] runs a kernel's `process` in memory, the way the runtime would for one
 //! attempt: unit tests of kernel logic need no broker.
 
-use crate::context::{Context, Record};
+use crate::context::{Context, DeferredContext, Record};
 use crate::kernel::{Kernel, KernelError, Outcome};
 use crate::message::Message;
 
@@ -14,6 +14,24 @@ pub struct TestRun {
     pub error: Option<KernelError>,
     /// The records the kernel queued (sent only if the outcome is `Ack`).
     pub outputs: Vec<Record>,
+    /// The reasons given to [`Context::dead_letter`](crate::Context::dead_letter).
+    pub dead_letters: Vec<String>,
+    /// The tasks given to [`Context::defer`](crate::Context::defer), each run once (attempt 1)
+    /// after `process` returned `Ack`, in order.
+    pub deferred: Vec<DeferredRun>,
+}
+
+/// What one deferred task did in its first attempt.
+#[derive(Debug)]
+pub struct DeferredRun {
+    /// The outcome, errors already mapped as the runtime maps them.
+    pub outcome: Outcome,
+    /// The error, if the task returned one.
+    pub error: Option<KernelError>,
+    /// The records the task queued.
+    pub outputs: Vec<Record>,
+    /// The reasons the task gave to `dead_letter`.
+    pub dead_letters: Vec<String>,
 }
 
 /// Drives a kernel in memory.
@@ -54,10 +72,34 @@ impl<K: Kernel> TestDriver<K> {
             Ok(o) => (o, None),
             Err(e) => (e.outcome(), Some(e)),
         };
+        let effects = ctx.take_effects();
+        let mut deferred = Vec::new();
+        // As in the runtime, a deferred task runs only if the message was acknowledged.
+        let tasks = if outcome == Outcome::Ack {
+            effects.deferred
+        } else {
+            Vec::new()
+        };
+        for task in tasks {
+            let cx = DeferredContext::new(self.kernel.name().into(), 1);
+            let (outcome, error) = match task(cx.clone()).await {
+                Ok(o) => (o, None),
+                Err(e) => (e.outcome(), Some(e)),
+            };
+            let done = cx.take_effects();
+            deferred.push(DeferredRun {
+                outcome,
+                error,
+                outputs: done.outputs,
+                dead_letters: done.dead_letters,
+            });
+        }
         TestRun {
             outcome,
             error,
-            outputs: ctx.take_outputs(),
+            outputs: effects.outputs,
+            dead_letters: effects.dead_letters,
+            deferred,
         }
     }
 

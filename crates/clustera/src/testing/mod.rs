@@ -7,7 +7,7 @@ mod memory;
 mod mock;
 mod tansu;
 
-pub use driver::{TestDriver, TestRun};
+pub use driver::{DeferredRun, TestDriver, TestRun};
 pub use memory::{process_memory, ProcessMemory};
 pub use mock::MockBroker;
 pub use tansu::Tansu;
