@@ -88,6 +88,7 @@ mod kernel;
 mod message;
 pub mod runtime;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::process::ExitCode;

@@ -22,6 +22,7 @@ pub enum DecodeError {
         source: serde_json::Error,
     },
     /// The value is not valid MessagePack for the requested type.
+    #[cfg(feature = "msgpack")]
     #[error("value is not valid MessagePack for {type_name}: {source}")]
     MsgPack {
         /// The Rust type that was asked for.
@@ -30,6 +31,11 @@ pub enum DecodeError {
         #[source]
         source: rmp_serde::decode::Error,
     },
+    /// The value is MessagePack, and this kernel was built without clustera's `msgpack`
+    /// feature.
+    #[cfg(not(feature = "msgpack"))]
+    #[error("content-type {0:?} needs clustera's `msgpack` feature, which this kernel was built without")]
+    MsgPackNotBuilt(String),
     /// The `content-type` header names a format this runtime does not decode.
     #[error("unsupported content-type {0:?} (expected application/json or application/msgpack)")]
     UnsupportedContentType(String),
@@ -208,6 +214,7 @@ impl Message {
             .map(|c| c.split(';').next().unwrap_or(c).trim());
         match essence {
             None | Some("application/json") | Some("") => self.json(),
+            #[cfg(feature = "msgpack")]
             Some("application/msgpack") | Some("application/x-msgpack") => {
                 let bytes = self.value().ok_or(DecodeError::NoValue)?;
                 rmp_serde::from_slice(bytes).map_err(|source| DecodeError::MsgPack {
@@ -215,6 +222,10 @@ impl Message {
                     source,
                 })
             }
+            #[cfg(not(feature = "msgpack"))]
+            Some("application/msgpack") | Some("application/x-msgpack") => Err(
+                DecodeError::MsgPackNotBuilt(content_type.unwrap_or_default()),
+            ),
             Some(_) => Err(DecodeError::UnsupportedContentType(
                 content_type.unwrap_or_default(),
             )),
@@ -245,6 +256,7 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "msgpack")]
     #[test]
     fn decode_follows_content_type() {
         let packed = rmp_serde::to_vec_named(&User { id: 3 }).unwrap();

@@ -12,9 +12,11 @@ use super::otel;
 #[must_use = "dropping the guard stops span export"]
 #[derive(Debug, Default)]
 pub struct LoggingGuard {
+    #[cfg(feature = "otlp")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+#[cfg(feature = "otlp")]
 impl Drop for LoggingGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
@@ -55,16 +57,33 @@ fn init(default_filter: &str, service: Option<&str>) -> Result<LoggingGuard, Str
     } else {
         fmt.boxed()
     };
-    let provider = match service {
-        Some(name) if otel::configured() => Some(otel::provider(name)?),
-        _ => None,
-    };
-    let otel_layer = provider.as_ref().map(otel::layer);
-    let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(otel_layer)
-        .try_init();
-    Ok(LoggingGuard { provider })
+    #[cfg(feature = "otlp")]
+    {
+        let provider = match service {
+            Some(name) if otel::configured() => Some(otel::provider(name)?),
+            _ => None,
+        };
+        let otel_layer = provider.as_ref().map(otel::layer);
+        let _ = tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .with(otel_layer)
+            .try_init();
+        Ok(LoggingGuard { provider })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        if service.is_some() && otel::configured() {
+            return Err(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this kernel was built without \
+                        clustera's `otlp` feature: enable it, or unset the variable"
+                    .to_owned(),
+            );
+        }
+        let _ = tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .try_init();
+        Ok(LoggingGuard {})
+    }
 }
 
 /// Removes secrets from librdkafka's log lines before they reach the subscriber: PEM blocks
