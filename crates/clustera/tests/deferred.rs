@@ -97,6 +97,10 @@ impl Kernel for Effects {
             Plan::Gated | Plan::Slow(_) | Plan::Panics => {
                 let this = self.clone();
                 ctx.defer(move |out| {
+                    if plan == Plan::Panics {
+                        // Before the task's future even exists: the hardest panic to catch.
+                        panic!("the deferred handler broke");
+                    }
                     let (this, record) = (this.clone(), record.clone());
                     async move {
                         let now = this.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -108,10 +112,7 @@ impl Kernel for Effects {
                                 }
                             }
                             Plan::Slow(d) => tokio::time::sleep(d).await,
-                            _ => {
-                                this.running.fetch_sub(1, Ordering::SeqCst);
-                                panic!("the deferred handler broke");
-                            }
+                            _ => {}
                         }
                         this.running.fetch_sub(1, Ordering::SeqCst);
                         out.send(record);
@@ -277,6 +278,13 @@ async fn a_deferred_task_past_the_drain_timeout_is_redelivered_not_committed() {
     wait_for("the stuck task to start", Duration::from_secs(60), || {
         stuck.running.load(Ordering::SeqCst) == 1 && stuck.processed.load(Ordering::SeqCst) == 5
     })
+    .await;
+    let b = bootstrap.clone();
+    wait_for_blocking(
+        "the other four outputs",
+        Duration::from_secs(60),
+        move || kafka::read_topic(&b, "dt-out").unwrap_or_default().len() == 4,
+    )
     .await;
     run.stop().await;
     assert_eq!(

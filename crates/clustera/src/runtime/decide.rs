@@ -32,10 +32,16 @@ pub(crate) struct Attempt {
     pub effects: Effects,
 }
 
-/// Runs `call` (a future per attempt, counting from 1) with panics caught, so a panic before
-/// the call's first `.await` is caught too.
-pub(crate) async fn attempt<T>(call: impl Future<Output = T>) -> std::thread::Result<T> {
-    AssertUnwindSafe(call).catch_unwind().await
+/// Makes the future with `make` and runs it, with panics caught: also a panic while making
+/// it (a hand-written `process` that panics before returning its future) or before its first
+/// `.await`.
+pub(crate) async fn attempt<T, Fut>(make: impl FnOnce() -> Fut) -> std::thread::Result<T>
+where
+    Fut: Future<Output = T>,
+{
+    AssertUnwindSafe(async move { make().await })
+        .catch_unwind()
+        .await
 }
 
 /// What an attempt's result means: the outcome, the error's text if there was one, and

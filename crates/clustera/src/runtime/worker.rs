@@ -147,7 +147,7 @@ impl<K: Kernel> Worker<K> {
         shared.busy.store(true, Ordering::Relaxed);
         let call = |attempt| async move {
             let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
-            let result = decide::attempt(deps.kernel.process(message, &mut ctx)).await;
+            let result = decide::attempt(|| deps.kernel.process(message, &mut ctx)).await;
             Attempt {
                 result,
                 effects: ctx.take_effects(),
@@ -191,7 +191,7 @@ impl<K: Kernel> Worker<K> {
             .map(|_| Context::new(deps.kernel_name.clone(), 1))
             .collect();
         // A panic of the whole batch leaves every message to the one-message path.
-        let results = decide::attempt(deps.kernel.process_batch(messages, &mut contexts))
+        let results = decide::attempt(|| deps.kernel.process_batch(messages, &mut contexts))
             .await
             .unwrap_or_else(|panic| {
                 deps.telemetry.metrics.error("panic");
@@ -342,9 +342,9 @@ impl<K: Kernel> DeferredRun<K> {
         let offset = message.offset();
         let call = |attempt| {
             let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
-            let call = task(ctx.clone());
+            let task = &task;
             async move {
-                let result = decide::attempt(call).await;
+                let result = decide::attempt(|| task(ctx.clone())).await;
                 Attempt {
                     result,
                     effects: ctx.take_effects(),
