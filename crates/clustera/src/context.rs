@@ -124,7 +124,26 @@ impl Context {
     /// if the outcome is `Ack`, committed only once acknowledged. Each call makes one dead
     /// letter.
     pub fn dead_letter(&mut self, reason: impl Into<String>) {
-        self.effects.dead_letters.push(reason.into());
+        self.effects
+            .dead_letters
+            .push(DeadLetterPart::new(reason, Vec::<(String, Bytes)>::new()));
+    }
+
+    /// Like [`Context::dead_letter`], with headers of the kernel's own on the dead letter
+    /// (say, `clustera.handler` naming the handler that failed), after the provenance
+    /// headers and replacing any of the original's with the same name. The runtime's own
+    /// provenance headers cannot be replaced this way.
+    pub fn dead_letter_with<N, V>(
+        &mut self,
+        reason: impl Into<String>,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) where
+        N: Into<String>,
+        V: Into<Bytes>,
+    {
+        self.effects
+            .dead_letters
+            .push(DeadLetterPart::new(reason, headers));
     }
 
     /// Finishes this message in a task the runtime runs next to the partition, so the kernel
@@ -168,8 +187,8 @@ impl Context {
         &self.effects.outputs
     }
 
-    /// The reasons given to [`Context::dead_letter`] so far.
-    pub fn dead_letters(&self) -> &[String] {
+    /// The dead letters asked for so far ([`Context::dead_letter`]).
+    pub fn dead_letters(&self) -> &[DeadLetterPart] {
         &self.effects.dead_letters
     }
 
@@ -214,7 +233,23 @@ impl DeferredContext {
 
     /// Dead-letters the message for part of this task's effects; see [`Context::dead_letter`].
     pub fn dead_letter(&self, reason: impl Into<String>) {
-        self.effects().dead_letters.push(reason.into());
+        self.effects()
+            .dead_letters
+            .push(DeadLetterPart::new(reason, Vec::<(String, Bytes)>::new()));
+    }
+
+    /// Like [`DeferredContext::dead_letter`], with headers; see [`Context::dead_letter_with`].
+    pub fn dead_letter_with<N, V>(
+        &self,
+        reason: impl Into<String>,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) where
+        N: Into<String>,
+        V: Into<Bytes>,
+    {
+        self.effects()
+            .dead_letters
+            .push(DeadLetterPart::new(reason, headers));
     }
 
     /// Which attempt of the task this is, counting from 1.
@@ -251,11 +286,38 @@ pub(crate) type DeferredTask = Arc<
         + Sync,
 >;
 
+/// One dead letter a kernel asked for, for part of a message's effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPart {
+    /// Why: the dead letter's `clustera.error`.
+    pub reason: String,
+    /// The kernel's own headers on it.
+    pub headers: Vec<Header>,
+}
+
+impl DeadLetterPart {
+    fn new<N: Into<String>, V: Into<Bytes>>(
+        reason: impl Into<String>,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        Self {
+            reason: reason.into(),
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| Header {
+                    name: name.into(),
+                    value: Some(value.into()),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What one attempt asked for, carried out only if its outcome is `Ack`.
 #[derive(Default)]
 pub(crate) struct Effects {
     pub outputs: Vec<Record>,
-    /// One dead letter of the input per reason.
-    pub dead_letters: Vec<String>,
+    /// One dead letter of the input each.
+    pub dead_letters: Vec<DeadLetterPart>,
     pub deferred: Vec<DeferredTask>,
 }

@@ -94,7 +94,7 @@ pub mod testing;
 use std::process::ExitCode;
 
 pub use config::{Config, ConfigError};
-pub use context::{Context, DeferredContext, Record};
+pub use context::{Context, DeadLetterPart, DeferredContext, Record};
 pub use kernel::{ErrorKind, Kernel, KernelError, Outcome, ResultExt};
 pub use message::{DecodeError, Header, Message};
 /// The metrics library kernels register their own metrics with

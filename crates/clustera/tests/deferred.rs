@@ -91,7 +91,13 @@ impl Kernel for Effects {
                 return Err(KernelError::transient("deadlock detected"));
             }
             Plan::PartlyDeadLettered => {
-                ctx.dead_letter("handler B: invalid reference");
+                ctx.dead_letter_with(
+                    "handler B: invalid reference",
+                    [
+                        ("clustera.handler", "B"),
+                        ("clustera.original.offset", "forged"),
+                    ],
+                );
                 ctx.send(record);
             }
             Plan::Gated | Plan::Slow(_) | Plan::Panics => {
@@ -349,6 +355,20 @@ async fn panics_and_partial_failures_are_dead_lettered_and_outages_are_not() {
         "{reasons:?}"
     );
     assert_eq!(reasons[2], (7, "handler B: invalid reference".to_owned()));
+    let partial = letters
+        .iter()
+        .find(|l| l.header("clustera.original.offset").as_deref() == Some("7"))
+        .unwrap();
+    assert_eq!(partial.header("clustera.handler").as_deref(), Some("B"));
+    assert_eq!(
+        partial
+            .headers
+            .iter()
+            .filter(|h| h.name == "clustera.original.offset")
+            .count(),
+        1,
+        "a kernel's header cannot forge or duplicate a provenance header"
+    );
     let sources: Vec<i64> = transform_sources(&outputs(&bootstrap, "dp-out").await)
         .into_iter()
         .map(|(_, o)| o)

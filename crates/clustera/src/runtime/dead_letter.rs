@@ -81,10 +81,25 @@ impl DeadLetters {
     /// The dead letter for `message`: its key, value and headers (any earlier provenance
     /// replaced), then the provenance headers; shrunk to fit `max_bytes`.
     pub(crate) fn record(&self, message: &Message, reason: &str, attempts: u32) -> Record {
+        self.record_with(message, reason, attempts, &[])
+    }
+
+    /// Like [`DeadLetters::record`], with the kernel's `extra` headers (say, which of its
+    /// handlers failed) after the provenance headers, replacing the original's of the same
+    /// name; a provenance header (`clustera.original.*`, ...) among them is ignored.
+    pub(crate) fn record_with(
+        &self,
+        message: &Message,
+        reason: &str,
+        attempts: u32,
+        extra: &[Header],
+    ) -> Record {
         let mut headers: Vec<Header> = message
             .headers()
             .iter()
-            .filter(|h| !headers::ALL.contains(&h.name.as_str()))
+            .filter(|h| {
+                !headers::ALL.contains(&h.name.as_str()) && !extra.iter().any(|e| e.name == h.name)
+            })
             .cloned()
             .collect();
         let mut add = |name: &str, value: String| {
@@ -103,6 +118,13 @@ impl DeadLetters {
         add(headers::KERNEL, self.kernel.to_string());
         add(headers::ERROR, bounded(reason, MAX_ERROR_BYTES));
         add(headers::ATTEMPTS, attempts.to_string());
+        // The runtime's provenance is not the kernel's to rewrite.
+        headers.extend(
+            extra
+                .iter()
+                .filter(|h| !headers::ALL.contains(&h.name.as_str()))
+                .cloned(),
+        );
         let mut record = Record {
             topic: self.topic_for(message.topic()),
             key: message.key_bytes(),

@@ -16,7 +16,7 @@ use super::partition::{PartitionCounters, PartitionShared};
 use super::partition_queue::{Owner, Polled, SharedQueue};
 use super::producer::{DeliveryToken, RecordKind, RetainedInput};
 use super::trace::{to_hex, TraceParent, TRACEPARENT, TRACESTATE};
-use crate::context::{Context, DeferredContext, DeferredTask, Effects, Record};
+use crate::context::{Context, DeadLetterPart, DeferredContext, DeferredTask, Effects, Record};
 use crate::kernel::{ErrorKind, Kernel, Outcome};
 use crate::message::Message;
 use crate::telemetry::continue_trace;
@@ -269,7 +269,10 @@ impl<K: Kernel> Worker<K> {
             }
             Final::DeadLetter { reason, attempts } => {
                 let effects = Effects {
-                    dead_letters: vec![reason],
+                    dead_letters: vec![DeadLetterPart {
+                        reason,
+                        headers: Vec::new(),
+                    }],
                     ..Effects::default()
                 };
                 (effects, attempts)
@@ -362,7 +365,14 @@ impl<K: Kernel> DeferredRun<K> {
                 tracing::warn!(offset, %reason, "deferred task skipped");
                 (Vec::new(), Vec::new(), 0)
             }
-            Final::DeadLetter { reason, attempts } => (Vec::new(), vec![reason], attempts),
+            Final::DeadLetter { reason, attempts } => (
+                Vec::new(),
+                vec![DeadLetterPart {
+                    reason,
+                    headers: Vec::new(),
+                }],
+                attempts,
+            ),
         };
         let records = Prepared {
             message,
@@ -398,7 +408,7 @@ impl Prepared<'_> {
         deps: &WorkerDeps<K>,
         counters: &PartitionCounters,
         outputs: Vec<Record>,
-        dead_letters: &[String],
+        dead_letters: &[DeadLetterPart],
     ) -> Vec<(Record, RecordKind)> {
         let message = self.message;
         let mut records: Vec<(Record, RecordKind)> = outputs
@@ -419,12 +429,12 @@ impl Prepared<'_> {
                 (r, kind)
             })
             .collect();
-        for reason in dead_letters {
+        for DeadLetterPart { reason, headers } in dead_letters {
             PartitionCounters::bump(&counters.dead_lettered);
-            let letter = deps
-                .producer
-                .dead_letters()
-                .record(message, reason, self.attempts);
+            let letter =
+                deps.producer
+                    .dead_letters()
+                    .record_with(message, reason, self.attempts, headers);
             tracing::error!(offset = message.offset(), %reason, attempts = self.attempts,
                 dead_letter_topic = %letter.topic, "message dead-lettered");
             records.push((letter, RecordKind::DeadLetter));

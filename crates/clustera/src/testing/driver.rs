@@ -1,7 +1,7 @@
 //! [`TestDriver`] runs a kernel's `process` in memory, the way the runtime would for one
 //! attempt: unit tests of kernel logic need no broker.
 
-use crate::context::{Context, DeferredContext, Record};
+use crate::context::{Context, DeadLetterPart, DeferredContext, Record};
 use crate::kernel::{Kernel, KernelError, Outcome};
 use crate::message::Message;
 
@@ -14,8 +14,8 @@ pub struct TestRun {
     pub error: Option<KernelError>,
     /// The records the kernel queued (sent only if the outcome is `Ack`).
     pub outputs: Vec<Record>,
-    /// The reasons given to [`Context::dead_letter`](crate::Context::dead_letter).
-    pub dead_letters: Vec<String>,
+    /// The dead letters asked for with [`Context::dead_letter`](crate::Context::dead_letter).
+    pub dead_letters: Vec<DeadLetterPart>,
     /// The tasks given to [`Context::defer`](crate::Context::defer), each run once (attempt 1)
     /// after `process` returned `Ack`, in order.
     pub deferred: Vec<DeferredRun>,
@@ -30,8 +30,8 @@ pub struct DeferredRun {
     pub error: Option<KernelError>,
     /// The records the task queued.
     pub outputs: Vec<Record>,
-    /// The reasons the task gave to `dead_letter`.
-    pub dead_letters: Vec<String>,
+    /// The dead letters the task asked for.
+    pub dead_letters: Vec<DeadLetterPart>,
 }
 
 /// Drives a kernel in memory.
