@@ -379,3 +379,36 @@ async fn panics_and_partial_failures_are_dead_lettered_and_outages_are_not() {
         "every output once, also the outage's and the partly dead-lettered one's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_done_behind_a_deferred_one_are_bounded() {
+    let (_broker, bootstrap) = mock_with_sequence(&[("du-in", 1), ("du-out", 1)], 30).await;
+    let kernel = Effects::new(
+        "du-out",
+        |v| if v == 0 { Plan::Gated } else { Plan::Direct },
+    );
+    let mut c = config_kip848("effects", &bootstrap, "du-in");
+    c.runtime.max_uncommitted = 5;
+    let run = start(c, kernel.clone());
+    wait_for(
+        "the partition to fill its window",
+        Duration::from_secs(60),
+        || kernel.processed.load(Ordering::SeqCst) == 6,
+    )
+    .await;
+    // Long enough for an unbounded runtime to take the rest.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        kernel.processed.load(Ordering::SeqCst),
+        6,
+        "the deferred message and four behind it are tracked; the sixth waits"
+    );
+    kernel.gate.store(true, Ordering::SeqCst);
+    wait_committed(&bootstrap, "effects-consumer-group", "du-in").await;
+    run.stop().await;
+    let b = bootstrap.clone();
+    assert_eq!(
+        blocking(move || assert_nothing_lost(&b, "du-in", "du-out")).await,
+        0
+    );
+}

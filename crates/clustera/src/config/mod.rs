@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use checks::{canonical_property, check_group_protocol, parse_bool, refuse_weak_delivery};
 
 pub(crate) use runtime::dead_letter_topic;
-pub use runtime::RuntimeSettings;
+pub use runtime::{ProcessingOrder, RuntimeSettings};
 pub use secret::Secret;
 pub use tls::TlsConfig;
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{valid_topic_name, ConfigError};
+pub use crate::runtime::lanes::ProcessingOrder;
 
 /// How the runtime processes messages; the `CLUSTERA_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,16 @@ pub struct RuntimeSettings {
     /// Most deferred tasks ([`Context::defer`](crate::Context::defer)) of one partition
     /// running at once (`CLUSTERA_MAX_DEFERRED`); the partition waits for a free slot.
     pub max_deferred: usize,
+    /// How a partition's messages are ordered (`CLUSTERA_ORDERING`): one at a time, by key,
+    /// or not at all.
+    pub ordering: ProcessingOrder,
+    /// Under `key` or `none` ordering, the most messages of one partition taken and not yet
+    /// done (`CLUSTERA_MAX_IN_FLIGHT`); the partition is not read further meanwhile.
+    pub max_in_flight: usize,
+    /// The most messages of one partition done or in process but not yet committable
+    /// (`CLUSTERA_MAX_UNCOMMITTED`): behind a message that is not done (a slow deferred task,
+    /// outputs held by an outage) the partition is read no further past this many.
+    pub max_uncommitted: usize,
 }
 
 impl Default for RuntimeSettings {
@@ -52,6 +63,9 @@ impl Default for RuntimeSettings {
             batch_size: None,
             memory_bytes: Some(super::budget::DEFAULT_MEMORY_BYTES),
             max_deferred: 16,
+            ordering: ProcessingOrder::Partition,
+            max_in_flight: 256,
+            max_uncommitted: 10_000,
         }
     }
 }
@@ -104,6 +118,14 @@ pub(super) fn runtime_from_vars(
         stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
         batch_size: number(var, "CLUSTERA_BATCH_SIZE")?,
         max_deferred: number(var, "CLUSTERA_MAX_DEFERRED")?.unwrap_or(d.max_deferred),
+        ordering: match var("CLUSTERA_ORDERING").filter(|v| !v.is_empty()) {
+            None => d.ordering,
+            Some(v) => v
+                .parse()
+                .map_err(|e| ConfigError::invalid("CLUSTERA_ORDERING", e))?,
+        },
+        max_in_flight: number(var, "CLUSTERA_MAX_IN_FLIGHT")?.unwrap_or(d.max_in_flight),
+        max_uncommitted: number(var, "CLUSTERA_MAX_UNCOMMITTED")?.unwrap_or(d.max_uncommitted),
         memory_bytes: match var("CLUSTERA_MEMORY_BYTES").filter(|v| !v.is_empty()) {
             None => d.memory_bytes,
             Some(v) if v.eq_ignore_ascii_case("off") => None,
@@ -119,6 +141,18 @@ pub(super) fn runtime_from_vars(
         return Err(ConfigError::invalid(
             "CLUSTERA_MEMORY_BYTES",
             "must be at least 1MiB",
+        ));
+    }
+    if settings.max_uncommitted == 0 {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_MAX_UNCOMMITTED",
+            "must be at least 1",
+        ));
+    }
+    if settings.max_in_flight == 0 {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_MAX_IN_FLIGHT",
+            "must be at least 1",
         ));
     }
     if settings.max_deferred == 0 {

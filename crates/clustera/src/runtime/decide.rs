@@ -120,7 +120,7 @@ where
                 let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
                 if !unavailable && deps.retry.exhausted(counted) {
                     return Some(Final::DeadLetter {
-                        reason: format!("gave up after {attempt} attempts: {why}"),
+                        reason: format!("gave up after {counted} attempts: {why}"),
                         attempts: attempt,
                     });
                 }

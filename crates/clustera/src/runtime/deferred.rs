@@ -35,11 +35,14 @@ impl Deferrals {
     }
 
     /// Waits until `n` more tasks may run (a message with more than the bound takes all of
-    /// it). `None` if the partition was stopped meanwhile.
+    /// it). `None` if the partition was stopped while this had to wait.
     pub(crate) async fn reserve(&mut self, n: usize, stop: &CancellationToken) -> Option<Slots> {
         // Finished tasks stay in the set until joined; reaping here keeps it within the bound.
         while self.running.try_join_next().is_some() {}
         let n = u32::try_from(n).unwrap_or(u32::MAX).clamp(1, self.max);
+        if let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) {
+            return Some(Arc::new(permit));
+        }
         tokio::select! {
             biased;
             _ = stop.cancelled() => None,

@@ -341,7 +341,10 @@ impl<K: Kernel> Dispatcher<K> {
         // position may have failed without a word, and this is the last chance to make it.
         let mut tpl = TopicPartitionList::new();
         for a in &partitions {
-            if let Some(next) = a.shared.offsets().committable() {
+            // Never behind what was committed already (an idle position past transaction
+            // markers can be ahead of the last message).
+            let next = a.shared.offsets().committable();
+            if let Some(next) = next.max(a.last_committed) {
                 let _ = tpl.add_partition_offset(
                     &a.shared.topic,
                     a.shared.partition,

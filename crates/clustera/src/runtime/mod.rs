@@ -14,6 +14,8 @@ mod deferred;
 mod deps;
 mod dispatch;
 mod fatal;
+#[allow(dead_code)] // wired into the worker by the next change (CLUSTERA_ORDERING)
+pub(crate) mod lanes;
 pub mod offsets;
 mod partition;
 mod partition_queue;

@@ -67,7 +67,7 @@ pub(crate) struct DeliveryToken {
     pub partition: Arc<PartitionShared>,
     pub offset: i64,
     /// Position among the records of this input, for ordered resends.
-    pub seq: u32,
+    pub seq: u64,
     /// The partition the kernel pinned the record to, kept for a resend.
     pub pinned_partition: Option<i32>,
     pub kind: RecordKind,
@@ -254,6 +254,8 @@ impl OutputProducer {
             // letter) now would only add a duplicate.
             tracing::debug!(topic = %record.topic, error = %error,
                 "delivery failed for a stopped partition; left to its next owner");
+            // Never committed now; and the drain need not wait for it.
+            token.partition.track(|o| o.abandon(token.offset));
             return;
         }
         let (input_topic, input_partition, offset) = (

@@ -205,6 +205,10 @@ impl<K: Kernel> Worker<K> {
         let share = (finished - started) / u32::try_from(messages.len()).unwrap_or(u32::MAX).max(1);
         let mut done = 0;
         for ((message, mut ctx), result) in messages.iter().zip(contexts).zip(results) {
+            if self.shared.stop.is_cancelled() {
+                // Nothing from here on is tracked: it is all read again by the next owner.
+                return;
+            }
             let retry = match &result {
                 Ok(Outcome::Retry(_)) => true,
                 Ok(_) => false,
@@ -229,7 +233,11 @@ impl<K: Kernel> Worker<K> {
             // continue the input's trace.
             let trace = trace_parent(message).map(|parent| parent.child(rand::random()));
             self.observe(message, share, finished);
-            self.finish(message, decision, trace).await;
+            if !self.finish(message, decision, trace).await {
+                // Stopped before it was tracked: neither it nor anything after it may be
+                // tracked now, or a commit would pass it.
+                return;
+            }
             done += 1;
         }
         for message in &messages[done..] {
@@ -252,10 +260,22 @@ impl<K: Kernel> Worker<K> {
     }
 
     /// Counts a final outcome, then tracks and carries out its effects: records sent, the
-    /// dead letter, deferred tasks started.
-    async fn finish(&mut self, message: &Message, decision: Final, trace: Option<TraceParent>) {
+    /// dead letter, deferred tasks started. Returns whether the message was tracked: it is
+    /// not if the partition stopped while this waited for room, and is then read again by
+    /// whoever reads the partition next.
+    async fn finish(
+        &mut self,
+        message: &Message,
+        decision: Final,
+        trace: Option<TraceParent>,
+    ) -> bool {
         let offset = message.offset();
         let (deps, shared) = (&self.deps, &self.shared);
+        // Messages done behind one that is not (a slow deferred task, an outage) are held
+        // until it is: bounded, so they cannot pile up for as long as that lasts.
+        if !room_for_one_more(shared, deps.settings.max_uncommitted).await {
+            return false;
+        }
         let counters = &shared.counters;
         let (effects, attempts) = match decision {
             Final::Done { effects, attempts } => {
@@ -283,21 +303,23 @@ impl<K: Kernel> Worker<K> {
             match self.deferrals.reserve(tasks, &shared.stop).await {
                 Some(slots) => Some(slots),
                 // Stopped while waiting for room: never tracked, so redelivered.
-                None => return,
+                None => return false,
             }
         } else {
             None
         };
-        // The input is kept while its outputs are in flight (to dead-letter it if one is
-        // refused) and while its deferred tasks run; it waits while the budget's share for
-        // such inputs is spent.
-        let input = if !effects.outputs.is_empty() || tasks > 0 {
-            Some(Arc::new(RetainedInput {
-                message: message.clone(),
-                _budget: retain(deps, message).await,
-            }))
-        } else {
+        // The input is kept while its outputs are in flight, to dead-letter it if one is
+        // refused; it waits while the budget's share for such inputs is spent.
+        let input = if effects.outputs.is_empty() {
             None
+        } else {
+            match retain(deps, message, &shared.stop).await {
+                Some(budget) => Some(Arc::new(RetainedInput {
+                    message: message.clone(),
+                    _budget: budget,
+                })),
+                None => return false,
+            }
         };
         let records = Prepared {
             message,
@@ -310,38 +332,73 @@ impl<K: Kernel> Worker<K> {
         // Registered before sending, so no acknowledgement can arrive before it is expected.
         shared.track(|o| o.finished_with(offset, count));
         send(deps, shared, offset, records, 0).await;
-        let (Some(input), Some(slots)) = (input, slots) else {
-            return;
+        let Some(slots) = slots else {
+            return true;
         };
-        for (i, task) in (1u32..).zip(effects.deferred) {
+        // The tasks' copy of the input is bounded by their number, not the budget: a task
+        // that waits out an outage must not hold every partition's outputs back.
+        let message = Arc::new(message.clone());
+        for (i, task) in (1u64..).zip(effects.deferred) {
             let run = DeferredRun {
                 deps: deps.clone(),
                 shared: shared.clone(),
-                input: input.clone(),
+                message: message.clone(),
                 trace,
-                seq_base: i << 16,
+                seq_base: i << 32,
                 _slots: slots.clone(),
             };
             self.deferrals.spawn(run.run(task));
         }
+        true
     }
+}
+
+/// Waits while `shared` holds `max` messages taken and not yet done. False if the partition
+/// stopped while this had to wait (a message finished during the drain with room to spare
+/// is tracked as usual).
+async fn room_for_one_more(shared: &PartitionShared, max: usize) -> bool {
+    while shared.offsets().in_flight() >= max {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    true
 }
 
 /// One deferred task of one message, run next to the partition's worker.
 struct DeferredRun<K> {
     deps: WorkerDeps<K>,
     shared: Arc<PartitionShared>,
-    input: Arc<RetainedInput>,
+    message: Arc<Message>,
     trace: Option<TraceParent>,
     /// Where this task's records start among the message's, for ordered resends.
-    seq_base: u32,
+    seq_base: u64,
     _slots: Slots,
 }
 
 impl<K: Kernel> DeferredRun<K> {
+    /// Runs the task. A panic of the runtime's own code here (the kernel's are caught in
+    /// `decide`) would leave the message unsettled for good: it is given up, and the process
+    /// stops, as when a worker dies.
     async fn run(self, task: DeferredTask) {
+        let (shared, fatal) = (self.shared.clone(), self.deps.fatal.clone());
+        let offset = self.message.offset();
+        if let Err(panic) = decide::attempt(|| self.run_task(task)).await {
+            shared.track(|o| o.abandon(offset));
+            fatal.raise(format!(
+                "a deferred task of {}[{}] offset {offset} failed: {}",
+                shared.topic,
+                shared.partition,
+                decide::panic_text(&panic)
+            ));
+        }
+    }
+
+    async fn run_task(self, task: DeferredTask) {
         let (deps, shared) = (&self.deps, &self.shared);
-        let message = &self.input.message;
+        let message = &*self.message;
         let offset = message.offset();
         let call = |attempt| {
             let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
@@ -374,9 +431,23 @@ impl<K: Kernel> DeferredRun<K> {
                 attempts,
             ),
         };
+        let input = if outputs.is_empty() {
+            None
+        } else {
+            match retain(deps, message, &shared.stop).await {
+                Some(budget) => Some(Arc::new(RetainedInput {
+                    message: message.clone(),
+                    _budget: budget,
+                })),
+                None => {
+                    shared.track(|o| o.abandon(offset));
+                    return;
+                }
+            }
+        };
         let records = Prepared {
             message,
-            input: Some(&self.input),
+            input: input.as_ref(),
             attempts,
             trace: self.trace.as_ref(),
         }
@@ -449,7 +520,7 @@ async fn send<K>(
     shared: &Arc<PartitionShared>,
     offset: i64,
     records: Vec<(Record, RecordKind)>,
-    seq_base: u32,
+    seq_base: u64,
 ) {
     for (seq, (record, kind)) in (seq_base..).zip(records) {
         let token = Box::new(DeliveryToken {
@@ -472,18 +543,29 @@ fn trace_parent(message: &Message) -> Option<TraceParent> {
         .and_then(TraceParent::parse)
 }
 
-/// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget.
+/// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget:
+/// `Some(None)` without a budget, `None` if the partition stopped while this had to wait.
 async fn retain<K>(
     deps: &WorkerDeps<K>,
     message: &Message,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let (budget, total) = deps.retained.as_ref()?;
+    stop: &CancellationToken,
+) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+    let Some((budget, total)) = deps.retained.as_ref() else {
+        return Some(None);
+    };
     let size = message.key().map_or(0, <[u8]>::len) + message.value().map_or(0, <[u8]>::len);
     // An input larger than the whole share takes all of it, rather than waiting forever.
     let kib = u32::try_from(size / 1024 + 1)
         .unwrap_or(u32::MAX)
         .min(*total);
-    budget.clone().acquire_many_owned(kib).await.ok()
+    if let Ok(permit) = budget.clone().try_acquire_many_owned(kib) {
+        return Some(Some(permit));
+    }
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        permit = budget.clone().acquire_many_owned(kib) => Some(permit.ok()),
+    }
 }
 
 /// Sets the record's `traceparent` to this message's span (replacing any the kernel set) and
