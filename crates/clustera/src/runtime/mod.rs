@@ -13,6 +13,7 @@ mod decide;
 mod deferred;
 mod deps;
 mod dispatch;
+mod effects;
 mod fatal;
 #[allow(dead_code)] // wired into the worker by the next change (CLUSTERA_ORDERING)
 pub(crate) mod lanes;

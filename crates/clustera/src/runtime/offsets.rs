@@ -66,9 +66,9 @@ impl PartitionOffsets {
         Self::default()
     }
 
-    /// Starts tracking `offset`. Offsets must increase; gaps (compaction, transaction markers)
-    /// are fine.
-    fn begin(&mut self, offset: i64) -> Result<(), OffsetError> {
+    /// Starts tracking `offset`, taken for processing; [`PartitionOffsets::complete`]
+    /// finishes it. Offsets must increase; gaps (compaction, transaction markers) are fine.
+    pub fn begin(&mut self, offset: i64) -> Result<(), OffsetError> {
         if let Some(last) = self.last_begun {
             if offset <= last {
                 return Err(OffsetError::OutOfOrder { offset, last });
@@ -96,6 +96,16 @@ impl PartitionOffsets {
             entry.unacked = unacked;
             entry.finished = true;
         }
+        self.advance();
+        Ok(())
+    }
+
+    /// Finishes a begun `offset` with `unacked` units about to be settled (as in
+    /// [`PartitionOffsets::finished_with`]).
+    pub fn complete(&mut self, offset: i64, unacked: u32) -> Result<(), OffsetError> {
+        let entry = self.entry_mut(offset)?;
+        entry.unacked += unacked;
+        entry.finished = true;
         self.advance();
         Ok(())
     }

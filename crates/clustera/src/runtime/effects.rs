@@ -1,0 +1,369 @@
+//! Carries out a decided message's effects: its records (outputs, dead letters) tracked and
+//! sent, its deferred tasks started and, when they finish, theirs.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{self, decide, Attempt, Final};
+use super::deferred::{Deferrals, DeferralSlots, Slots};
+use super::deps::WorkerDeps;
+use super::partition::{PartitionCounters, PartitionShared};
+use super::producer::{DeliveryToken, RecordKind, RetainedInput};
+use super::trace::{TraceParent, TRACEPARENT, TRACESTATE};
+use crate::context::{DeadLetterPart, DeferredContext, DeferredTask, Effects, Record};
+use crate::kernel::Kernel;
+use crate::message::Message;
+
+/// How a decided message enters the offset tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    /// Begun and finished in one step (the sequential path: nothing later was taken).
+    Now,
+    /// Begun when it was taken (concurrent processing); finished here.
+    Begun,
+}
+
+/// The partition stopped while a message's effects had to wait: it is not committed, and
+/// whoever reads the partition next processes it again.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// A settled message's deferred tasks, ready to start.
+pub(crate) struct Launch {
+    tasks: Vec<DeferredTask>,
+    slots: Slots,
+    message: Arc<Message>,
+    trace: Option<TraceParent>,
+}
+
+impl Launch {
+    /// Starts the tasks in `deferrals`.
+    pub(crate) fn start<K: Kernel>(
+        self,
+        deps: &WorkerDeps<K>,
+        shared: &Arc<PartitionShared>,
+        deferrals: &mut Deferrals,
+    ) {
+        for (i, task) in (1u64..).zip(self.tasks) {
+            let run = DeferredRun {
+                deps: deps.clone(),
+                shared: shared.clone(),
+                message: self.message.clone(),
+                trace: self.trace,
+                // Each task's records are numbered apart from the message's own.
+                seq_base: i << 32,
+                _slots: self.slots.clone(),
+            };
+            deferrals.spawn(run.run(task));
+        }
+    }
+}
+
+/// Counts a final outcome, then tracks and carries out its effects: records sent, the dead
+/// letter, deferred tasks reserved (the caller starts them). `Err(Stopped)` if the partition
+/// stopped while this had to wait for room.
+pub(crate) async fn settle<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    slots: &DeferralSlots,
+    message: &Message,
+    decision: Final,
+    trace: Option<TraceParent>,
+    tracking: Tracking,
+) -> Result<Option<Launch>, Stopped> {
+    let offset = message.offset();
+    let result = settle_tracked(deps, shared, slots, message, decision, trace, tracking).await;
+    if result.is_err() && tracking == Tracking::Begun {
+        shared.track(|o| o.abandon(offset));
+    }
+    result
+}
+
+async fn settle_tracked<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    slots: &DeferralSlots,
+    message: &Message,
+    decision: Final,
+    trace: Option<TraceParent>,
+    tracking: Tracking,
+) -> Result<Option<Launch>, Stopped> {
+    let offset = message.offset();
+    let counters = &shared.counters;
+    let (effects, attempts) = match decision {
+        Final::Done { effects, attempts } => {
+            PartitionCounters::bump(&counters.acked);
+            (effects, attempts)
+        }
+        Final::Skipped(reason) => {
+            PartitionCounters::bump(&counters.skipped);
+            tracing::warn!(offset, %reason, "message skipped");
+            (Effects::default(), 0)
+        }
+        Final::DeadLetter { reason, attempts } => {
+            let effects = Effects {
+                dead_letters: vec![DeadLetterPart {
+                    reason,
+                    headers: Vec::new(),
+                }],
+                ..Effects::default()
+            };
+            (effects, attempts)
+        }
+    };
+    let tasks = effects.deferred.len();
+    let reserved = if tasks > 0 {
+        Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
+    } else {
+        None
+    };
+    // The input is kept while its outputs are in flight, to dead-letter it if one is
+    // refused; it waits while the budget's share for such inputs is spent.
+    let input = if effects.outputs.is_empty() {
+        None
+    } else {
+        let budget = retain(deps, message, &shared.stop).await.ok_or(Stopped)?;
+        Some(Arc::new(RetainedInput {
+            message: message.clone(),
+            _budget: budget,
+        }))
+    };
+    let records = Prepared {
+        message,
+        input: input.as_ref(),
+        attempts,
+        trace: trace.as_ref(),
+    }
+    .records(deps, counters, effects.outputs, &effects.dead_letters);
+    let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
+    // Registered before sending, so no acknowledgement can arrive before it is expected.
+    match tracking {
+        Tracking::Now => shared.track(|o| o.finished_with(offset, count)),
+        Tracking::Begun => shared.track(|o| o.complete(offset, count)),
+    }
+    send(deps, shared, offset, records, 0).await;
+    // The tasks' copy of the input is bounded by their number, not the budget: a task that
+    // waits out an outage must not hold every partition's outputs back.
+    Ok(reserved.map(|slots| Launch {
+        tasks: effects.deferred,
+        slots,
+        message: Arc::new(message.clone()),
+        trace,
+    }))
+}
+
+/// One deferred task of one message, run next to the partition's worker.
+struct DeferredRun<K> {
+    deps: WorkerDeps<K>,
+    shared: Arc<PartitionShared>,
+    message: Arc<Message>,
+    trace: Option<TraceParent>,
+    /// Where this task's records start among the message's, for ordered resends.
+    seq_base: u64,
+    _slots: Slots,
+}
+
+impl<K: Kernel> DeferredRun<K> {
+    /// Runs the task. A panic of the runtime's own code here (the kernel's are caught in
+    /// `decide`) would leave the message unsettled for good: it is given up, and the process
+    /// stops, as when a worker dies.
+    async fn run(self, task: DeferredTask) {
+        let (shared, fatal) = (self.shared.clone(), self.deps.fatal.clone());
+        let offset = self.message.offset();
+        if let Err(panic) = decide::attempt(|| self.run_task(task)).await {
+            shared.track(|o| o.abandon(offset));
+            fatal.raise(format!(
+                "a deferred task of {}[{}] offset {offset} failed: {}",
+                shared.topic,
+                shared.partition,
+                decide::panic_text(&panic)
+            ));
+        }
+    }
+
+    async fn run_task(self, task: DeferredTask) {
+        let (deps, shared) = (&self.deps, &self.shared);
+        let message = &*self.message;
+        let offset = message.offset();
+        let call = |attempt| {
+            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
+            let task = &task;
+            async move {
+                let result = decide::attempt(|| task(ctx.clone())).await;
+                Attempt {
+                    result,
+                    effects: ctx.take_effects(),
+                }
+            }
+        };
+        let Some(decision) = decide(deps, shared, offset, false, call).await else {
+            // Stopped while waiting to retry: the message is never committed; redelivered.
+            shared.track(|o| o.abandon(offset));
+            return;
+        };
+        let (outputs, letters, attempts) = match decision {
+            Final::Done { effects, attempts } => (effects.outputs, effects.dead_letters, attempts),
+            Final::Skipped(reason) => {
+                tracing::warn!(offset, %reason, "deferred task skipped");
+                (Vec::new(), Vec::new(), 0)
+            }
+            Final::DeadLetter { reason, attempts } => (
+                Vec::new(),
+                vec![DeadLetterPart {
+                    reason,
+                    headers: Vec::new(),
+                }],
+                attempts,
+            ),
+        };
+        let input = if outputs.is_empty() {
+            None
+        } else {
+            match retain(deps, message, &shared.stop).await {
+                Some(budget) => Some(Arc::new(RetainedInput {
+                    message: message.clone(),
+                    _budget: budget,
+                })),
+                None => {
+                    shared.track(|o| o.abandon(offset));
+                    return;
+                }
+            }
+        };
+        let records = Prepared {
+            message,
+            input: input.as_ref(),
+            attempts,
+            trace: self.trace.as_ref(),
+        }
+        .records(deps, &shared.counters, outputs, &letters);
+        let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        // The task's own unit is settled only after its records are expected.
+        shared.track(|o| {
+            o.add_unacked(offset, count)?;
+            o.ack(offset)
+        });
+        send(deps, shared, offset, records, self.seq_base).await;
+    }
+}
+
+/// What a message's records are built from.
+struct Prepared<'a> {
+    message: &'a Message,
+    /// Kept for outputs, to dead-letter the message if one is refused.
+    input: Option<&'a Arc<RetainedInput>>,
+    attempts: u32,
+    trace: Option<&'a TraceParent>,
+}
+
+impl Prepared<'_> {
+    /// The records to send: outputs continuing the message's trace, then one dead letter per
+    /// reason.
+    fn records<K>(
+        &self,
+        deps: &WorkerDeps<K>,
+        counters: &PartitionCounters,
+        outputs: Vec<Record>,
+        dead_letters: &[DeadLetterPart],
+    ) -> Vec<(Record, RecordKind)> {
+        let message = self.message;
+        let mut records: Vec<(Record, RecordKind)> = outputs
+            .into_iter()
+            .map(|r| {
+                let r = match self.trace {
+                    Some(t) => with_trace(r, t, message.header(TRACESTATE)),
+                    None => r,
+                };
+                let kind = match self.input {
+                    Some(input) => RecordKind::Output {
+                        input: input.clone(),
+                        attempts: self.attempts,
+                    },
+                    // Not reached: an input is kept whenever there are outputs.
+                    None => RecordKind::DeadLetter,
+                };
+                (r, kind)
+            })
+            .collect();
+        for DeadLetterPart { reason, headers } in dead_letters {
+            PartitionCounters::bump(&counters.dead_lettered);
+            let letter =
+                deps.producer
+                    .dead_letters()
+                    .record_with(message, reason, self.attempts, headers);
+            tracing::error!(offset = message.offset(), %reason, attempts = self.attempts,
+                dead_letter_topic = %letter.topic, "message dead-lettered");
+            records.push((letter, RecordKind::DeadLetter));
+        }
+        records
+    }
+}
+
+/// Sends records of the message at `offset`, numbered from `seq_base` for ordered resends.
+async fn send<K>(
+    deps: &WorkerDeps<K>,
+    shared: &Arc<PartitionShared>,
+    offset: i64,
+    records: Vec<(Record, RecordKind)>,
+    seq_base: u64,
+) {
+    for (seq, (record, kind)) in (seq_base..).zip(records) {
+        let token = Box::new(DeliveryToken {
+            partition: shared.clone(),
+            offset,
+            seq,
+            pinned_partition: record.partition,
+            kind,
+            unexplained_failures: 0,
+        });
+        deps.producer.send(&record, token).await;
+    }
+}
+
+/// The trace a message carries, if any.
+pub(crate) fn trace_parent(message: &Message) -> Option<TraceParent> {
+    message
+        .header(TRACEPARENT)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(TraceParent::parse)
+}
+
+/// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget:
+/// `Some(None)` without a budget, `None` if the partition stopped while this had to wait.
+async fn retain<K>(
+    deps: &WorkerDeps<K>,
+    message: &Message,
+    stop: &CancellationToken,
+) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+    let Some((budget, total)) = deps.retained.as_ref() else {
+        return Some(None);
+    };
+    let size = message.key().map_or(0, <[u8]>::len) + message.value().map_or(0, <[u8]>::len);
+    // An input larger than the whole share takes all of it, rather than waiting forever.
+    let kib = u32::try_from(size / 1024 + 1)
+        .unwrap_or(u32::MAX)
+        .min(*total);
+    if let Ok(permit) = budget.clone().try_acquire_many_owned(kib) {
+        return Some(Some(permit));
+    }
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        permit = budget.clone().acquire_many_owned(kib) => Some(permit.ok()),
+    }
+}
+
+/// Sets the record's `traceparent` to this message's span (replacing any the kernel set) and
+/// copies the input's `tracestate`.
+fn with_trace(mut record: Record, trace: &TraceParent, state: Option<&[u8]>) -> Record {
+    record
+        .headers
+        .retain(|h| h.name != TRACEPARENT && (state.is_none() || h.name != TRACESTATE));
+    record = record.header(TRACEPARENT, trace.to_header());
+    if let Some(state) = state {
+        record = record.header(TRACESTATE, state.to_vec());
+    }
+    record
+}
+
