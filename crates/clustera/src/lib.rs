@@ -133,11 +133,16 @@ pub fn run<K: Kernel>(kernel: K) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let name = kernel.name().to_owned();
     let result = rt.block_on(Runtime::new(config, kernel).run());
     // Blocking tasks (a stuck flush) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(_) => ExitCode::SUCCESS,
+        Err(RuntimeError::Config(e)) => {
+            eprintln!("{}: configuration error: {e}", name);
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = %e, "kernel failed");
             ExitCode::FAILURE

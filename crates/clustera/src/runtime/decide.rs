@@ -6,11 +6,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
+use tracing::Instrument;
 
 use super::deps::WorkerDeps;
 use super::partition::{PartitionCounters, PartitionShared};
-use crate::context::Effects;
-use crate::kernel::{error_chain, ErrorKind, KernelError, Outcome};
+use super::trace::{to_hex, TraceParent};
+use crate::context::{Context, Effects};
+use crate::kernel::{error_chain, ErrorKind, Kernel, KernelError, Outcome};
+use crate::message::Message;
+use crate::telemetry::continue_trace;
 
 /// The final word on one message (or one deferred task of it) after retries.
 pub(crate) enum Final {
@@ -145,6 +149,40 @@ where
                 }
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// Runs the kernel's `process` on `message` until its outcome is final (see [`decide`]),
+/// in a span continuing the trace the message carries; returns the trace its records
+/// continue. When spans are exported, the records carry the exported span's id; otherwise a
+/// new one.
+pub(crate) async fn decide_message<K: Kernel>(
+    deps: &WorkerDeps<K>,
+    shared: &PartitionShared,
+    message: &Message,
+    pauses: bool,
+) -> (Option<Final>, Option<TraceParent>) {
+    let offset = message.offset();
+    let call = |attempt| async move {
+        let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
+        let result = self::attempt(|| deps.kernel.process(message, &mut ctx)).await;
+        Attempt {
+            result,
+            effects: ctx.take_effects(),
+        }
+    };
+    match TraceParent::of(message) {
+        None => (decide(deps, shared, offset, pauses, call).await, None),
+        Some(parent) => {
+            let span = tracing::info_span!("message", offset, trace_id = %parent.trace_id_hex(),
+                parent_span_id = %to_hex(&parent.parent_id));
+            let span_id = continue_trace(&span, &parent).unwrap_or_else(rand::random);
+            let trace = parent.child(span_id);
+            let decision = decide(deps, shared, offset, pauses, call)
+                .instrument(span)
+                .await;
+            (decision, Some(trace))
         }
     }
 }

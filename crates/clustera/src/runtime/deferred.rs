@@ -75,5 +75,4 @@ impl DeferralSlots {
             permit = self.slots.clone().acquire_many_owned(n) => permit.ok().map(Arc::new),
         }
     }
-
 }

@@ -47,6 +47,8 @@ struct Assigned {
     metrics: PartitionMetrics,
     /// Counter values already published: acked, skipped, dead-lettered, retries.
     published: [u64; 4],
+    /// The first unfinished offset when last looked at, and since when it has been first.
+    first_unfinished: Option<(i64, u64)>,
 }
 
 impl Assigned {
@@ -174,6 +176,7 @@ impl<K: Kernel> Dispatcher<K> {
                     last_progress_ms: self.deps.telemetry.health.now_ms(),
                     metrics,
                     published: [0; 4],
+                    first_unfinished: None,
                 },
             );
         }
@@ -217,7 +220,24 @@ impl<K: Kernel> Dispatcher<K> {
                     a.shared.topic, a.shared.partition
                 ));
             }
-            let completed = a.shared.offsets().completed();
+            let (completed, uncommitted, first) = {
+                let o = a.shared.offsets();
+                (o.completed(), o.in_flight(), o.first_unfinished())
+            };
+            a.first_unfinished = match (first, a.first_unfinished) {
+                (None, _) => None,
+                (Some(f), Some((was, since))) if f == was => Some((was, since)),
+                (Some(f), _) => Some((f, now)),
+            };
+            let oldest_age = a
+                .first_unfinished
+                .map_or(0.0, |(_, since)| now.saturating_sub(since) as f64 / 1000.0);
+            telemetry.metrics.set_progress(
+                &a.shared.topic,
+                a.shared.partition,
+                uncommitted,
+                oldest_age,
+            );
             if completed != a.last_completed {
                 a.last_completed = completed;
                 a.last_progress_ms = now;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{self, decide, Attempt, Final};
-use super::deferred::{Deferrals, DeferralSlots, Slots};
+use super::deferred::{DeferralSlots, Deferrals, Slots};
 use super::deps::WorkerDeps;
 use super::partition::{PartitionCounters, PartitionShared};
 use super::producer::{DeliveryToken, RecordKind, RetainedInput};
@@ -321,14 +321,6 @@ async fn send<K>(
     }
 }
 
-/// The trace a message carries, if any.
-pub(crate) fn trace_parent(message: &Message) -> Option<TraceParent> {
-    message
-        .header(TRACEPARENT)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(TraceParent::parse)
-}
-
 /// Takes `message`'s size (in KiB, at most the whole share) from the retained-input budget:
 /// `Some(None)` without a budget, `None` if the partition stopped while this had to wait.
 async fn retain<K>(
@@ -366,4 +358,3 @@ fn with_trace(mut record: Record, trace: &TraceParent, state: Option<&[u8]>) -> 
     }
     record
 }
-

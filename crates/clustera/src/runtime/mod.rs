@@ -7,6 +7,8 @@
 //! the partition's tracker (`offsets.rs`) lets the next commit include it. The poll thread
 //! (`consumer.rs`) serves rebalances and makes the commits.
 
+mod clock;
+mod concurrent;
 mod consumer;
 pub(crate) mod dead_letter;
 mod decide;
@@ -15,7 +17,6 @@ mod deps;
 mod dispatch;
 mod effects;
 mod fatal;
-#[allow(dead_code)] // wired into the worker by the next change (CLUSTERA_ORDERING)
 pub(crate) mod lanes;
 pub mod offsets;
 mod partition;
@@ -62,6 +63,9 @@ pub enum RuntimeError {
     /// The HTTP listener could not bind its address.
     #[error("CLUSTERA_HTTP_ADDR {0}: cannot listen: {1}")]
     Http(std::net::SocketAddr, std::io::Error),
+    /// The configuration cannot work (settings that contradict each other or the kernel).
+    #[error("configuration error: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Must be called inside a tokio runtime.
     #[error("no tokio runtime: call Runtime::run from within one")]
     NoTokio,
@@ -188,6 +192,18 @@ impl<K: Kernel> Runtime<K> {
                 )
             }),
         };
+        if deps.batch > 1 && settings.ordering != lanes::ProcessingOrder::Partition {
+            return Err(crate::config::ConfigError::invalid(
+                "CLUSTERA_ORDERING",
+                format!(
+                    "{:?} ordering processes messages one at a time each, so it cannot be \
+                     combined with batches of {} (CLUSTERA_BATCH_SIZE or the kernel's \
+                     max_batch); set CLUSTERA_BATCH_SIZE=1 or CLUSTERA_ORDERING=partition",
+                    settings.ordering, deps.batch
+                ),
+            )
+            .into());
+        }
         // Prefetch is sized for every partition this consumer can be assigned (config::budget).
         let partitions = match settings.memory_bytes {
             Some(_) => subscribed_partitions(&producer, &config.topics).await,

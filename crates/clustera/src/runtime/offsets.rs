@@ -167,6 +167,11 @@ impl PartitionOffsets {
         self.in_flight.len()
     }
 
+    /// The first message not yet done, which the commit waits for.
+    pub fn first_unfinished(&self) -> Option<i64> {
+        self.in_flight.front().map(|e| e.offset)
+    }
+
     /// Messages done since creation.
     pub fn completed(&self) -> u64 {
         self.completed

@@ -2,6 +2,7 @@
 //! the poll thread.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::time::Duration;
 
 use crate::telemetry::DurationHistogram;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,5 +85,13 @@ pub(crate) struct PartitionCounters {
 impl PartitionCounters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records how long a message took to process, and from its timestamp to `now_ms`.
+    pub(crate) fn observe(&self, timestamp_ms: Option<i64>, processing: Duration, now_ms: i64) {
+        self.processing.observe(processing);
+        if let Some(ms) = timestamp_ms.and_then(|ts| u64::try_from(now_ms - ts).ok()) {
+            self.end_to_end.observe(Duration::from_millis(ms));
+        }
     }
 }

@@ -21,6 +21,14 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
+    /// The trace `message` carries in its `traceparent` header, if any.
+    pub(crate) fn of(message: &crate::message::Message) -> Option<Self> {
+        message
+            .header(TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(Self::parse)
+    }
+
     /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; anything else (other versions' extra fields are
     /// accepted as the spec asks) is `None`.
     pub fn parse(value: &str) -> Option<Self> {

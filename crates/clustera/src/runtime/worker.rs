@@ -9,17 +9,19 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::decide::{self, decide, Attempt, Final};
+use super::clock::WallClock;
+use super::concurrent;
+use super::decide::{self, decide_message, Final};
 use super::deferred::Deferrals;
 pub(crate) use super::deps::WorkerDeps;
-use super::effects::{settle, trace_parent, Stopped, Tracking};
+use super::effects::{settle, Stopped, Tracking};
+use super::lanes::ProcessingOrder;
 use super::partition::PartitionShared;
 use super::partition_queue::{Owner, Polled, SharedQueue};
-use super::trace::{to_hex, TraceParent};
+use super::trace::TraceParent;
 use crate::context::Context;
 use crate::kernel::{ErrorKind, Kernel, Outcome};
 use crate::message::Message;
-use crate::telemetry::continue_trace;
 
 /// Where one partition's messages come from.
 pub(crate) struct PartitionSource {
@@ -96,6 +98,19 @@ impl<K: Kernel> Worker<K> {
             }
             self.process_message(&m).await;
         }
+        let ordering = self.deps.settings.ordering;
+        if ordering != ProcessingOrder::Partition {
+            let source = (&*queue, owner, &*ready);
+            concurrent::read(
+                &self.deps,
+                &self.shared,
+                &mut self.deferrals,
+                source,
+                ordering,
+            )
+            .await;
+            return;
+        }
         let topic = self.shared.topic.clone();
         loop {
             if stop.is_cancelled() {
@@ -141,36 +156,10 @@ impl<K: Kernel> Worker<K> {
     }
 
     async fn process_message(&mut self, message: &Message) {
-        let offset = message.offset();
         let started = Instant::now();
-        let (deps, shared) = (&self.deps, &self.shared);
-        shared.busy.store(true, Ordering::Relaxed);
-        let call = |attempt| async move {
-            let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
-            let result = decide::attempt(|| deps.kernel.process(message, &mut ctx)).await;
-            Attempt {
-                result,
-                effects: ctx.take_effects(),
-            }
-        };
-        // A message that carries a trace is processed in a span continuing it.
-        // When spans are exported, the outputs carry the exported span's id; otherwise a new one.
-        let (decision, trace) = match trace_parent(message) {
-            None => (decide(deps, shared, offset, true, call).await, None),
-            Some(parent) => {
-                let span = tracing::info_span!("message", offset, trace_id = %parent.trace_id_hex(),
-                    parent_span_id = %to_hex(&parent.parent_id));
-                let span_id = continue_trace(&span, &parent).unwrap_or_else(rand::random);
-                let trace = parent.child(span_id);
-                (
-                    decide(deps, shared, offset, true, call)
-                        .instrument(span)
-                        .await,
-                    Some(trace),
-                )
-            }
-        };
-        shared.busy.store(false, Ordering::Relaxed);
+        self.shared.busy.store(true, Ordering::Relaxed);
+        let (decision, trace) = decide_message(&self.deps, &self.shared, message, true).await;
+        self.shared.busy.store(false, Ordering::Relaxed);
         let Some(decision) = decision else {
             // Stopped while waiting to retry: never tracked, so never committed; redelivered.
             return;
@@ -231,7 +220,7 @@ impl<K: Kernel> Worker<K> {
             };
             // Batched messages are not processed in a span of their own; their outputs still
             // continue the input's trace.
-            let trace = trace_parent(message).map(|parent| parent.child(rand::random()));
+            let trace = TraceParent::of(message).map(|parent| parent.child(rand::random()));
             self.observe(message, share, finished);
             if !self.finish(message, decision, trace).await {
                 // Stopped before it was tracked: neither it nor anything after it may be
@@ -250,13 +239,10 @@ impl<K: Kernel> Worker<K> {
 
     /// Records how long a message took to process, and from its timestamp to now.
     fn observe(&mut self, message: &Message, processing: Duration, finished: Instant) {
-        let counters = &self.shared.counters;
-        counters.processing.observe(processing);
-        if let Some(ts) = message.timestamp_ms() {
-            if let Ok(ms) = u64::try_from(self.clock.epoch_ms(finished) - ts) {
-                counters.end_to_end.observe(Duration::from_millis(ms));
-            }
-        }
+        let now_ms = self.clock.epoch_ms(finished);
+        self.shared
+            .counters
+            .observe(message.timestamp_ms(), processing, now_ms);
     }
 
     /// Tracks and carries out a decided message's effects (see [`settle`]) and starts its
@@ -276,7 +262,17 @@ impl<K: Kernel> Worker<K> {
             return false;
         }
         let slots = self.deferrals.slots().clone();
-        match settle(deps, shared, &slots, message, decision, trace, Tracking::Now).await {
+        match settle(
+            deps,
+            shared,
+            &slots,
+            message,
+            decision,
+            trace,
+            Tracking::Now,
+        )
+        .await
+        {
             Ok(launch) => {
                 if let Some(launch) = launch {
                     launch.start(&self.deps, &self.shared, &mut self.deferrals);
@@ -300,35 +296,4 @@ async fn room_for_one_more(shared: &PartitionShared, max: usize) -> bool {
         }
     }
     true
-}
-
-/// Wall-clock milliseconds from a monotonic instant, for end-to-end latency without a system
-/// clock read per message. Re-anchored every ten seconds so clock adjustments are followed.
-struct WallClock {
-    anchor: Instant,
-    anchor_epoch_ms: i64,
-}
-
-impl WallClock {
-    fn new() -> Self {
-        Self {
-            anchor: Instant::now(),
-            anchor_epoch_ms: system_epoch_ms(),
-        }
-    }
-
-    fn epoch_ms(&mut self, at: Instant) -> i64 {
-        let since = at.saturating_duration_since(self.anchor);
-        if since > Duration::from_secs(10) {
-            *self = Self::new();
-            return self.anchor_epoch_ms;
-        }
-        self.anchor_epoch_ms + i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-fn system_epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -53,6 +53,8 @@ pub struct KernelMetrics {
     end_to_end: Family<TopicLabel, DurationHistogram>,
     commit: Histogram,
     lag: Family<PartitionLabel, Gauge>,
+    uncommitted: Family<PartitionLabel, Gauge>,
+    oldest_unfinished: Family<PartitionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub(crate) assigned: Gauge,
     pub(crate) paused: Gauge,
     pub(crate) in_flight: Gauge,
@@ -128,6 +130,22 @@ impl KernelMetrics {
             "Messages behind the high watermark, per assigned partition (librdkafka statistics)",
             lag.clone(),
         );
+        let uncommitted = Family::default();
+        registry.register(
+            "uncommitted_messages",
+            "Messages taken from a partition and not yet committable: in process, waiting for \
+             their key or their outputs' acknowledgements, or done behind one that is not",
+            uncommitted.clone(),
+        );
+        let oldest_unfinished =
+            Family::<PartitionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "oldest_unfinished_age",
+            "How long the partition's commit position has waited for its first unfinished \
+             message (0 when nothing is unfinished)",
+            Unit::Seconds,
+            oldest_unfinished.clone(),
+        );
         let assigned = Gauge::default();
         registry.register(
             "assigned_partitions",
@@ -162,6 +180,8 @@ impl KernelMetrics {
             end_to_end,
             commit,
             lag,
+            uncommitted,
+            oldest_unfinished,
             assigned,
             paused,
             in_flight,
@@ -221,11 +241,35 @@ impl KernelMetrics {
             .set(lag);
     }
 
-    pub(crate) fn forget_partition(&self, topic: &str, partition: i32) {
-        self.lag.remove(&PartitionLabel {
+    /// A partition's uncommitted messages and how long its first unfinished one has held
+    /// the commit back.
+    pub(crate) fn set_progress(
+        &self,
+        topic: &str,
+        partition: i32,
+        uncommitted: usize,
+        oldest_age_seconds: f64,
+    ) {
+        let label = PartitionLabel {
             topic: topic.to_owned(),
             partition: i64::from(partition),
-        });
+        };
+        self.uncommitted
+            .get_or_create(&label)
+            .set(i64::try_from(uncommitted).unwrap_or(i64::MAX));
+        self.oldest_unfinished
+            .get_or_create(&label)
+            .set(oldest_age_seconds);
+    }
+
+    pub(crate) fn forget_partition(&self, topic: &str, partition: i32) {
+        let label = PartitionLabel {
+            topic: topic.to_owned(),
+            partition: i64::from(partition),
+        };
+        self.uncommitted.remove(&label);
+        self.oldest_unfinished.remove(&label);
+        self.lag.remove(&label);
     }
 }
 
