@@ -21,7 +21,6 @@ pub const DEFAULT_RESPONSE_TOPIC: &str = "kafkasend-responses";
 /// librdkafka's default largest message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
-
 /// Topics and chunking shared by the portal and its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wire {
@@ -106,8 +105,9 @@ impl PortalConfig {
                 "is required (the REST API's base URL)",
             )
         })?;
-        let api_base_url = Url::parse(&base)
-            .map_err(|e| ConfigError::invalid("PORTAL_API_BASE_URL", format!("{base:?} is not a URL: {e}")))?;
+        let api_base_url = Url::parse(&base).map_err(|e| {
+            ConfigError::invalid("PORTAL_API_BASE_URL", format!("{base:?} is not a URL: {e}"))
+        })?;
         if !matches!(api_base_url.scheme(), "http" | "https") || api_base_url.host().is_none() {
             return Err(ConfigError::invalid(
                 "PORTAL_API_BASE_URL",
@@ -125,8 +125,9 @@ impl PortalConfig {
             ));
         }
         let strict = flag(&var, "PORTAL_STRICT_SECURITY")?.unwrap_or(true);
-        let list =
-            |name: &str, default: &str| split_list(&var(name).unwrap_or_else(|| default.to_owned()));
+        let list = |name: &str, default: &str| {
+            split_list(&var(name).unwrap_or_else(|| default.to_owned()))
+        };
         let endpoints = list("PORTAL_ALLOWED_ENDPOINTS", "");
         if strict && endpoints.is_empty() {
             return Err(ConfigError::invalid(
@@ -162,7 +163,10 @@ impl PortalConfig {
         };
         let max_jobs = number(&var, "PORTAL_MAX_CONCURRENT_JOBS")?.unwrap_or(32);
         if max_jobs == 0 {
-            return Err(ConfigError::invalid("PORTAL_MAX_CONCURRENT_JOBS", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "PORTAL_MAX_CONCURRENT_JOBS",
+                "must be at least 1",
+            ));
         }
         let max_body_bytes = number(&var, "PORTAL_MAX_BODY_BYTES")?.unwrap_or(1 << 30);
         let max_inflight_bytes = number(&var, "PORTAL_MAX_INFLIGHT_BYTES")?.unwrap_or(2 << 30);
@@ -192,7 +196,10 @@ impl PortalConfig {
                     ConfigError::invalid("OAUTH2_CLIENT_ID", "is required with OAUTH2_TOKEN_URL")
                 })?,
                 client_secret: Secret::new(var("OAUTH2_CLIENT_SECRET").ok_or_else(|| {
-                    ConfigError::invalid("OAUTH2_CLIENT_SECRET", "is required with OAUTH2_TOKEN_URL")
+                    ConfigError::invalid(
+                        "OAUTH2_CLIENT_SECRET",
+                        "is required with OAUTH2_TOKEN_URL",
+                    )
                 })?),
                 scope: var("OAUTH2_SCOPE"),
             }),
@@ -203,7 +210,9 @@ impl PortalConfig {
                 use base64::Engine as _;
                 let pem = base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
-                    .map_err(|e| ConfigError::invalid("PORTAL_API_CA_CERT", format!("is not base64: {e}")))?;
+                    .map_err(|e| {
+                        ConfigError::invalid("PORTAL_API_CA_CERT", format!("is not base64: {e}"))
+                    })?;
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     ConfigError::invalid(
                         "PORTAL_API_CA_CERT",

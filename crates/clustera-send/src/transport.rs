@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use clustera::infra::idempotent_producer_config;
+use clustera::Config;
 use clustera_send_protocol::{BodyInfo, Chunker, JobId};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use clustera::infra::idempotent_producer_config;
-use clustera::Config;
 
 use crate::spool::Spool;
 
