@@ -497,21 +497,20 @@ fn debezium_value(type_oid: u32, text: Option<&str>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use clustera::testing::config_from_pairs;
 
     use super::*;
 
+    const BROKERS: (&str, &str) = ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+
     #[test]
     fn passthrough_properties_reach_the_relays_producer() {
-        let vars: BTreeMap<String, String> = [
-            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        let kafka = config_from_pairs(&[
+            BROKERS,
             ("KAFKA_PROPERTY_COMPRESSION_TYPE", "lz4"),
             ("KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "120000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let kafka = clustera::Config::from_vars("relay", &["unused".to_owned()], &vars).unwrap();
+        ])
+        .unwrap();
         let c = producer_config(&kafka);
         assert_eq!(c.get("compression.type"), Some("lz4"));
         assert_eq!(c.get("message.timeout.ms"), Some("120000"));
@@ -522,14 +521,7 @@ mod tests {
 
     #[test]
     fn weak_delivery_is_refused_for_the_relay_as_for_a_kernel() {
-        let vars: BTreeMap<String, String> = [
-            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            ("KAFKA_PROPERTY_ACKS", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let e = clustera::Config::from_vars("relay", &["unused".to_owned()], &vars).unwrap_err();
+        let e = config_from_pairs(&[BROKERS, ("KAFKA_PROPERTY_ACKS", "1")]).unwrap_err();
         assert_eq!(e.variable, "KAFKA_PROPERTY_ACKS");
     }
 }

@@ -46,17 +46,12 @@ pub fn idempotent_producer_config(config: &Config, linger: Duration) -> ClientCo
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        let mut vars: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        vars.insert("KAFKA_BOOTSTRAP_SERVERS".into(), "127.0.0.1:9092".into());
-        Config::from_vars("k", &["t".to_owned()], &vars).unwrap()
+        let mut pairs = pairs.to_vec();
+        pairs.push(("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"));
+        crate::testing::config_from_pairs(&pairs).unwrap()
     }
 
     #[test]
