@@ -163,9 +163,8 @@ pub async fn run(args: BenchSendArgs) -> anyhow::Result<()> {
             .context("starting `clustera portal`")?,
     );
     let pid = portal.0.id();
-    let mut kafka = rdkafka::ClientConfig::new();
-    kafka.set("bootstrap.servers", &bootstrap);
-    let wire = Wire::from_vars(&|_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kafka = clustera::Config::for_brokers("bench-send", &bootstrap, &[]);
+    let wire = Wire::from_vars(&|_| None)?;
     let client = tokio::task::spawn_blocking(move || Client::connect(&kafka, wire)).await??;
     // Ready once a small job goes through (the portal has joined its group).
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -10,11 +10,11 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use clustera::testing::MockBroker;
 use clustera::{Config, Runtime};
+use clustera_outbox::relay::wakeup::Wakeups;
 use clustera_outbox::relay::{init, Relay, RelayConfig};
 use clustera_outbox::testing::Postgres;
-use clustera_outbox::wakeup::Wakeups;
-use clustera_outbox::{activity, load, report, OutboxProcessor, PgStore};
-use rdkafka::ClientConfig;
+use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox_demo::{activity, load, report};
 use tokio_postgres::NoTls;
 
 /// Arguments of `clustera demo`.
@@ -72,8 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     init(&client, &RelayConfig::default()).await?;
     let store = Arc::new(PgStore::connect(pg.url()).await?);
 
-    let mut kafka = ClientConfig::new();
-    kafka.set("bootstrap.servers", &bootstrap);
+    let kafka = clustera::Config::for_brokers("outbox-demo-relay", &bootstrap, &[]);
     let config = RelayConfig::default();
     let wakeups = Wakeups::listen(pg.url(), &config.channel).await?;
     let relay = Relay::new(connect(pg.url()).await?, &kafka, config)?.with_wakeups(wakeups);

@@ -17,7 +17,7 @@ pub struct PortalArgs {}
 
 /// Runs the portal until SIGINT or SIGTERM.
 pub async fn portal(_args: PortalArgs) -> anyhow::Result<()> {
-    let config = PortalConfig::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = PortalConfig::from_env()?;
     let kafka = clustera::Config::from_env(
         "kafkasend-portal",
         std::slice::from_ref(&config.wire.request_topic),
@@ -94,8 +94,7 @@ impl Progress for Bars {
 
 /// Sends one job and writes its response body; fails on an error response or a timeout.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let wire = Wire::from_vars(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let wire = Wire::from_vars(&clustera::infra::env::env_var)?;
     let mut headers = Vec::new();
     for h in &args.headers {
         let (name, value) = h
@@ -131,7 +130,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         .method
         .unwrap_or_else(|| if args.file.is_some() { "POST" } else { "GET" }.to_owned())
         .to_ascii_uppercase();
-    let kafka = clustera::Config::tool_client_from_env(args.brokers.as_deref())?;
+    let kafka = clustera::Config::tool_from_env(args.brokers.as_deref())?;
     let client = tokio::task::spawn_blocking(move || Client::connect(&kafka, wire))
         .await?
         .context("connecting to Kafka")?;

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use clustera_outbox::relay::{init, Relay, RelayConfig};
-use clustera_outbox::{activity, OutboxProcessor, PgStore};
+use clustera::infra::http::http_addr_from_vars;
+use clustera_outbox::relay::wakeup::Wakeups;
+use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
+use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox_demo::{activity, load, report};
 use tokio_postgres::NoTls;
 
 /// Arguments of `clustera outbox`.
@@ -64,24 +67,9 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 /// `/healthz` of the relay fails after this long without a completed round.
 const RELAY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Where the relay serves `/metrics` and `/healthz`: `CLUSTERA_HTTP_ADDR` as for kernels
-/// (default `0.0.0.0:8080`, `off` for nowhere).
-fn http_addr() -> anyhow::Result<Option<std::net::SocketAddr>> {
-    match std::env::var("CLUSTERA_HTTP_ADDR")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        None => Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080)))),
-        Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
-        Some(v) => v.parse().map(Some).with_context(|| {
-            format!("CLUSTERA_HTTP_ADDR: {v:?} is not an address like 0.0.0.0:8080")
-        }),
-    }
-}
-
 /// The load's pace from `--batch` and `--rate`.
-pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<clustera_outbox::load::Pace> {
-    use clustera_outbox::load::Pace;
+pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<load::Pace> {
+    use load::Pace;
     match rate {
         Some(r) if !(r.is_finite() && r > 0.0) => {
             anyhow::bail!("--rate must be a positive number of events per second, not {r}")
@@ -107,19 +95,20 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             );
         }
         OutboxCommand::Relay { brokers } => {
-            let kafka = clustera::Config::tool_client_from_env(brokers.as_deref())?;
-            let wakeups = clustera_outbox::wakeup::Wakeups::listen(&url, &config.channel)
+            let kafka = clustera::Config::tool_from_env(brokers.as_deref())?;
+            let http_addr = http_addr_from_vars(&clustera::infra::env::env_var)?;
+            let wakeups = Wakeups::listen(&url, &config.channel)
                 .await
                 .context("listening for outbox notifications")?;
-            let mut relay = Relay::new(connect(&url).await?, &kafka, config)?.with_wakeups(wakeups);
-            if let Some(addr) = http_addr()? {
-                let metrics = std::sync::Arc::new(clustera_outbox::observe::RelayMetrics::new());
-                let bound = clustera_outbox::observe::serve(addr, metrics.clone(), RELAY_STALL)
-                    .await
-                    .with_context(|| format!("CLUSTERA_HTTP_ADDR: cannot listen on {addr}"))?;
-                tracing::info!(addr = %bound, "serving /metrics and /healthz");
-                relay = relay.with_metrics(metrics);
-            }
+            let telemetry = Arc::new(RelayTelemetry::new(RELAY_STALL));
+            let relay = Relay::new(connect(&url).await?, &kafka, config)?
+                .with_wakeups(wakeups)
+                .with_telemetry(telemetry.clone());
+            // Serves until dropped, at the end of this arm.
+            let _http = match http_addr {
+                Some(addr) => Some(clustera::infra::serve(addr, telemetry).await?),
+                None => None,
+            };
             tracing::info!("relaying outbox inserts; Ctrl-C to stop");
             relay.run_until(clustera::runtime::signal()).await?;
         }
@@ -138,20 +127,16 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             rate,
         } => {
             let mut client = connect(&url).await?;
-            let counts =
-                clustera_outbox::load::generate(&mut client, events, pace(batch, rate)?).await?;
+            let counts = load::generate(&mut client, events, pace(batch, rate)?).await?;
             for (t, n) in counts {
                 println!("{t}\t{n}");
             }
         }
         OutboxCommand::Report => {
-            println!(
-                "{}",
-                clustera_outbox::report::report(&connect(&url).await?).await?
-            );
+            println!("{}", report::report(&connect(&url).await?).await?);
         }
         OutboxCommand::Verify => {
-            let problems = clustera_outbox::report::verify(&connect(&url).await?).await?;
+            let problems = report::verify(&connect(&url).await?).await?;
             for p in &problems {
                 println!("{p}");
             }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use clustera::testing::{kafka, MockBroker};
 use clustera::{Config, Runtime};
 use clustera_outbox::testing::Postgres;
-use clustera_outbox::{activity, OutboxProcessor, PgStore};
+use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox_demo::activity;
 use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clustera");

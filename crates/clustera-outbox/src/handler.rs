@@ -67,7 +67,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// A required string field of the payload.
-pub(crate) fn field<'a>(event: &'a OutboxEvent, name: &str) -> Result<&'a str, HandlerError> {
+pub fn field<'a>(event: &'a OutboxEvent, name: &str) -> Result<&'a str, HandlerError> {
     event
         .payload
         .get(name)

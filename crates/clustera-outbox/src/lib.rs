@@ -1,23 +1,24 @@
-//! The outbox pipeline's consuming side: outbox events from Debezium-format change events are
-//! routed by event type to handlers; each handler's read-model writes and its
-//! `(handler, event_id)` marker are committed in one PostgreSQL transaction, so a redelivered
-//! event changes nothing.
+//! The CDC outbox pipeline, both ends.
+//!
+//! - [`relay`]: committed inserts on the outbox table, read from PostgreSQL's logical
+//!   replication slot (decoded by `clustera-pgoutput`), become Debezium-format change events
+//!   on Kafka;
+//! - the processor library: outbox events from Debezium-format change events are routed by
+//!   event type to [`Handler`]s ([`Registry`]); each handler's read-model writes and its
+//!   `(handler, event_id)` marker are committed in one PostgreSQL transaction ([`PgStore`]),
+//!   so a redelivered event changes nothing. [`OutboxProcessor`] is the kernel.
+//!
+//! A sample domain (the Activity App) lives in `clustera-outbox-demo`.
 
-pub mod activity;
 pub mod fold;
 mod handler;
-pub mod load;
-pub mod observe;
-pub mod pgoutput;
 mod processor;
 mod registry;
 pub mod relay;
-pub mod report;
 mod store;
 pub mod testing;
-pub mod wakeup;
 
-pub use handler::{DocOp, Handler, HandlerError};
+pub use handler::{field, DocOp, Handler, HandlerError};
 pub use processor::{headers as dead_letter_headers, OutboxProcessor, SkipPolicy};
 pub use registry::{HandlerOutcome, Registry};
 pub use store::{PgStore, Store, StoreError};

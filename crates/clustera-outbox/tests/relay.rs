@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use clustera::testing::{kafka, MockBroker};
 use clustera_debezium::{decode, Decoded, OutboxColumns, OutboxEvent};
-use clustera_outbox::relay::{init, Relay, RelayConfig};
+use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
 use clustera_outbox::testing::Postgres;
-use rdkafka::ClientConfig;
 use tokio_postgres::{Client, NoTls};
 
 async fn connect(url: &str) -> Client {
@@ -37,10 +36,8 @@ async fn insert(client: &Client, start: usize, transactions: usize, per: usize) 
     }
 }
 
-fn kafka_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
+fn kafka_config(bootstrap: &str) -> clustera::Config {
+    clustera::Config::for_brokers("relay-test", bootstrap, &[])
 }
 
 async fn relay_until(url: &str, bootstrap: &str, count: u64) {
@@ -185,8 +182,12 @@ async fn a_relay_stopped_mid_transaction_loses_nothing() {
         .cluster()
         .broker_round_trip_time(1, Duration::from_millis(200))
         .unwrap();
+    // A passthrough property, as KAFKA_PROPERTY_BATCH_NUM_MESSAGES=100 would set it.
     let mut slow = kafka_config(&bootstrap);
-    slow.set("batch.num.messages", "100");
+    slow.properties.insert(
+        "batch.num.messages".into(),
+        clustera::config::Secret::new("100"),
+    );
     let relay = Relay::new(connect(pg.url()).await, &slow, RelayConfig::default()).unwrap();
     let relayed = relay.relayed();
     let before = confirmed_lsn(&client).await;
@@ -233,7 +234,7 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
     let config = RelayConfig::default();
     init(&client, &config).await.unwrap();
     init(&client, &config).await.unwrap();
-    let wakeups = clustera_outbox::wakeup::Wakeups::listen(pg.url(), &config.channel)
+    let wakeups = clustera_outbox::relay::wakeup::Wakeups::listen(pg.url(), &config.channel)
         .await
         .unwrap();
     // Nothing committed, nothing notified; an open transaction notifies only at commit.
@@ -261,21 +262,20 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
     let bootstrap = broker.bootstrap().to_owned();
     insert(&client, 0, 4, 25).await;
 
-    let metrics = std::sync::Arc::new(clustera_outbox::observe::RelayMetrics::new());
-    let addr = clustera_outbox::observe::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        metrics.clone(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let telemetry = std::sync::Arc::new(RelayTelemetry::new(Duration::from_secs(60)));
+    let server = clustera::infra::serve("127.0.0.1:0".parse().unwrap(), telemetry.clone())
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let not_yet = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(not_yet.status(), 503, "ready only after a round");
     let relay = Relay::new(
         connect(pg.url()).await,
         &kafka_config(&bootstrap),
         RelayConfig::default(),
     )
     .unwrap()
-    .with_metrics(metrics.clone());
+    .with_telemetry(telemetry.clone());
     let relayed = relay.relayed();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(relay.run_until(async {
@@ -312,6 +312,8 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }

@@ -78,10 +78,16 @@ pub struct BodyInfo {
 impl BodyInfo {
     /// The description of `body` cut into `chunk_size` pieces.
     pub fn of(body: &[u8], chunk_size: u32) -> Self {
+        Self::hashed(body.len() as u64, &Sha256::digest(body), chunk_size)
+    }
+
+    /// The description of a body of `size` bytes whose SHA-256 is `sha256` (hashed as it was
+    /// read or written), cut into `chunk_size` pieces.
+    pub fn hashed(size: u64, sha256: &[u8], chunk_size: u32) -> Self {
         Self {
-            size: body.len() as u64,
-            sha256: hex::encode(Sha256::digest(body)),
-            total_chunks: crate::chunking::chunk_count(body.len() as u64, chunk_size),
+            size,
+            sha256: hex::encode(sha256),
+            total_chunks: crate::chunking::chunk_count(size, chunk_size),
             chunk_size,
         }
     }

@@ -17,7 +17,7 @@ use clustera_send_protocol::{
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -130,8 +130,8 @@ pub struct Client {
 impl Client {
     /// Connects with `kafka`'s settings (brokers, security). Blocks while it looks up the
     /// response topic's current ends: call it from a blocking context or at start-up.
-    pub fn connect(kafka: &ClientConfig, wire: Wire) -> Result<Self, ClientError> {
-        let mut consumer_config = kafka.clone();
+    pub fn connect(kafka: &clustera::Config, wire: Wire) -> Result<Self, ClientError> {
+        let mut consumer_config = kafka.common_client_config();
         consumer_config
             .set("group.id", format!("kafkasend-client-{}", JobId::new()))
             .set("enable.auto.commit", "false")
@@ -139,7 +139,9 @@ impl Client {
         // Brokers that do not answer a waiting fetch when data arrives (tansu, librdkafka's
         // mock cluster) would otherwise add up to 500 ms per response message. A client
         // waits for few responses, so the extra idle fetches cost little.
-        if kafka.get("fetch.wait.max.ms").is_none() {
+        if let Some(wait) = kafka.properties.get("fetch.wait.max.ms") {
+            consumer_config.set("fetch.wait.max.ms", wait.expose());
+        } else {
             consumer_config.set("fetch.wait.max.ms", "10");
         }
         let consumer: BaseConsumer = consumer_config.create()?;
@@ -363,13 +365,7 @@ fn hash_file(
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let info = BodyInfo {
-        size,
-        sha256: hex::encode(hasher.finalize()),
-        total_chunks: clustera_send_protocol::chunk_count(size, chunk_size),
-        chunk_size,
-    };
-    Ok((file, info))
+    Ok((file, BodyInfo::hashed(size, &hasher.finalize(), chunk_size)))
 }
 
 /// The response reader's thread: decodes every response and hands it to its job.

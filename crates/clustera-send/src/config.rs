@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clustera::config::Secret;
+use clustera::infra::env::{flag, number, split_list, ConfigError};
 use clustera_send_protocol::chunking::check_chunk_size;
 use clustera_send_protocol::DEFAULT_CHUNK_SIZE;
 use url::Url;
@@ -19,23 +20,6 @@ pub const DEFAULT_REQUEST_TOPIC: &str = "kafkasend-requests";
 pub const DEFAULT_RESPONSE_TOPIC: &str = "kafkasend-responses";
 /// librdkafka's default largest message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
-
-/// A setting that is missing, malformed or inconsistent with another.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct SettingError {
-    /// The variable at fault.
-    pub variable: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn invalid(variable: &str, message: impl Into<String>) -> SettingError {
-    SettingError {
-        variable: variable.to_owned(),
-        message: message.into(),
-    }
-}
 
 /// Topics and chunking shared by the portal and its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +36,7 @@ pub struct Wire {
 
 impl Wire {
     /// From the environment; checks that a chunk fits in a message.
-    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let wire = Self {
             request_topic: var("KAFKA_REQUEST_TOPIC")
                 .unwrap_or_else(|| DEFAULT_REQUEST_TOPIC.into()),
@@ -63,9 +47,9 @@ impl Wire {
                 .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
         };
         check_chunk_size(wire.chunk_size, wire.max_message_bytes)
-            .map_err(|m| invalid("KAFKASEND_CHUNK_SIZE", m))?;
+            .map_err(|m| ConfigError::invalid("KAFKASEND_CHUNK_SIZE", m))?;
         if wire.request_topic == wire.response_topic {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "KAFKA_RESPONSE_TOPIC",
                 "must differ from KAFKA_REQUEST_TOPIC",
             ));
@@ -108,23 +92,24 @@ pub struct PortalConfig {
 
 impl PortalConfig {
     /// From the process environment.
-    pub fn from_env() -> Result<Self, SettingError> {
-        Self::from_vars(&|name| std::env::var(name).ok())
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&clustera::infra::env::env_var)
     }
 
     /// From `var`, checking every setting and their consistency.
-    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let base = var("PORTAL_API_BASE_URL").ok_or_else(|| {
-            invalid(
+            ConfigError::invalid(
                 "PORTAL_API_BASE_URL",
                 "is required (the REST API's base URL)",
             )
         })?;
-        let api_base_url = Url::parse(&base)
-            .map_err(|e| invalid("PORTAL_API_BASE_URL", format!("{base:?} is not a URL: {e}")))?;
+        let api_base_url = Url::parse(&base).map_err(|e| {
+            ConfigError::invalid("PORTAL_API_BASE_URL", format!("{base:?} is not a URL: {e}"))
+        })?;
         if !matches!(api_base_url.scheme(), "http" | "https") || api_base_url.host().is_none() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "PORTAL_API_BASE_URL",
                 "must be an http or https URL with a host",
             ));
@@ -134,47 +119,29 @@ impl PortalConfig {
             || api_base_url.query().is_some()
             || api_base_url.fragment().is_some()
         {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "PORTAL_API_BASE_URL",
                 "must not carry credentials, a query or a fragment",
             ));
         }
-        let strict = match var("PORTAL_STRICT_SECURITY")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-        {
-            None => true,
-            Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => true,
-            Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => false,
-            Some(v) => {
-                return Err(invalid(
-                    "PORTAL_STRICT_SECURITY",
-                    format!("{v:?} is not true or false"),
-                ))
-            }
-        };
-        let list = |name: &str, default: &str| -> Vec<String> {
-            var(name)
-                .unwrap_or_else(|| default.to_owned())
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
+        let strict = flag(&var, "PORTAL_STRICT_SECURITY")?.unwrap_or(true);
+        let list = |name: &str, default: &str| {
+            split_list(&var(name).unwrap_or_else(|| default.to_owned()))
         };
         let endpoints = list("PORTAL_ALLOWED_ENDPOINTS", "");
         if strict && endpoints.is_empty() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "PORTAL_ALLOWED_ENDPOINTS",
                 "is empty in strict mode: list the endpoints clients may call (globs such as /api/v1/documents/*)",
             ));
         }
         let headers = list("PORTAL_ALLOWED_HEADERS", "Content-Type");
         let policy = Policy::new(&endpoints, &headers, strict)
-            .map_err(|m| invalid("PORTAL_ALLOWED_ENDPOINTS", m))?;
-        let seconds = |name: &str, default: u64| -> Result<Duration, SettingError> {
+            .map_err(|m| ConfigError::invalid("PORTAL_ALLOWED_ENDPOINTS", m))?;
+        let seconds = |name: &str, default: u64| -> Result<Duration, ConfigError> {
             let s = number::<u64>(&var, name)?.unwrap_or(default);
             if s == 0 {
-                return Err(invalid(name, "must be at least 1"));
+                return Err(ConfigError::invalid(name, "must be at least 1"));
             }
             Ok(Duration::from_secs(s))
         };
@@ -183,7 +150,7 @@ impl PortalConfig {
         let job_idle_timeout = seconds("PORTAL_JOB_IDLE_TIMEOUT_SECONDS", 120)?;
         let max_poll_interval_default = match number::<u64>(&var, "KAFKA_MAX_POLL_INTERVAL_MS")? {
             Some(ms) if u128::from(ms) <= job_timeout.as_millis() => {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "KAFKA_MAX_POLL_INTERVAL_MS",
                     format!(
                         "{ms} ms is not greater than PORTAL_JOB_TIMEOUT_SECONDS ({} s): the consumer would leave its group during long REST calls",
@@ -196,12 +163,15 @@ impl PortalConfig {
         };
         let max_jobs = number(&var, "PORTAL_MAX_CONCURRENT_JOBS")?.unwrap_or(32);
         if max_jobs == 0 {
-            return Err(invalid("PORTAL_MAX_CONCURRENT_JOBS", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "PORTAL_MAX_CONCURRENT_JOBS",
+                "must be at least 1",
+            ));
         }
         let max_body_bytes = number(&var, "PORTAL_MAX_BODY_BYTES")?.unwrap_or(1 << 30);
         let max_inflight_bytes = number(&var, "PORTAL_MAX_INFLIGHT_BYTES")?.unwrap_or(2 << 30);
         if max_inflight_bytes < max_body_bytes {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "PORTAL_MAX_INFLIGHT_BYTES",
                 "must be at least PORTAL_MAX_BODY_BYTES, or no body of the largest size could be accepted",
             ));
@@ -211,7 +181,7 @@ impl PortalConfig {
             dir: var("PORTAL_SPOOL_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
         };
         crate::spool::Spool::check_dir(&spool.dir).map_err(|e| {
-            invalid(
+            ConfigError::invalid(
                 "PORTAL_SPOOL_DIR",
                 format!("{} is not writable: {e}", spool.dir.display()),
             )
@@ -220,13 +190,16 @@ impl PortalConfig {
             None => None,
             Some(url) => Some(OAuthConfig {
                 token_url: Url::parse(&url).map_err(|e| {
-                    invalid("OAUTH2_TOKEN_URL", format!("{url:?} is not a URL: {e}"))
+                    ConfigError::invalid("OAUTH2_TOKEN_URL", format!("{url:?} is not a URL: {e}"))
                 })?,
                 client_id: var("OAUTH2_CLIENT_ID").ok_or_else(|| {
-                    invalid("OAUTH2_CLIENT_ID", "is required with OAUTH2_TOKEN_URL")
+                    ConfigError::invalid("OAUTH2_CLIENT_ID", "is required with OAUTH2_TOKEN_URL")
                 })?,
                 client_secret: Secret::new(var("OAUTH2_CLIENT_SECRET").ok_or_else(|| {
-                    invalid("OAUTH2_CLIENT_SECRET", "is required with OAUTH2_TOKEN_URL")
+                    ConfigError::invalid(
+                        "OAUTH2_CLIENT_SECRET",
+                        "is required with OAUTH2_TOKEN_URL",
+                    )
                 })?),
                 scope: var("OAUTH2_SCOPE"),
             }),
@@ -237,9 +210,11 @@ impl PortalConfig {
                 use base64::Engine as _;
                 let pem = base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
-                    .map_err(|e| invalid("PORTAL_API_CA_CERT", format!("is not base64: {e}")))?;
+                    .map_err(|e| {
+                        ConfigError::invalid("PORTAL_API_CA_CERT", format!("is not base64: {e}"))
+                    })?;
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    invalid(
+                    ConfigError::invalid(
                         "PORTAL_API_CA_CERT",
                         format!("is not a PEM certificate: {e}"),
                     )
@@ -265,29 +240,13 @@ impl PortalConfig {
     }
 }
 
-fn number<T: std::str::FromStr>(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<T>, SettingError>
-where
-    T::Err: std::fmt::Display,
-{
-    var(name)
-        .map(|v| {
-            v.trim()
-                .parse()
-                .map_err(|e| invalid(name, format!("{v:?} is not a valid number: {e}")))
-        })
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
 
-    fn load(vars: &[(&str, &str)]) -> Result<PortalConfig, SettingError> {
+    fn load(vars: &[(&str, &str)]) -> Result<PortalConfig, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

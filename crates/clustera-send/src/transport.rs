@@ -6,15 +6,18 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use clustera::infra::idempotent_producer_config;
+use clustera::Config;
 use clustera_send_protocol::{BodyInfo, Chunker, JobId};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::spool::Spool;
 
 /// Chunks produced but not yet acknowledged, at most.
 const WINDOW: usize = 8;
+/// How long the producer waits to fill a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A body that can be read by position.
 pub trait ReadAt: Sync {
@@ -64,16 +67,12 @@ pub struct JobProducer {
 }
 
 impl JobProducer {
-    /// A producer for `topic` from `kafka`'s connection settings. Idempotent, so a head is
-    /// never overtaken by its chunks, even after retries.
-    pub fn new(kafka: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
-        let mut config = kafka.clone();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2");
+    /// A producer for `topic` from `kafka`'s settings, built by the shared builder
+    /// ([`clustera::infra::producer`]): idempotent, so a head is never overtaken by its chunks,
+    /// even after retries.
+    pub fn new(kafka: &Config, topic: &str) -> Result<Self, KafkaError> {
         Ok(Self {
-            producer: config.create()?,
+            producer: idempotent_producer_config(kafka, LINGER).create()?,
             topic: topic.to_owned(),
         })
     }

@@ -33,8 +33,7 @@ fn chunks(job: JobId, body: &[u8]) -> Vec<Vec<u8>> {
 
 /// Sends `messages` in order (an idempotent producer: a plain one may reorder on retries).
 async fn produce(bootstrap: &str, job: JobId, messages: Vec<Vec<u8>>) {
-    let mut kafka = rdkafka::ClientConfig::new();
-    kafka.set("bootstrap.servers", bootstrap);
+    let kafka = clustera::Config::for_brokers("kafkasend-test-producer", bootstrap, &[]);
     let producer = clustera_send::transport::JobProducer::new(&kafka, REQUESTS).unwrap();
     for m in messages {
         producer.send(job, &m).await.unwrap();

@@ -128,21 +128,7 @@ impl From<DecodeError> for KernelError {
     }
 }
 
-/// The error and its causes on one line, as `a: b: c`.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        // Many errors already print their source; do not say it twice.
-        let shown = c.to_string();
-        if !text.contains(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        cause = c.source();
-    }
-    text
-}
+pub(crate) use crate::infra::error_chain;
 
 /// Classifies any error with `?`: `http.get(url).await.transient()?`.
 pub trait ResultExt<T> {

@@ -84,6 +84,7 @@
 
 pub mod config;
 mod context;
+pub mod infra;
 mod kernel;
 mod message;
 pub mod runtime;

@@ -79,7 +79,7 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
         let response = request.send().await.map_err(|e| {
             Failure::new(
                 ErrorCode::Upstream,
-                format!("calling the API: {}", error_chain(&e)),
+                format!("calling the API: {}", clustera::infra::error_chain(&e)),
             )
         })?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -115,7 +115,7 @@ async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Ans
         let piece = piece.map_err(|e| {
             Failure::new(
                 ErrorCode::Upstream,
-                format!("reading the response: {}", error_chain(&e)),
+                format!("reading the response: {}", clustera::infra::error_chain(&e)),
             )
         })?;
         if body.len() + piece.len() as u64 > shared.config.max_body_bytes {
@@ -137,15 +137,4 @@ async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Ans
         body,
         sha256: hasher.finalize().into(),
     })
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

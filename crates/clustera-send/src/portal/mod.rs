@@ -65,7 +65,7 @@ impl Portal {
     /// `resolver` resolves host names (the system's in production).
     pub fn new(
         config: PortalConfig,
-        kafka: &rdkafka::ClientConfig,
+        kafka: &clustera::Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, PortalError> {
         let guard = Guard::new(config.api_base_url.clone(), resolver);
@@ -122,7 +122,7 @@ impl Portal {
                 "PORTAL_STRICT_SECURITY is off: forbidden headers are dropped, not refused"
             );
         }
-        let portal = Self::new(config, &kafka.producer_config(), Arc::new(SystemResolver))?;
+        let portal = Self::new(config, &kafka, Arc::new(SystemResolver))?;
         let sweeper = tokio::spawn(sweep(portal.shared.clone()));
         tracing::info!(api = %portal.shared.config.api_base_url, topic = %portal.shared.config.wire.request_topic,
             "portal started");
@@ -397,15 +397,11 @@ impl Shared {
         job_id: JobId,
         answer: call::Answer,
     ) -> Result<(), crate::transport::SendError> {
-        let info = BodyInfo {
-            size: answer.body.len(),
-            sha256: hex::encode(answer.sha256),
-            total_chunks: clustera_send_protocol::chunk_count(
-                answer.body.len(),
-                self.config.wire.chunk_size,
-            ),
-            chunk_size: self.config.wire.chunk_size,
-        };
+        let info = BodyInfo::hashed(
+            answer.body.len(),
+            &answer.sha256,
+            self.config.wire.chunk_size,
+        );
         let head = Envelope::Response(ResponseHead {
             job_id,
             status: answer.status,

@@ -303,10 +303,7 @@ pub fn wire(chunk_size: u32) -> Wire {
 
 /// A client on `bootstrap`.
 pub async fn client(bootstrap: &str, chunk_size: u32) -> Client {
-    let mut kafka = rdkafka::ClientConfig::new();
-    kafka
-        .set("bootstrap.servers", bootstrap)
-        .set("fetch.wait.max.ms", "10");
+    let kafka = clustera::Config::for_brokers("kafkasend-test-client", bootstrap, &[]);
     let wire = wire(chunk_size);
     tokio::task::spawn_blocking(move || Client::connect(&kafka, wire))
         .await

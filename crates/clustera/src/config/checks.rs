@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{variable_or_prefix, ConfigError, Secret, WEAK_DELIVERY_VARIABLE};
+use crate::infra::env::parse_bool;
 
 /// librdkafka's other names for properties the runtime looks at; each is read as the name it
 /// stands for, so an alias cannot slip past a check.
@@ -46,14 +47,6 @@ pub(super) fn canonical_property(property: &str) -> String {
         .find(|(alias, _)| *alias == property)
         .map_or(property, |(_, name)| name)
         .to_owned()
-}
-
-pub(super) fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
-    }
 }
 
 /// An offset is committed once the broker acknowledged its outputs; with `acks` other than

@@ -3,7 +3,7 @@
 
 pub mod budget;
 mod checks;
-mod properties;
+pub(crate) mod properties;
 mod runtime;
 mod secret;
 mod tls;
@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use checks::{canonical_property, check_group_protocol, parse_bool, refuse_weak_delivery};
+use checks::{canonical_property, check_group_protocol, refuse_weak_delivery};
+
+use crate::infra::env::{env_vars, flag, split_list};
+pub use crate::infra::env::{load_dotenv, ConfigError};
 
 pub(crate) use runtime::dead_letter_topic;
 pub use runtime::{ProcessingOrder, RuntimeSettings};
@@ -22,25 +25,6 @@ pub use tls::TlsConfig;
 /// Prefix of variables passed through to librdkafka: `KAFKA_PROPERTY_FETCH_WAIT_MAX_MS=50`
 /// sets `fetch.wait.max.ms=50`.
 pub const PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
-
-/// A configuration problem, naming the variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {problem}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub variable: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(variable: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            variable: variable.into(),
-            problem: problem.into(),
-        }
-    }
-}
 
 /// SASL authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +85,6 @@ const DIRECT_PROPERTIES: &[(&str, &str)] = &[
     ("KAFKA_GROUP_PROTOCOL", "group.protocol"),
 ];
 
-/// Loads a `.env` file from the working directory or its parents, if there is one. Variables
-/// already set win over the file. Kernels that read their own variables call this first.
-pub fn load_dotenv() -> Result<(), ConfigError> {
-    match dotenvy::dotenv() {
-        Ok(_) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(e) => Err(ConfigError::invalid(".env", e.to_string())),
-    }
-}
-
 impl Config {
     /// Reads the process environment, after loading a `.env` file if one is present (variables
     /// already set win over the file).
@@ -122,6 +96,14 @@ impl Config {
     /// The connection settings of the environment (brokers, TLS, SASL) for command-line
     /// tools, with `brokers` overriding `KAFKA_BOOTSTRAP_SERVERS`.
     pub fn tool_client_from_env(brokers: Option<&str>) -> Result<ClientConfig, ConfigError> {
+        Ok(Self::tool_from_env(brokers)?.common_client_config())
+    }
+
+    /// The whole configuration of the environment for a process that consumes no topic of
+    /// its own (a command-line tool, the outbox relay), with `brokers` overriding
+    /// `KAFKA_BOOTSTRAP_SERVERS`: connection settings, passthrough properties (checked as for
+    /// a kernel) and runtime settings.
+    pub fn tool_from_env(brokers: Option<&str>) -> Result<Self, ConfigError> {
         load_dotenv()?;
         let mut vars = env_vars();
         if let Some(b) = brokers {
@@ -129,8 +111,7 @@ impl Config {
         }
         // Tools name their topics on the command line.
         vars.remove("KAFKA_TOPIC");
-        let config = Self::from_vars("clustera", &["unused".to_owned()], &vars)?;
-        Ok(config.common_client_config())
+        Self::from_vars("clustera", &["unused".to_owned()], &vars)
     }
 
     /// Builds the configuration from a map of variables (the environment, or a test's map).
@@ -197,16 +178,7 @@ impl Config {
             }
             properties.insert(property, Secret::new(value.trim()));
         }
-        let weak_delivery = match var(WEAK_DELIVERY_VARIABLE).filter(|v| !v.is_empty()) {
-            None => false,
-            Some(v) => parse_bool(&v).ok_or_else(|| {
-                ConfigError::invalid(
-                    WEAK_DELIVERY_VARIABLE,
-                    format!("{v:?} is not true or false"),
-                )
-            })?,
-        };
-        if !weak_delivery {
+        if !flag(&var, WEAK_DELIVERY_VARIABLE)?.unwrap_or(false) {
             refuse_weak_delivery(&properties, vars)?;
         }
         check_group_protocol(&properties, vars)?;
@@ -366,33 +338,13 @@ impl Config {
         c
     }
 
-    /// The producer's librdkafka configuration: idempotent, acknowledged by all replicas.
+    /// The producer's librdkafka configuration: idempotent, acknowledged by all replicas
+    /// (see [`crate::infra::producer`]).
     pub fn producer_config(&self) -> ClientConfig {
-        let mut c = self.common_client_config();
-        c.set("enable.idempotence", "true");
-        c.set("acks", "all");
-        c.set("linger.ms", "5");
-        // No local timeout: the runtime never drops a record, and a record that times out
-        // while later ones of its partition still go through (librdkafka bumps the idempotent
-        // epoch and carries on) can land after them. Without it the idempotent producer keeps
-        // every partition's order through any outage; refusals still fail at once. A
-        // `message.timeout.ms` set by the operator wins, and then resends are best-effort in
-        // order (runtime::producer).
-        c.set("message.timeout.ms", "0");
-        if let Some(budget) = self.runtime.memory_bytes {
-            let s = budget::split(budget, 1, self.max_message_bytes() as u64);
-            c.set("queue.buffering.max.kbytes", s.producer_kbytes.to_string());
-            c.set(
-                "queue.buffering.max.messages",
-                s.producer_messages.to_string(),
-            );
-        }
-        for (k, v) in &self.properties {
-            if !properties::is_consumer_only(k) {
-                c.set(k, v.expose());
-            }
-        }
-        c
+        crate::infra::producer::idempotent_producer_config(
+            self,
+            crate::infra::producer::DEFAULT_LINGER,
+        )
     }
 
     /// Asks librdkafka to parse both configurations, so an unknown property or a bad value is
@@ -418,12 +370,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn env_vars() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
 }
 
 /// The variable that set `property`, or the `KAFKA_PROPERTY_*` family when none is known.
@@ -504,14 +450,6 @@ fn sasl_from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<SaslCon
         username,
         password,
     }))
-}
-
-fn split_list(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 pub(super) fn valid_topic_name(t: &str) -> bool {

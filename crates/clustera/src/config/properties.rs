@@ -1,6 +1,6 @@
 //! Which librdkafka properties belong to the consumer, the producer, or both.
 
-pub(super) fn is_producer_only(property: &str) -> bool {
+pub(crate) fn is_producer_only(property: &str) -> bool {
     matches!(
         property,
         "acks"
@@ -23,7 +23,7 @@ pub(super) fn is_producer_only(property: &str) -> bool {
     )
 }
 
-pub(super) fn is_consumer_only(property: &str) -> bool {
+pub(crate) fn is_consumer_only(property: &str) -> bool {
     matches!(
         property,
         "auto.offset.reset"

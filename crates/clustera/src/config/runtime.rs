@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use super::{valid_topic_name, ConfigError};
 pub use crate::runtime::lanes::ProcessingOrder;
+use crate::infra::env::number;
+use crate::infra::http::{http_addr_from_vars, DEFAULT_HTTP_ADDR};
 
 /// How the runtime processes messages; the `CLUSTERA_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +60,7 @@ impl Default for RuntimeSettings {
             commit_every: 10_000,
             drain_timeout: Duration::from_secs(30),
             dead_letter_topic: None,
-            http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            http_addr: Some(DEFAULT_HTTP_ADDR),
             stall_timeout: Duration::from_secs(300),
             batch_size: None,
             memory_bytes: Some(super::budget::DEFAULT_MEMORY_BYTES),
@@ -105,16 +107,7 @@ pub(super) fn runtime_from_vars(
         commit_every: number(var, "CLUSTERA_COMMIT_EVERY")?.unwrap_or(d.commit_every),
         drain_timeout: ms("CLUSTERA_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
         dead_letter_topic: var("CLUSTERA_DLQ_TOPIC").filter(|v| !v.is_empty()),
-        http_addr: match var("CLUSTERA_HTTP_ADDR").filter(|v| !v.is_empty()) {
-            None => d.http_addr,
-            Some(v) if v.eq_ignore_ascii_case("off") => None,
-            Some(v) => Some(v.parse().map_err(|_| {
-                ConfigError::invalid(
-                    "CLUSTERA_HTTP_ADDR",
-                    format!("{v:?} is not an address like 0.0.0.0:8080 (or `off`)"),
-                )
-            })?),
-        },
+        http_addr: http_addr_from_vars(var)?,
         stall_timeout: ms("CLUSTERA_STALL_TIMEOUT_MS", d.stall_timeout)?,
         batch_size: number(var, "CLUSTERA_BATCH_SIZE")?,
         max_deferred: number(var, "CLUSTERA_MAX_DEFERRED")?.unwrap_or(d.max_deferred),
@@ -207,22 +200,4 @@ fn parse_size(v: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
-}
-
-pub(super) fn number<T: std::str::FromStr>(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e| {
-            ConfigError::invalid(
-                name,
-                format!("{v:?} is not a non-negative whole number ({e})"),
-            )
-        }),
-    }
 }

@@ -42,7 +42,7 @@ pub use stats::{RuntimeStats, StatsSnapshot};
 
 use crate::config::Config;
 use crate::kernel::Kernel;
-use crate::telemetry::{serve, Health, Redactor, Telemetry};
+use crate::telemetry::{Health, Redactor, Telemetry};
 use consumer::PollLoop;
 use dead_letter::DeadLetters;
 use dispatch::Dispatcher;
@@ -61,8 +61,8 @@ pub enum RuntimeError {
     #[error("consumer thread: {0}")]
     Thread(String),
     /// The HTTP listener could not bind its address.
-    #[error("CLUSTERA_HTTP_ADDR {0}: cannot listen: {1}")]
-    Http(std::net::SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Http(#[from] crate::infra::http::ListenError),
     /// The configuration cannot work (settings that contradict each other or the kernel).
     #[error("configuration error: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -138,15 +138,9 @@ impl<K: Kernel> Runtime<K> {
         let http = match settings.http_addr {
             None => None,
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| RuntimeError::Http(addr, e))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| RuntimeError::Http(addr, e))?;
-                self.telemetry.set_http_addr(bound);
-                tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
-                Some(tokio::spawn(serve(listener, self.telemetry.clone())))
+                let server = crate::infra::serve(addr, self.telemetry.clone()).await?;
+                self.telemetry.set_http_addr(server.addr());
+                Some(server)
             }
         };
         let kernel_name: Arc<str> = Arc::from(config.kernel_name.as_str());
@@ -283,9 +277,8 @@ impl<K: Kernel> Runtime<K> {
                 tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed")
             }
         }
-        if let Some(http) = http {
-            http.abort();
-        }
+        // The listener stops here.
+        drop(http);
         if let Some(reason) = fatal.reason() {
             return Err(RuntimeError::Fatal(reason));
         }

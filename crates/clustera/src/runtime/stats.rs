@@ -56,7 +56,7 @@ impl StatsSnapshot {
 
 impl RuntimeStats {
     pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        crate::infra::bump(counter);
     }
 
     /// Reads every counter.

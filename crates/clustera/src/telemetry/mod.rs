@@ -1,10 +1,8 @@
 //! What a running kernel tells its operator: Prometheus metrics, liveness and readiness, and
-//! structured logs. One HTTP listener (`CLUSTERA_HTTP_ADDR`) serves `/metrics`, `/healthz` and
-//! `/readyz`.
+//! structured logs. One HTTP listener (`CLUSTERA_HTTP_ADDR`, [`crate::infra::http`]) serves
+//! `/metrics`, `/healthz` and `/readyz`.
 
-mod health;
 mod histogram;
-mod http;
 mod logging;
 mod metrics;
 mod otel;
@@ -12,9 +10,8 @@ mod otel;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-pub use health::{Health, HealthReport};
+pub use crate::infra::health::{Health, HealthReport};
 pub(crate) use histogram::DurationHistogram;
-pub(crate) use http::serve;
 pub(crate) use logging::Redactor;
 pub use logging::{init_kernel_logging, init_logging, init_logging_with_default, LoggingGuard};
 pub use metrics::KernelMetrics;
@@ -49,5 +46,15 @@ impl Telemetry {
 
     pub(crate) fn set_http_addr(&self, addr: SocketAddr) {
         let _ = self.http_addr.set(addr);
+    }
+}
+
+impl crate::infra::http::Observed for Telemetry {
+    fn encode_metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
     }
 }

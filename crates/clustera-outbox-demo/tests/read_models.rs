@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use clustera_debezium::OutboxEvent;
 use clustera_outbox::testing::Postgres;
-use clustera_outbox::{activity, DocOp, Handler, HandlerError, HandlerOutcome, PgStore, Registry};
+use clustera_outbox::{DocOp, Handler, HandlerError, HandlerOutcome, PgStore, Registry};
+use clustera_outbox_demo::activity;
 use serde_json::json;
 
 fn event(n: usize, event_type: &str, payload: serde_json::Value) -> OutboxEvent {

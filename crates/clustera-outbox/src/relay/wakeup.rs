@@ -39,7 +39,7 @@ impl Wakeups {
             }
         });
         client
-            .batch_execute(&format!("LISTEN {}", super::relay::quote_ident(channel)))
+            .batch_execute(&format!("LISTEN {}", super::quote_ident(channel)))
             .await?;
         Ok(Self {
             notify,
@@ -55,7 +55,7 @@ impl Wakeups {
 
 /// The trigger that notifies `channel` once per inserting statement, at commit.
 pub(crate) fn trigger_sql(schema: &str, table: &str, channel: &str) -> String {
-    use super::relay::quote_ident as q;
+    use super::quote_ident as q;
     let function = format!("{}.{}", q(schema), q(&format!("{table}_notify")));
     let literal = channel.replace('\'', "''");
     format!(

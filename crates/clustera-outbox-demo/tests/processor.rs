@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use clustera::testing::{kafka, MockBroker};
 use clustera::{Config, Runtime};
 use clustera_outbox::testing::Postgres;
-use clustera_outbox::{activity, OutboxProcessor, PgStore};
+use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox_demo::activity;
 use serde_json::json;
 
 const TOPIC: &str = "postgres.activity.event_outbox";

@@ -8,20 +8,31 @@
 //! acknowledged every event of the transactions before it. A relay killed at any moment
 //! therefore resumes at the first unacknowledged transaction: nothing is lost, and what was
 //! sent twice is absorbed by the processor's markers.
+//!
+//! Its producer comes from the shared builder ([`clustera::infra::producer`]), so the
+//! `KAFKA_*` settings, `KAFKA_PROPERTY_*` passthrough and the refusal of weak delivery apply
+//! as for every kernel; its metrics and health are served by the shared listener
+//! ([`telemetry::RelayTelemetry`]).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod telemetry;
+pub mod wakeup;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use clustera::infra::idempotent_producer_config;
+use clustera_pgoutput::{self as pgoutput, Column, PgOutput};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
-use crate::observe::RelayMetrics;
-use crate::pgoutput::{self, Column, PgOutput};
-use crate::wakeup::{self, Wakeups};
+pub use telemetry::{RelayMetrics, RelayTelemetry};
+use wakeup::Wakeups;
 
 /// Where the relay reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +83,7 @@ pub enum RelayError {
     WalLevel(String),
     /// Kafka refused an event.
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] KafkaError),
     /// The slot returned bytes that are not pgoutput.
     #[error("decoding the replication stream: {0}")]
     Decode(#[from] pgoutput::PgOutputError),
@@ -155,6 +166,13 @@ struct Relation {
     columns: Vec<Column>,
 }
 
+/// The relay's producer: the shared idempotent builder with no linger (a round waits for
+/// every acknowledgement before it confirms, so batching would only add latency).
+/// `KAFKA_PROPERTY_*` values win, as for every producer.
+fn producer_config(kafka: &clustera::Config) -> ClientConfig {
+    idempotent_producer_config(kafka, Duration::ZERO)
+}
+
 /// Microseconds between 1970-01-01 and 2000-01-01, PostgreSQL's epoch.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
@@ -166,7 +184,7 @@ pub struct Relay {
     relations: HashMap<u32, Relation>,
     relayed: Arc<AtomicU64>,
     wakeups: Option<Wakeups>,
-    metrics: Option<Arc<RelayMetrics>>,
+    telemetry: Option<Arc<RelayTelemetry>>,
 }
 
 /// How long the relay sleeps between empty rounds without wake-ups, and with them (then only
@@ -180,37 +198,32 @@ const AFTER_WAKEUP: Duration = Duration::from_millis(300);
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl Relay {
-    /// A relay over `client` producing with `kafka` (brokers and security).
+    /// A relay over `client` producing with the `KAFKA_*` settings of `kafka`.
     pub fn new(
         client: Client,
-        kafka: &ClientConfig,
+        kafka: &clustera::Config,
         config: RelayConfig,
     ) -> Result<Self, RelayError> {
-        let mut kafka = kafka.clone();
-        kafka
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0");
         Ok(Self {
             client,
-            producer: kafka.create()?,
+            producer: producer_config(kafka).create()?,
             config,
             relations: HashMap::new(),
             relayed: Arc::default(),
             wakeups: None,
-            metrics: None,
+            telemetry: None,
         })
     }
 
-    /// Reports rounds, events and the slot's lag to `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<RelayMetrics>) -> Self {
-        self.metrics = Some(metrics);
+    /// Reports rounds, events, the slot's lag and health to `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<RelayTelemetry>) -> Self {
+        self.telemetry = Some(telemetry);
         self
     }
 
     /// Measures how far the slot's confirmed position is behind the server's WAL.
     async fn measure_lag(&self) -> Result<(), RelayError> {
-        let Some(metrics) = &self.metrics else {
+        let Some(telemetry) = &self.telemetry else {
             return Ok(());
         };
         let row = self
@@ -222,7 +235,7 @@ impl Relay {
             )
             .await?;
         if let Some(lag) = row.and_then(|r| r.get::<_, Option<i64>>(0)) {
-            metrics.slot_lag(lag);
+            telemetry.metrics.slot_lag(lag);
         }
         Ok(())
     }
@@ -265,8 +278,8 @@ impl Relay {
                 _ = &mut stop => break,
                 r = self.step() => r?,
             };
-            if let Some(m) = &self.metrics {
-                m.round(sent, started.elapsed());
+            if let Some(t) = &self.telemetry {
+                t.round(sent, started.elapsed());
             }
             if lag_measured.elapsed() >= LAG_EVERY {
                 self.measure_lag().await?;
@@ -317,7 +330,8 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut deliveries = Vec::new();
+        let mut deliveries = VecDeque::new();
+        let mut sent = 0;
         let mut confirm = None;
         let (mut xid, mut commit_ts) = (0u32, 0i64);
         for row in &rows {
@@ -358,22 +372,33 @@ impl Relay {
                     let record = FutureRecord::to(&self.config.topic)
                         .key(&key)
                         .payload(&payload);
-                    deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+                    let mut record = record;
+                    loop {
+                        match self.producer.send_result(record) {
+                            Ok(d) => break deliveries.push_back(d),
+                            // The producer's queue is full (its share of CLUSTERA_MEMORY_BYTES):
+                            // wait for the oldest event sent, then try again.
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                r,
+                            )) if !deliveries.is_empty() => {
+                                record = r;
+                                if let Some(d) = deliveries.pop_front() {
+                                    self.acknowledged(d).await?;
+                                }
+                            }
+                            Err((e, _)) => return Err(RelayError::Kafka(e)),
+                        }
+                    }
+                    sent += 1;
                 }
                 PgOutput::Commit { end_lsn, .. } => confirm = Some(end_lsn),
                 PgOutput::Other(_) => {}
             }
         }
-        let sent = deliveries.len();
         let peeked = started.elapsed();
         for d in deliveries {
-            match d.await {
-                Ok(Ok(_)) => {
-                    self.relayed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Err((e, _))) => return Err(RelayError::Kafka(e)),
-                Err(_) => return Err(RelayError::Kafka(rdkafka::error::KafkaError::Canceled)),
-            }
+            self.acknowledged(d).await?;
         }
         if let Some(lsn) = confirm {
             self.client
@@ -391,6 +416,18 @@ impl Relay {
             "relay round"
         );
         Ok(sent)
+    }
+
+    /// Waits for Kafka's acknowledgement of one event.
+    async fn acknowledged(&self, delivery: DeliveryFuture) -> Result<(), RelayError> {
+        match delivery.await {
+            Ok(Ok(_)) => {
+                clustera::infra::bump(&self.relayed);
+                Ok(())
+            }
+            Ok(Err((e, _))) => Err(RelayError::Kafka(e)),
+            Err(_) => Err(RelayError::Kafka(KafkaError::Canceled)),
+        }
     }
 
     /// The Debezium change event (JSON converter without schemas) for one inserted row.
@@ -455,5 +492,34 @@ fn debezium_value(type_oid: u32, text: Option<&str>) -> Value {
             },
         ),
         _ => json!(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clustera::testing::config_from_pairs;
+
+    use super::*;
+
+    const BROKERS: (&str, &str) = ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+
+    #[test]
+    fn passthrough_properties_reach_the_relays_producer() {
+        let kafka = config_from_pairs(&[
+            BROKERS,
+            ("KAFKA_PROPERTY_COMPRESSION_TYPE", "lz4"),
+            ("KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "120000"),
+        ])
+        .unwrap();
+        // The shared builder's own test covers idempotence and acks.
+        let c = producer_config(&kafka);
+        let got = ["compression.type", "message.timeout.ms", "linger.ms"].map(|p| c.get(p));
+        assert_eq!(got, [Some("lz4"), Some("120000"), Some("0")]);
+    }
+
+    #[test]
+    fn weak_delivery_is_refused_for_the_relay_as_for_a_kernel() {
+        let e = config_from_pairs(&[BROKERS, ("KAFKA_PROPERTY_ACKS", "1")]).unwrap_err();
+        assert_eq!(e.variable, "KAFKA_PROPERTY_ACKS");
     }
 }

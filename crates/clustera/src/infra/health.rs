@@ -1,6 +1,8 @@
-//! Liveness and readiness. Liveness fails when the poll loop stops turning, or when a
-//! partition that has work makes no progress for the stall timeout: a watchdog for kernels
-//! stuck in `process` and for consumers that stop fetching after a rebalance.
+//! Liveness and readiness, as every process reports them on `/healthz` and `/readyz` (see
+//! [`super::http`]). Liveness fails when the process's main loop (a kernel's poll loop, the
+//! relay's rounds) stops turning, or when a partition that has work makes no progress for the
+//! stall timeout: a watchdog for kernels stuck in `process` and for consumers that stop
+//! fetching after a rebalance.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,7 +17,7 @@ pub struct HealthReport {
     pub problems: Vec<String>,
 }
 
-/// Shared health state, updated by the poll thread.
+/// Shared health state, updated by the process's main loop.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
@@ -23,17 +25,36 @@ pub struct Health {
     ready: AtomicBool,
     poll_stall: Duration,
     stalled: Mutex<Vec<String>>,
+    loop_name: &'static str,
+    not_ready: &'static str,
 }
 
 impl Health {
-    /// `poll_stall`: how long the poll loop may go without turning before liveness fails.
+    /// `poll_stall`: how long the main loop may go without turning before liveness fails.
+    /// Worded for a kernel: its poll loop, its consumer group.
     pub fn new(poll_stall: Duration) -> Self {
+        Self::for_loop(
+            poll_stall,
+            "poll loop",
+            "not yet in the consumer group with an assignment",
+        )
+    }
+
+    /// For another process: `loop_name` names its main loop and `not_ready` says why it is
+    /// not ready until [`Health::set_ready`], in the problems reported.
+    pub fn for_loop(
+        poll_stall: Duration,
+        loop_name: &'static str,
+        not_ready: &'static str,
+    ) -> Self {
         Self {
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             poll_stall,
             stalled: Mutex::new(Vec::new()),
+            loop_name,
+            not_ready,
         }
     }
 
@@ -42,11 +63,13 @@ impl Health {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn poll_turned(&self) {
+    /// The main loop turned: liveness holds for `poll_stall` from now.
+    pub fn poll_turned(&self) {
         self.last_poll_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    pub(crate) fn set_ready(&self, ready: bool) {
+    /// Whether the process is ready for work (readiness).
+    pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
@@ -65,7 +88,10 @@ impl Health {
             .now_ms()
             .saturating_sub(self.last_poll_ms.load(Ordering::Relaxed));
         if since_poll > u64::try_from(self.poll_stall.as_millis()).unwrap_or(u64::MAX) {
-            problems.push(format!("poll loop has not turned for {since_poll} ms"));
+            problems.push(format!(
+                "{} has not turned for {since_poll} ms",
+                self.loop_name
+            ));
         }
         HealthReport {
             ok: problems.is_empty(),
@@ -73,7 +99,8 @@ impl Health {
         }
     }
 
-    /// Readiness: in the group with an assignment (possibly empty).
+    /// Readiness: set by [`Health::set_ready`] (a kernel: in the group with an assignment,
+    /// possibly empty).
     pub fn readiness(&self) -> HealthReport {
         let ready = self.ready.load(Ordering::Relaxed);
         HealthReport {
@@ -81,7 +108,7 @@ impl Health {
             problems: if ready {
                 Vec::new()
             } else {
-                vec!["not yet in the consumer group with an assignment".to_owned()]
+                vec![self.not_ready.to_owned()]
             },
         }
     }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use clustera_debezium::OutboxEvent;
 use serde_json::{json, Value};
 
-use crate::handler::{field, DocOp, Handler, HandlerError};
-use crate::registry::Registry;
+use clustera_outbox::{field, DocOp, Handler, HandlerError, Registry};
 
 /// `users/<user_id>` from UserCreated and UserUpdated.
 pub struct UserProjection;
