@@ -9,7 +9,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use super::deps::WorkerDeps;
-use super::partition::{PartitionCounters, PartitionShared};
+use super::partition::PartitionShared;
 use super::trace::{to_hex, TraceParent};
 use crate::context::{Context, Effects};
 use crate::kernel::{error_chain, ErrorKind, Kernel, KernelError, Outcome};
@@ -120,7 +120,7 @@ where
                 })
             }
             Outcome::Retry(delay) => {
-                PartitionCounters::bump(&shared.counters.retries);
+                crate::infra::bump(&shared.counters.retries);
                 let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
                 if !unavailable && deps.retry.exhausted(counted) {
                     return Some(Final::DeadLetter {

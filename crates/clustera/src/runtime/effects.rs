@@ -93,11 +93,11 @@ async fn settle_tracked<K: Kernel>(
     let counters = &shared.counters;
     let (effects, attempts) = match decision {
         Final::Done { effects, attempts } => {
-            PartitionCounters::bump(&counters.acked);
+            crate::infra::bump(&counters.acked);
             (effects, attempts)
         }
         Final::Skipped(reason) => {
-            PartitionCounters::bump(&counters.skipped);
+            crate::infra::bump(&counters.skipped);
             tracing::warn!(offset, %reason, "message skipped");
             (Effects::default(), 0)
         }
@@ -287,7 +287,7 @@ impl Prepared<'_> {
             })
             .collect();
         for DeadLetterPart { reason, headers } in dead_letters {
-            PartitionCounters::bump(&counters.dead_lettered);
+            crate::infra::bump(&counters.dead_lettered);
             let letter =
                 deps.producer
                     .dead_letters()
