@@ -12,6 +12,7 @@
 
 pub mod fold;
 mod handler;
+pub mod pg;
 mod processor;
 mod registry;
 pub mod relay;
