@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use clustera::infra::http::http_addr_from_vars;
 use clustera_outbox::relay::wakeup::Wakeups;
 use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
-use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox::{OutboxProcessor, PgStore, PoolSettings};
 use clustera_outbox_demo::{activity, load, report};
 
 /// Arguments of `clustera outbox`.
@@ -118,7 +118,12 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             relay.run_until(clustera::runtime::signal()).await?;
         }
         OutboxCommand::Process => {
-            let store = Arc::new(PgStore::connect(&url).await?);
+            let pool = PoolSettings::from_env()?;
+            let store = Arc::new(
+                PgStore::connect_with(&url, &pool)
+                    .await
+                    .context("connecting to DATABASE_URL")?,
+            );
             let kernel = OutboxProcessor::new(activity::registry(), store);
             let config = clustera::Config::from_env(
                 clustera::Kernel::name(&kernel),

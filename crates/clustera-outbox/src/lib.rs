@@ -22,4 +22,4 @@ pub mod testing;
 pub use handler::{field, DocOp, Handler, HandlerError};
 pub use processor::{headers as dead_letter_headers, OutboxProcessor, SkipPolicy};
 pub use registry::{HandlerOutcome, Registry};
-pub use store::{PgStore, Store, StoreError};
+pub use store::{PgStore, PoolSettings, Store, StoreError};

@@ -186,8 +186,9 @@ impl<K: Kernel> DeferredRun<K> {
         let (deps, shared) = (&self.deps, &self.shared);
         let message = &*self.message;
         let offset = message.offset();
-        let call = |attempt| {
-            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
+        let call = |attempt, last| {
+            let ctx =
+                DeferredContext::new(deps.kernel_name.clone(), attempt).with_last_attempt(last);
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;
