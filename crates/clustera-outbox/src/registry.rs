@@ -87,7 +87,8 @@ impl Registry {
                     Err(e) => HandlerOutcome::Failed {
                         kind: handler.classify(&e),
                         handler: name,
-                        error: e.to_string(),
+                        // With its causes: the server's message is in the source.
+                        error: clustera::infra::error_chain(&e),
                     },
                 },
             };
