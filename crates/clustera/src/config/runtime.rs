@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::{valid_topic_name, ConfigError};
-pub use crate::runtime::lanes::ProcessingOrder;
 use crate::infra::env::number;
 use crate::infra::http::{http_addr_from_vars, DEFAULT_HTTP_ADDR};
+pub use crate::runtime::lanes::ProcessingOrder;
 
 /// How the runtime processes messages; the `CLUSTERA_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
