@@ -140,10 +140,11 @@ async fn a_portal_killed_mid_job_runs_it_again_after_a_restart_and_answers_once(
     let api = api(calls.clone()).await;
     let mut first = portal(&bootstrap, &api);
 
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("bootstrap.servers", &bootstrap)
-        .set("fetch.wait.max.ms", "10");
+    let mut config = clustera::Config::for_brokers("kafkasend-test-client", &bootstrap, &[]);
+    config.properties.insert(
+        "fetch.wait.max.ms".into(),
+        clustera::config::Secret::new("10"),
+    );
     let wire = Wire::from_vars(&|_| None).unwrap();
     let client = Arc::new(
         tokio::task::spawn_blocking(move || Client::connect(&config, wire))
@@ -203,15 +204,14 @@ async fn a_portal_killed_mid_job_runs_it_again_after_a_restart_and_answers_once(
 
     // Exactly one answer on the response topic, for that job.
     let b = bootstrap.clone();
-    let answers: Vec<(Vec<u8>, Envelope)> = tokio::task::spawn_blocking(move || {
-        kafka::read_topic(b.as_str(), RESPONSES).unwrap()
-    })
-    .await
-    .unwrap()
-    .into_iter()
-    .filter_map(|r| Some((r.key?, Envelope::decode(r.value.as_deref()?).ok()?)))
-    .filter(|(_, e)| matches!(e, Envelope::Response(_) | Envelope::Error(_)))
-    .collect();
+    let answers: Vec<(Vec<u8>, Envelope)> =
+        tokio::task::spawn_blocking(move || kafka::read_topic(b.as_str(), RESPONSES).unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| Some((r.key?, Envelope::decode(r.value.as_deref()?).ok()?)))
+            .filter(|(_, e)| matches!(e, Envelope::Response(_) | Envelope::Error(_)))
+            .collect();
     assert_eq!(answers.len(), 1, "one answer for the job");
     let job = String::from_utf8(answers[0].0.clone()).unwrap();
     assert_eq!(keys[0].as_deref(), Some(format!("\"{job}\"").as_str()));

@@ -40,12 +40,14 @@ async fn first_job(bootstrap: &str) -> JobId {
             tokio::task::spawn_blocking(move || kafka::read_topic(b.as_str(), REQUESTS).unwrap())
                 .await
                 .unwrap();
-        if let Some(job) = records.iter().find_map(|r| {
-            match Envelope::decode(r.value.as_deref()?).ok()? {
-                Envelope::Request(head) => Some(head.job_id),
-                _ => None,
-            }
-        }) {
+        if let Some(job) =
+            records
+                .iter()
+                .find_map(|r| match Envelope::decode(r.value.as_deref()?).ok()? {
+                    Envelope::Request(head) => Some(head.job_id),
+                    _ => None,
+                })
+        {
             return job;
         }
         assert!(Instant::now() < deadline, "the client sent no job");
@@ -75,8 +77,7 @@ async fn the_first_complete_answer_wins_and_later_ones_are_counted() {
         })
     };
     let job = first_job(&bootstrap).await;
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &bootstrap);
+    let config = clustera::Config::for_brokers("kafkasend-test-portal", &bootstrap, &[]);
     let answers = JobProducer::new(&config, RESPONSES).unwrap();
 
     // A response cut off after its first chunk (its portal died), then a run's full answer.
@@ -88,7 +89,10 @@ async fn the_first_complete_answer_wins_and_later_ones_are_counted() {
         answers.send(job, m).await.unwrap();
     }
     let taken = sending.await.unwrap().unwrap();
-    assert_eq!(taken.status, 200, "the complete answer, not the cut-off one");
+    assert_eq!(
+        taken.status, 200,
+        "the complete answer, not the cut-off one"
+    );
     assert!(taken.body.read(0, first.len()).unwrap() == first);
 
     // A second run's answer and an error answer: both ignored, both counted.
@@ -135,17 +139,16 @@ async fn the_first_complete_answer_wins_and_later_ones_are_counted() {
     let second = loop {
         assert!(Instant::now() < deadline, "the client sent no second job");
         let b = bootstrap.clone();
-        let heads: Vec<JobId> = tokio::task::spawn_blocking(move || {
-            kafka::read_topic(b.as_str(), REQUESTS).unwrap()
-        })
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|r| match Envelope::decode(r.value.as_deref()?).ok()? {
-            Envelope::Request(h) => Some(h.job_id),
-            _ => None,
-        })
-        .collect();
+        let heads: Vec<JobId> =
+            tokio::task::spawn_blocking(move || kafka::read_topic(b.as_str(), REQUESTS).unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|r| match Envelope::decode(r.value.as_deref()?).ok()? {
+                    Envelope::Request(h) => Some(h.job_id),
+                    _ => None,
+                })
+                .collect();
         if let Some(j) = heads.into_iter().find(|j| *j != job) {
             break j;
         }

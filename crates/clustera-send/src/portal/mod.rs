@@ -257,7 +257,13 @@ impl Shared {
                 return;
             }
         };
-        let task = Arc::new(JobTask::new(self.clone(), job_id, generation, origin, ended));
+        let task = Arc::new(JobTask::new(
+            self.clone(),
+            job_id,
+            generation,
+            origin,
+            ended,
+        ));
         ctx.defer(move |out| {
             let task = task.clone();
             async move { task.run(out).await }

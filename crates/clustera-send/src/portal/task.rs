@@ -89,14 +89,17 @@ impl JobTask {
     async fn execute(&self, job: Receiving, out: &DeferredContext) {
         let (shared, job_id) = (&self.shared, self.job_id);
         let started = Instant::now();
-        let answer = tokio::time::timeout(shared.config.job_timeout, call::call(shared, &job)).await;
+        let answer =
+            tokio::time::timeout(shared.config.job_timeout, call::call(shared, &job)).await;
         // The call is over: its place and its bytes are free before the answer goes out, so a
         // client that sends its next job on receiving it finds room.
         {
             let mut jobs = shared.lock();
             jobs.remove(&job_id, Some(self.generation));
             jobs.finish(job_id, Some(self.origin.clone()));
-            shared.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+            shared
+                .metrics
+                .occupancy(jobs.active(), jobs.inflight_bytes());
         }
         shared
             .metrics
@@ -189,7 +192,10 @@ fn response(job_id: JobId, answer: call::Answer, chunk_size: u32) -> std::io::Re
         if data.len() != len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("the response ended at {} bytes, {size} expected", offset + data.len() as u64),
+                format!(
+                    "the response ended at {} bytes, {size} expected",
+                    offset + data.len() as u64
+                ),
             ));
         }
         payloads.push(chunker.encode(sequence, info.total_chunks, &data));
@@ -213,16 +219,24 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
                     let total = j.reassembly.body().total_chunks;
                     let received = j.reassembly.received();
                     if now - j.started > config.job_max_age {
-                        Some((*id, ErrorCode::Expired, format!(
+                        Some((
+                            *id,
+                            ErrorCode::Expired,
+                            format!(
                             "the job is older than {} s with {received} of {total} chunks received",
                             config.job_max_age.as_secs()
-                        )))
+                        ),
+                        ))
                     } else if now - j.last_activity > config.job_idle_timeout {
-                        Some((*id, ErrorCode::Incomplete, format!(
+                        Some((
+                            *id,
+                            ErrorCode::Incomplete,
+                            format!(
                             "no chunk for {} s: {received} of {total} chunks received, {} missing",
                             config.job_idle_timeout.as_secs(),
                             total - received
-                        )))
+                        ),
+                        ))
                     } else {
                         None
                     }
@@ -236,7 +250,9 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
                     Some((job, code, message))
                 })
                 .collect();
-            shared.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+            shared
+                .metrics
+                .occupancy(jobs.active(), jobs.inflight_bytes());
             stale
         };
         for (job, code, message) in stale {
