@@ -187,7 +187,7 @@ impl<K: Kernel> DeferredRun<K> {
         let message = &*self.message;
         let offset = message.offset();
         let call = |attempt| {
-            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt);
+            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt, shared.stop.clone());
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;
