@@ -174,7 +174,7 @@ async fn run_once(
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", transform.display()))?;
-    let done = wait_committed(&mut child, bootstrap, group, input).await;
+    let done = wait_committed(&mut child, bootstrap, group, input, None).await;
     let elapsed = started.elapsed();
     let peak = process_memory(child.id()).map(|m| m.peak_kb);
     let _ = Command::new("kill")
@@ -188,12 +188,14 @@ async fn run_once(
     })
 }
 
-/// Waits until the group's commits reach the input's high watermarks.
-async fn wait_committed(
+/// Waits until the group's commits reach the input's high watermarks, or, with `at_least`,
+/// until that many messages are committed.
+pub(crate) async fn wait_committed(
     child: &mut Child,
     bootstrap: &str,
     group: &str,
     input: &str,
+    at_least: Option<i64>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -204,7 +206,10 @@ async fn wait_committed(
         let committed = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let high = kafka::high_watermarks(&b, &t)?;
             let committed = kafka::committed_offsets(&b, &g, &t).unwrap_or_default();
-            Ok(high.iter().all(|(p, h)| committed.get(p) == Some(h)))
+            Ok(match at_least {
+                Some(n) => committed.values().sum::<i64>() >= n,
+                None => high.iter().all(|(p, h)| committed.get(p) == Some(h)),
+            })
         })
         .await??;
         if committed {
@@ -218,7 +223,7 @@ async fn wait_committed(
 }
 
 /// The transform example built next to this binary (`cargo build --release --examples`).
-fn transform_bin() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn transform_bin() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe
         .parent()

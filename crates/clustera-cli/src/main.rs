@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_memory;
+mod bench_ordering;
 mod bench_send;
 mod connect;
 mod consume;
@@ -60,15 +61,20 @@ enum Command {
     /// Benchmark the memory budget: the transform example's peak memory and rate, with and
     /// without it.
     BenchMemory(bench_memory::BenchMemoryArgs),
+    /// Benchmark key-ordered concurrency (P3): one partition with simulated I/O, processed
+    /// one message at a time and key by key.
+    BenchOrdering(bench_ordering::BenchOrderingArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmark print their own summary; their logs are opt-in via RUST_LOG.
     let _logging = match cli.command {
-        Command::Demo(_) | Command::Bench(_) | Command::BenchSend(_) | Command::BenchMemory(_) => {
-            clustera::telemetry::init_logging_with_default("off")
-        }
+        Command::Demo(_)
+        | Command::Bench(_)
+        | Command::BenchSend(_)
+        | Command::BenchMemory(_)
+        | Command::BenchOrdering(_) => clustera::telemetry::init_logging_with_default("off"),
         Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
             clustera::telemetry::init_logging()
         }
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
             Command::Send(args) => kafkasend::send(args).await,
             Command::BenchSend(args) => bench_send::run(args).await,
             Command::BenchMemory(args) => bench_memory::run(args).await,
+            Command::BenchOrdering(args) => bench_ordering::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

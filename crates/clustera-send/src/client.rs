@@ -4,10 +4,17 @@
 //! The client reads every partition of the response topic from the positions it had when the
 //! client connected (no consumer group, nothing committed), so each client sees all
 //! responses and keeps those of its own jobs.
+//!
+//! **The first answer wins.** A portal that restarts mid-job runs the job again, so a job may
+//! be answered twice. An answer is a response head with its chunks, or an error. The client
+//! returns the first complete answer; a new response head (or an error) arriving while a
+//! response is still incomplete replaces it (that response was cut off: its portal died while
+//! sending it). Answers arriving for a job already answered are ignored, logged at debug
+//! level and counted ([`Client::duplicate_answers`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,7 +112,38 @@ pub struct Quiet;
 
 impl Progress for Quiet {}
 
-type Pending = Arc<Mutex<HashMap<JobId, mpsc::Sender<Envelope>>>>;
+/// Jobs waiting for their answer, and those answered lately.
+#[derive(Default)]
+struct Jobs {
+    pending: HashMap<JobId, mpsc::Sender<Envelope>>,
+    answered: HashSet<JobId>,
+    answered_order: VecDeque<JobId>,
+}
+
+/// Answered jobs remembered, to recognise their later answers.
+const REMEMBERED: usize = 10_000;
+
+impl Jobs {
+    /// Moves `job` from pending to answered.
+    fn answered(&mut self, job: JobId) {
+        self.pending.remove(&job);
+        if self.answered.insert(job) {
+            self.answered_order.push_back(job);
+            while self.answered_order.len() > REMEMBERED {
+                if let Some(old) = self.answered_order.pop_front() {
+                    self.answered.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+type Pending = Arc<Mutex<Jobs>>;
+
+/// Whether a response message starts an answer (a response head or an error).
+fn is_answer(envelope: &Envelope) -> bool {
+    matches!(envelope, Envelope::Response(_) | Envelope::Error(_))
+}
 
 /// A response whose head has arrived and whose body is arriving.
 struct Incoming {
@@ -120,6 +158,8 @@ pub struct Client {
     requests: JobProducer,
     wire: Wire,
     pending: Pending,
+    /// Answers ignored because their job was already answered.
+    duplicates: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
     spool: SpoolConfig,
@@ -167,17 +207,19 @@ impl Client {
         }
         consumer.assign(&assignment)?;
         let pending: Pending = Arc::default();
+        let duplicates = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
-            let (pending, stop) = (pending.clone(), stop.clone());
+            let (pending, duplicates, stop) = (pending.clone(), duplicates.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("kafkasend-responses".into())
-                .spawn(move || read_responses(&consumer, &pending, &stop))?
+                .spawn(move || read_responses(&consumer, &pending, &duplicates, &stop))?
         };
         Ok(Self {
             requests: JobProducer::new(kafka, &wire.request_topic)?,
             wire,
             pending,
+            duplicates,
             stop,
             reader: Some(reader),
             spool: SpoolConfig::default(),
@@ -195,15 +237,35 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let job_id = JobId::new();
         let (tx, mut rx) = mpsc::channel(64);
-        lock(&self.pending).insert(job_id, tx);
+        lock(&self.pending).pending.insert(job_id, tx);
         let _registered = Unregister(&self.pending, job_id);
         let work = async {
             self.upload(job_id, request, body, progress).await?;
             self.receive(&mut rx, progress).await
         };
-        tokio::time::timeout(timeout, work)
+        let result = tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|_| ClientError::Timeout(timeout))?;
+        if matches!(result, Ok(_) | Err(ClientError::Portal { .. })) {
+            lock(&self.pending).answered(job_id);
+            // Answers already queued behind the one taken.
+            while let Ok(envelope) = rx.try_recv() {
+                if is_answer(&envelope) {
+                    self.duplicate(job_id);
+                }
+            }
+        }
+        result
+    }
+
+    /// Answers ignored so far because their job had been answered already (a portal that
+    /// restarted mid-job ran it again).
+    pub fn duplicate_answers(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    fn duplicate(&self, job: JobId) {
+        note_duplicate(&self.duplicates, job);
     }
 
     async fn upload(
@@ -263,7 +325,12 @@ impl Client {
                         message: e.message,
                     })
                 }
-                Envelope::Response(head) if response.is_none() => {
+                Envelope::Response(head) => {
+                    if response.is_some() {
+                        tracing::debug!(job_id = %head.job_id,
+                            "a new response head before the previous response was complete; \
+                             taking the new one (the earlier was cut off)");
+                    }
                     let max = u32::try_from(self.wire.max_message_bytes).unwrap_or(u32::MAX);
                     let reassembly = Reassembly::new(head.body.clone(), max, self.max_body)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -316,8 +383,8 @@ impl Client {
                         }
                     }
                 }
-                // A duplicate head, or a request on the response topic: not ours to act on.
-                Envelope::Response(_) | Envelope::Request(_) => {}
+                // A request on the response topic: not ours to act on.
+                Envelope::Request(_) => {}
             }
         }
         Err(ClientError::Protocol("the response reader stopped".into()))
@@ -338,12 +405,17 @@ struct Unregister<'a>(&'a Pending, JobId);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        lock(self.0).remove(&self.1);
+        lock(self.0).pending.remove(&self.1);
     }
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<JobId, mpsc::Sender<Envelope>>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Jobs> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn note_duplicate(duplicates: &AtomicU64, job: JobId) {
+    let n = duplicates.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::debug!(job_id = %job, duplicates = n, "a later answer of a job already answered; ignored");
 }
 
 /// Opens and hashes a file: its body description for the request head.
@@ -369,7 +441,12 @@ fn hash_file(
 }
 
 /// The response reader's thread: decodes every response and hands it to its job.
-fn read_responses(consumer: &BaseConsumer, pending: &Pending, stop: &AtomicBool) {
+fn read_responses(
+    consumer: &BaseConsumer,
+    pending: &Pending,
+    duplicates: &AtomicU64,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::Relaxed) {
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -388,8 +465,22 @@ fn read_responses(consumer: &BaseConsumer, pending: &Pending, stop: &AtomicBool)
         else {
             continue;
         };
-        let Some(tx) = lock(pending).get(&job).cloned() else {
-            continue;
+        let tx = {
+            let jobs = lock(pending);
+            match jobs.pending.get(&job) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let answered = jobs.answered.contains(&job);
+                    drop(jobs);
+                    if answered
+                        && Envelope::decode(message.payload().unwrap_or_default())
+                            .is_ok_and(|e| is_answer(&e))
+                    {
+                        note_duplicate(duplicates, job);
+                    }
+                    continue;
+                }
+            }
         };
         match Envelope::decode(message.payload().unwrap_or_default()) {
             // Waits when the job is slow to take its messages: backpressure, not memory.

@@ -3,10 +3,12 @@
 
 use globset::{GlobSet, GlobSetBuilder};
 
-/// Headers never forwarded, even if listed: credentials are the portal's business, and
-/// framing headers belong to the portal's own HTTP connection.
+/// Headers never forwarded, even if listed: credentials are the portal's business, so is the
+/// `Idempotency-Key` it sets on every call (the job's id), and framing headers belong to the
+/// portal's own HTTP connection.
 pub const NEVER_FORWARDED: &[&str] = &[
     "authorization",
+    "idempotency-key",
     "cookie",
     "proxy-authorization",
     "x-forwarded-for",

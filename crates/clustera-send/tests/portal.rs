@@ -131,7 +131,7 @@ async fn strict_mode_refuses_what_is_not_allowed_and_forwards_what_is() {
         &api,
         &[(
             "PORTAL_ALLOWED_HEADERS",
-            "Content-Type,X-Request-ID,Authorization",
+            "Content-Type,X-Request-ID,Authorization,Idempotency-Key",
         )],
     )
     .await;
@@ -158,6 +158,19 @@ async fn strict_mode_refuses_what_is_not_allowed_and_forwards_what_is() {
         code,
         ErrorCode::ForbiddenHeader,
         "listed, but never forwarded: {message}"
+    );
+    let (code, message) = refused(
+        send(request(
+            "GET",
+            "/v1/documents/1",
+            &[("Idempotency-Key", "\"mine\"")],
+        ))
+        .await,
+    );
+    assert_eq!(
+        code,
+        ErrorCode::ForbiddenHeader,
+        "listed, but the portal's own: {message}"
     );
     let (code, _) = refused(send(request("GET", "/v1/documents/1", &[("X-Other", "1")])).await);
     assert_eq!(code, ErrorCode::ForbiddenHeader);
@@ -189,6 +202,13 @@ async fn strict_mode_refuses_what_is_not_allowed_and_forwards_what_is() {
         seen[0].headers.get("x-request-id").map(String::as_str),
         Some("r-1")
     );
+    // The job's id, as a structured-field string.
+    let key = seen[0].headers.get("idempotency-key").unwrap();
+    let id = key.strip_prefix('"').and_then(|k| k.strip_suffix('"'));
+    assert!(
+        id.is_some_and(|id| id.parse::<clustera_send_protocol::JobId>().is_ok()),
+        "{key}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,6 +226,7 @@ async fn permissive_mode_drops_forbidden_headers_and_redirects_are_not_followed(
                     ("Authorization", "Bearer stolen"),
                     ("Cookie", "session=1"),
                     ("X-Forwarded-For", "10.0.0.1"),
+                    ("Idempotency-Key", "\"mine\""),
                     ("X-Request-ID", "r-7"),
                 ],
             ),
@@ -220,6 +241,11 @@ async fn permissive_mode_drops_forbidden_headers_and_redirects_are_not_followed(
     assert_eq!(seen.headers.get("authorization"), None);
     assert_eq!(seen.headers.get("cookie"), None);
     assert_eq!(seen.headers.get("x-forwarded-for"), None);
+    assert_ne!(
+        seen.headers.get("idempotency-key").map(String::as_str),
+        Some("\"mine\""),
+        "the portal's key, not the client's"
+    );
     assert_eq!(
         seen.headers.get("x-request-id").map(String::as_str),
         Some("r-7")

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 use crate::kernel::{KernelError, Outcome};
 use crate::message::Header;
@@ -231,15 +232,18 @@ pub struct DeferredContext {
     attempt: u32,
     last_attempt: bool,
     effects: Arc<Mutex<Effects>>,
+    stop: CancellationToken,
 }
 
 impl DeferredContext {
-    pub(crate) fn new(kernel: Arc<str>, attempt: u32) -> Self {
+    /// `stop` is the partition's: cancelled on revocation and shutdown.
+    pub(crate) fn new(kernel: Arc<str>, attempt: u32, stop: CancellationToken) -> Self {
         Self {
             kernel,
             attempt,
             last_attempt: false,
             effects: Arc::default(),
+            stop,
         }
     }
 
@@ -293,6 +297,24 @@ impl DeferredContext {
     /// The kernel's name.
     pub fn kernel(&self) -> &str {
         &self.kernel
+    }
+
+    /// Resolves once the message's partition stops: revoked, or the kernel shutting down.
+    ///
+    /// For a task that waits on something only the partition's later messages bring (the
+    /// rest of a request that arrives in several messages): once the partition stops, those
+    /// messages go to its next owner, so waiting is pointless. The task should then return an
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) error: the runtime gives up
+    /// on the message without committing it (nor anything after it), and the next owner
+    /// processes it again. A task that can finish on its own (a call under way) may ignore
+    /// this and finish within the drain timeout.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// Whether the message's partition has stopped (see [`DeferredContext::stopped`]).
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     /// Takes the records stated so far (a deferred task cannot defer again).

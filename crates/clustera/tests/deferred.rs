@@ -31,6 +31,8 @@ enum Plan {
     AlwaysTransient,
     /// Dead-letters one part and still sends its output.
     PartlyDeadLettered,
+    /// Defers a task that waits for its partition to stop, then gives up (`unavailable`).
+    UntilStopped,
 }
 
 /// Copies each input to `output` as the plan for its value says.
@@ -43,6 +45,7 @@ struct Effects {
     running: Arc<AtomicUsize>,
     most_running: Arc<AtomicUsize>,
     failures: Arc<AtomicUsize>,
+    gave_up: Arc<AtomicUsize>,
 }
 
 impl Effects {
@@ -55,6 +58,7 @@ impl Effects {
             running: Arc::default(),
             most_running: Arc::default(),
             failures: Arc::default(),
+            gave_up: Arc::default(),
         }
     }
 }
@@ -99,6 +103,19 @@ impl Kernel for Effects {
                     ],
                 );
                 ctx.send(record);
+            }
+            Plan::UntilStopped => {
+                let this = self.clone();
+                ctx.defer(move |out| {
+                    let this = this.clone();
+                    async move {
+                        this.running.fetch_add(1, Ordering::SeqCst);
+                        out.stopped().await;
+                        assert!(out.is_stopped());
+                        this.gave_up.fetch_add(1, Ordering::SeqCst);
+                        Err(KernelError::unavailable("the rest never came"))
+                    }
+                });
             }
             Plan::Gated | Plan::Slow(_) | Plan::Panics => {
                 let this = self.clone();
@@ -411,4 +428,43 @@ async fn messages_done_behind_a_deferred_one_are_bounded() {
         blocking(move || assert_nothing_lost(&b, "du-in", "du-out")).await,
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_told_its_partition_stopped_gives_up_and_its_message_is_redelivered() {
+    let (_broker, bootstrap) = mock_with_sequence(&[("ds-in", 1), ("ds-out", 1)], 3).await;
+    let kernel = Effects::new("ds-out", |v| {
+        if v == 1 {
+            Plan::UntilStopped
+        } else {
+            Plan::Direct
+        }
+    });
+    let run = start(
+        config_kip848("effects", &bootstrap, "ds-in"),
+        kernel.clone(),
+    );
+    let b = bootstrap.clone();
+    wait_for_blocking(
+        "the two direct outputs",
+        Duration::from_secs(60),
+        move || kafka::read_topic(&b, "ds-out").unwrap_or_default().len() == 2,
+    )
+    .await;
+    wait_for("the waiting task", Duration::from_secs(60), || {
+        kernel.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let stats = run.stop().await;
+    assert_eq!(kernel.gave_up.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        stats.dead_lettered, 0,
+        "giving up is not a failure of the message"
+    );
+    assert_eq!(
+        committed(&bootstrap, "effects-consumer-group", "ds-in").await,
+        Some(1),
+        "the message whose task gave up is the next to read"
+    );
+    assert_eq!(outputs(&bootstrap, "ds-out").await.len(), 2);
 }

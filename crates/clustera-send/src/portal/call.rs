@@ -50,6 +50,15 @@ const FRAMING: &[&str] = &[
     "upgrade",
 ];
 
+/// The header naming a job to the API (IETF httpapi, "The Idempotency-Key HTTP Header Field").
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The `Idempotency-Key` value of a job: its id as a structured-field string (quoted), as
+/// the draft specifies.
+pub fn idempotency_key(job: clustera_send_protocol::JobId) -> String {
+    format!("\"{job}\"")
+}
+
 /// Calls the API for `job`; on a 401, fetches a fresh token and calls once more.
 pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
     let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
@@ -73,6 +82,9 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
         for (name, value) in &job.headers {
             request = request.header(name, value);
         }
+        // The same for every run of the job, so the API can recognise a repeat (see the
+        // module docs of `portal`). The policy never forwards a client's own.
+        request = request.header(IDEMPOTENCY_KEY, idempotency_key(job.head.job_id));
         if let Some(t) = &token {
             request = request.bearer_auth(t);
         }

@@ -2,33 +2,77 @@
 //! (spooling large bodies), validates it, calls the REST API, and sends the response back
 //! in chunks on the response topic, keyed by the job id.
 //!
-//! Delivery: a request message is acknowledged (and its offset committed) once it is stored
-//! in the job; the REST call runs in its own task so one long call does not hold back the
-//! other jobs of its partition. A portal that dies mid-job therefore loses that job: its
-//! remaining chunks reach a portal that has no head for them and answers an error, or the
-//! client times out. The call is never made twice, since REST calls are not idempotent in
-//! general.
+//! # Delivery: the runtime owns the job
+//!
+//! The message carrying a job's request head defers a task ([`clustera::Context::defer`]).
+//! The partition's worker goes on with the next messages, among them the job's chunks, which
+//! it stores in the jobs table ([`jobs`]); each chunk message is done at once, but offsets
+//! commit contiguously, so the head's pending task holds back the commit of every later
+//! offset of its partition, the job's chunks included. Once the body is complete the table
+//! hands it to the task (a oneshot channel), which calls the API and states the answer (the
+//! response head and its body in chunks, or an error envelope) as records of the deferred
+//! context. The runtime produces them through its own idempotent producer, and the head's
+//! offset commits only once the task has finished and every answer record is acknowledged.
+//!
+//! So a portal that dies mid-job loses nothing: its successor receives the head and the chunks
+//! again, reassembles the job and calls the API again. **Calls are at least once**: every call
+//! carries `Idempotency-Key: "<job id>"` (the IETF httpapi draft's header, a structured-field
+//! string), the same for every run of the job, so an API can recognise a repeat; a client's own
+//! `Idempotency-Key` header is never forwarded (refused in strict mode, dropped otherwise,
+//! like credentials). A client may receive two answers for one job and keeps the first.
+//!
+//! Whatever ends a job ends its task, which answers: a chunk that breaks the protocol, the
+//! sweep of jobs idle or too old (`PORTAL_JOB_IDLE_TIMEOUT_SECONDS`,
+//! `PORTAL_JOB_MAX_AGE_SECONDS`), the call's timeout. When the partition stops (revocation,
+//! shutdown) a task still waiting for chunks gives up without answering, its head uncommitted,
+//! and the partition's next owner runs the job; a call under way has the runtime's drain
+//! timeout to finish and answer, after which it is cancelled and the job runs again elsewhere.
+//!
+//! Duplicates: a redelivered head (same topic, partition and offset as the job's head here)
+//! replaces the job and runs it again; a head at another offset (a client sending the same
+//! job twice) is ignored while the job is here, and so are chunks of a job this portal has
+//! finished.
+//!
+//! # Limits
+//!
+//! `PORTAL_MAX_CONCURRENT_JOBS` bounds the jobs held (receiving or calling) and
+//! `PORTAL_MAX_INFLIGHT_BYTES` their request bodies. Each job also holds one of its
+//! partition's `CLUSTERA_MAX_DEFERRED` deferred-task slots until its answer is handed to the
+//! runtime. A head that finds its partition's slots all taken is answered `busy` at once
+//! rather than deferred: the partition would otherwise wait for a slot while the chunks that
+//! would free one queue behind it. A partition therefore holds at most
+//! `min(PORTAL_MAX_CONCURRENT_JOBS, CLUSTERA_MAX_DEFERRED)` jobs; unless `CLUSTERA_MAX_DEFERRED`
+//! is set, the portal raises it to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit
+//! is the one that applies.
+//!
+//! Memory: the answer is stated as records, so it is held in memory from the end of the call
+//! until the runtime has queued it in its producer (whose queue is bounded by
+//! `CLUSTERA_MEMORY_BYTES`): the response body, base64-encoded in chunk messages (4/3 of its
+//! size), at most `PORTAL_MAX_BODY_BYTES` per job, for as many jobs as answer at once. The
+//! response body itself is read into a spool (on disk above `PORTAL_SPOOL_THRESHOLD_BYTES`)
+//! while the API sends it.
 
 mod call;
-mod jobs;
+pub mod jobs;
 mod metrics;
+mod task;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clustera::{Context, Kernel, KernelError, Message, Outcome};
+use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
 use clustera_send_protocol::{
-    BodyInfo, Chunk, Envelope, ErrorCode, ErrorResponse, JobId, Progress, Reassembly, RequestHead,
-    ResponseHead,
+    Chunk, Envelope, ErrorCode, ErrorResponse, JobId, Progress, Reassembly, RequestHead,
 };
+use tokio::sync::oneshot;
 
-use self::jobs::{Jobs, Receiving};
+use self::jobs::{Ended, Jobs, Origin, Receiving, State};
 pub use self::metrics::PortalMetrics;
+use self::task::JobTask;
 use crate::config::PortalConfig;
 use crate::oauth::TokenSource;
 use crate::spool::Spool;
 use crate::ssrf::{Guard, GuardedResolver, Resolve, SystemResolver};
-use crate::transport::JobProducer;
 
 /// Why the portal could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +94,10 @@ pub struct Shared {
     guard: Guard,
     http: reqwest::Client,
     tokens: TokenSource,
-    replies: JobProducer,
     jobs: Mutex<Jobs>,
     metrics: PortalMetrics,
+    /// Deferred tasks a partition may run at once (`CLUSTERA_MAX_DEFERRED`).
+    max_deferred: usize,
 }
 
 /// The portal kernel.
@@ -61,8 +106,10 @@ pub struct Portal {
 }
 
 impl Portal {
-    /// A portal answering on `config`'s response topic through a producer made from `kafka`.
-    /// `resolver` resolves host names (the system's in production).
+    /// A portal answering on `config`'s response topic through the producer of the runtime
+    /// `kafka` configures, whose partitions run at most `kafka.runtime.max_deferred` deferred
+    /// tasks at once (`CLUSTERA_MAX_DEFERRED`). `resolver` resolves host names (the system's
+    /// in production).
     pub fn new(
         config: PortalConfig,
         kafka: &clustera::Config,
@@ -87,22 +134,22 @@ impl Portal {
         let http = http.build().map_err(|e| PortalError::Http(e.to_string()))?;
         let tokens = TokenSource::new(config.oauth.clone(), &roots)
             .map_err(|e| PortalError::Http(e.to_string()))?;
-        let replies = JobProducer::new(kafka, &config.wire.response_topic)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 guard,
                 http,
                 tokens,
-                replies,
                 jobs: Mutex::new(Jobs::default()),
                 metrics: PortalMetrics::default(),
+                max_deferred: kafka.runtime.max_deferred.max(1),
             }),
         })
     }
 
     /// Runs the portal until `stop` resolves: the kernel on the request topic and the sweep
-    /// of stale jobs.
+    /// of stale jobs. The runtime's drain (`CLUSTERA_DRAIN_TIMEOUT_MS`) lets the calls under
+    /// way answer; jobs still arriving are left to the next owner of their partition.
     pub async fn run(
         config: PortalConfig,
         mut kafka: clustera::Config,
@@ -122,15 +169,18 @@ impl Portal {
                 "PORTAL_STRICT_SECURITY is off: forbidden headers are dropped, not refused"
             );
         }
+        if std::env::var_os("CLUSTERA_MAX_DEFERRED").is_none() {
+            // The portal's own limit applies, not the runtime's default (see the module docs).
+            kafka.runtime.max_deferred = kafka.runtime.max_deferred.max(config.max_jobs);
+        }
         let portal = Self::new(config, &kafka, Arc::new(SystemResolver))?;
-        let sweeper = tokio::spawn(sweep(portal.shared.clone()));
+        // Not a job's task: it only ends jobs (their own tasks answer), so stopping it with
+        // the runtime loses nothing.
+        let sweeper = tokio::spawn(task::sweep(portal.shared.clone()));
         tracing::info!(api = %portal.shared.config.api_base_url, topic = %portal.shared.config.wire.request_topic,
             "portal started");
-        let shared = portal.shared.clone();
-        let drain = kafka.runtime.drain_timeout;
         let result = clustera::Runtime::new(kafka, portal).run_until(stop).await;
         sweeper.abort();
-        shared.shut_down(drain).await;
         Ok(result?)
     }
 }
@@ -148,7 +198,7 @@ impl Kernel for Portal {
         self.shared.metrics.register(registry);
     }
 
-    async fn process(&self, msg: &Message, _ctx: &mut Context) -> Result<Outcome, KernelError> {
+    async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
         let envelope = match Envelope::decode(msg.value().unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
@@ -160,13 +210,18 @@ impl Kernel for Portal {
                 let Some(job) = job else {
                     return Err(KernelError::permanent(e));
                 };
-                self.shared.fail(job, e.code(), e.to_string()).await;
+                self.shared.refuse(ctx, job, None, e.code(), e.to_string());
                 return Ok(Outcome::Ack);
             }
         };
+        let origin = Origin {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        };
         match envelope {
-            Envelope::Request(head) => self.shared.start(head).await,
-            Envelope::Chunk(chunk) => self.shared.chunk(chunk).await,
+            Envelope::Request(head) => self.shared.start(ctx, head, origin),
+            Envelope::Chunk(chunk) => self.shared.chunk(ctx, &chunk),
             Envelope::Response(_) | Envelope::Error(_) => {
                 return Ok(Outcome::skip("a response on the request topic"))
             }
@@ -176,36 +231,54 @@ impl Kernel for Portal {
 }
 
 impl Shared {
-    /// Validates a request head and starts receiving its body.
-    async fn start(self: &Arc<Self>, head: RequestHead) {
+    /// Validates a request head, adds its job to the table and defers the job's task.
+    fn start(self: &Arc<Self>, ctx: &mut Context, head: RequestHead, origin: Origin) {
         let job_id = head.job_id;
         {
             let jobs = self.lock();
-            if jobs.receiving.contains_key(&job_id) || jobs.is_received(&job_id) {
-                tracing::debug!(%job_id, "duplicate request head ignored");
-                return;
+            let here = jobs.get(&job_id).map(|j| &j.origin);
+            let finished = jobs.finished(&job_id).and_then(Option::as_ref);
+            if let Some(first) = here.or(finished) {
+                if *first != origin {
+                    tracing::debug!(%job_id, offset = origin.offset, first = first.offset,
+                        "duplicate request head ignored");
+                    return;
+                }
+                // The same message again: redelivered after a rebalance, so its job runs
+                // again (an earlier run's answer may not have been acknowledged).
+                tracing::info!(%job_id, offset = origin.offset, "request head redelivered; running the job again");
             }
         }
-        let receiving = match self.admit(head) {
-            Ok(r) => r,
+        let (generation, ended) = match self.admit(head, &origin) {
+            Ok(admitted) => admitted,
             Err((code, message)) => {
                 tracing::warn!(%job_id, ?code, %message, "request refused");
-                self.fail(job_id, code, message).await;
+                self.refuse(ctx, job_id, Some(origin), code, message);
                 return;
             }
         };
-        tracing::info!(%job_id, method = %receiving.head.method, url = %receiving.url,
-            bytes = receiving.head.body.size, chunks = receiving.head.body.total_chunks, "job started");
-        if receiving.reassembly.is_complete() {
-            self.execute(receiving);
-        } else {
-            self.lock().receiving.insert(job_id, receiving);
-        }
+        let task = Arc::new(JobTask::new(
+            self.clone(),
+            job_id,
+            generation,
+            origin,
+            ended,
+        ));
+        ctx.defer(move |out| {
+            let task = task.clone();
+            async move { task.run(out).await }
+        });
     }
 
-    /// The checks a head must pass before any of its body is accepted, and the reservation
-    /// of its place and bytes.
-    fn admit(&self, head: RequestHead) -> Result<Receiving, (ErrorCode, String)> {
+    /// The checks a head must pass before any of its body is accepted, and the reservation of
+    /// its place, its bytes and its partition's task slot. Returns the job, its generation in
+    /// the table, and the channel its task learns the job's end from (already holding the
+    /// complete job if it has no body to wait for).
+    fn admit(
+        &self,
+        head: RequestHead,
+        origin: &Origin,
+    ) -> Result<(u64, oneshot::Receiver<Ended>), (ErrorCode, String)> {
         let config = &self.config;
         let max_chunk = u32::try_from(config.wire.max_message_bytes).unwrap_or(u32::MAX);
         let reassembly = Reassembly::new(head.body.clone(), max_chunk, config.max_body_bytes)
@@ -233,8 +306,11 @@ impl Shared {
         }
         let spool = Spool::for_size(head.body.size, &config.spool)
             .map_err(|e| (ErrorCode::Internal, format!("spool: {e}")))?;
+        let job_id = head.job_id;
         let mut jobs = self.lock();
-        if jobs.active >= config.max_jobs {
+        // A redelivered head replaces its job: its old reservation does not count.
+        let replaced = jobs.get(&job_id).map_or((0, 0), |j| (1, j.bytes));
+        if jobs.active() - replaced.0 >= config.max_jobs {
             return Err((
                 ErrorCode::Busy,
                 format!(
@@ -243,20 +319,28 @@ impl Shared {
                 ),
             ));
         }
-        if jobs.inflight_bytes + head.body.size > config.max_inflight_bytes {
+        let held = jobs.inflight_bytes() - replaced.1;
+        if held + head.body.size > config.max_inflight_bytes {
             return Err((
                 ErrorCode::Busy,
                 format!(
-                    "the portal holds {} body bytes; {} more would pass its limit of {}",
-                    jobs.inflight_bytes, head.body.size, config.max_inflight_bytes
+                    "the portal holds {held} body bytes; {} more would pass its limit of {}",
+                    head.body.size, config.max_inflight_bytes
                 ),
             ));
         }
-        jobs.active += 1;
-        jobs.inflight_bytes += head.body.size;
-        self.metrics.occupancy(jobs.active, jobs.inflight_bytes);
+        if jobs.tasks(&origin.topic, origin.partition) >= self.max_deferred {
+            return Err((
+                ErrorCode::Busy,
+                format!(
+                    "partition {} already has its maximum of {} jobs under way \
+                     (CLUSTERA_MAX_DEFERRED)",
+                    origin.partition, self.max_deferred
+                ),
+            ));
+        }
         let now = Instant::now();
-        Ok(Receiving {
+        let receiving = Receiving {
             head,
             url,
             headers: filtered.forward,
@@ -264,203 +348,118 @@ impl Shared {
             spool,
             started: now,
             last_activity: now,
-        })
+        };
+        tracing::info!(%job_id, method = %receiving.head.method, url = %receiving.url,
+            bytes = receiving.head.body.size, chunks = receiving.head.body.total_chunks, "job started");
+        let (tell, ended) = oneshot::channel();
+        let bytes = receiving.head.body.size;
+        let generation = if receiving.reassembly.is_complete() {
+            let generation = jobs.insert(job_id, origin.clone(), bytes, State::Calling);
+            let _ = tell.send(Ended::Complete(Box::new(receiving)));
+            generation
+        } else {
+            let state = State::Receiving(Box::new(receiving), tell);
+            jobs.insert(job_id, origin.clone(), bytes, state)
+        };
+        jobs.count_task(&origin.topic, origin.partition, true);
+        self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+        Ok((generation, ended))
     }
 
-    /// Stores a chunk; the last one starts the call.
-    async fn chunk(self: &Arc<Self>, chunk: Chunk) {
+    /// Stores a chunk in its job; the last one hands the complete job to its task, and one
+    /// that breaks the protocol ends the job (its task answers why).
+    fn chunk(&self, ctx: &mut Context, chunk: &Chunk) {
         let job_id = chunk.job_id;
         // Decoding and checking the chunk is the costly part: done before taking the lock.
         let data = chunk.bytes();
-        let outcome = self.store_chunk(&chunk, data);
-        match outcome {
-            Ok(Some(complete)) => self.execute(complete),
-            Ok(None) => {}
-            Err((code, message)) => {
-                tracing::warn!(%job_id, ?code, %message, "job failed while receiving");
-                self.fail(job_id, code, message).await;
-            }
-        }
-    }
-
-    /// Stores a decoded chunk in its job: the complete job if it was the last, or why the job
-    /// failed. Synchronous, so the table's lock is never held across an await.
-    fn store_chunk(
-        &self,
-        chunk: &Chunk,
-        data: Result<Vec<u8>, clustera_send_protocol::ProtocolError>,
-    ) -> Result<Option<Receiving>, (ErrorCode, String)> {
-        let job_id = chunk.job_id;
         let mut jobs = self.lock();
-        if jobs.is_received(&job_id) {
-            return Ok(None);
-        }
-        let Some(job) = jobs.receiving.get_mut(&job_id) else {
-            return Err((
-                ErrorCode::Incomplete,
-                "a chunk for a job whose request head this portal never received (it may have \
-                 restarted mid-job); send the job again"
-                    .to_owned(),
-            ));
+        let Some(job) = jobs.get_mut(&job_id) else {
+            if jobs.finished(&job_id).is_some() {
+                return; // a late chunk of a job answered or refused here
+            }
+            drop(jobs);
+            let message = "a chunk for a job whose request head this portal never received; \
+                           send the job again";
+            tracing::warn!(%job_id, sequence = chunk.sequence, "{message}");
+            self.refuse(ctx, job_id, None, ErrorCode::Incomplete, message.to_owned());
+            return;
         };
-        job.last_activity = Instant::now();
+        let State::Receiving(receiving, _) = &mut job.state else {
+            return; // the body is complete: a duplicate chunk
+        };
+        receiving.last_activity = Instant::now();
         let result = data
             .map_err(|e| (e.code(), e.to_string()))
             .and_then(|data| {
-                job.reassembly
-                    .accept(chunk, &data, &mut job.spool)
-                    .map_err(|e| match e {
-                        clustera_send_protocol::ReassemblyError::Protocol(p) => {
-                            (p.code(), p.to_string())
-                        }
-                        clustera_send_protocol::ReassemblyError::Sink(io) => {
-                            (ErrorCode::Internal, format!("spool: {io}"))
-                        }
-                    })
+                let Receiving {
+                    reassembly, spool, ..
+                } = receiving.as_mut();
+                reassembly.accept(chunk, &data, spool).map_err(|e| match e {
+                    clustera_send_protocol::ReassemblyError::Protocol(p) => {
+                        (p.code(), p.to_string())
+                    }
+                    clustera_send_protocol::ReassemblyError::Sink(io) => {
+                        (ErrorCode::Internal, format!("spool: {io}"))
+                    }
+                })
             });
         match result {
             Ok(Progress::Complete) => {
-                jobs.executing.insert(job_id);
-                Ok(jobs.receiving.remove(&job_id))
-            }
-            Ok(_) => Ok(None),
-            Err(e) => {
-                if let Some(job) = jobs.receiving.remove(&job_id) {
-                    jobs.release(job.head.body.size);
-                    self.metrics.occupancy(jobs.active, jobs.inflight_bytes);
+                if let State::Receiving(complete, tell) =
+                    std::mem::replace(&mut job.state, State::Calling)
+                {
+                    // The task may be gone (its partition stopped): then so is the job.
+                    let _ = tell.send(Ended::Complete(complete));
                 }
-                Err(e)
+            }
+            Ok(_) => {}
+            Err((code, message)) => {
+                tracing::warn!(%job_id, ?code, %message, "job failed while receiving");
+                let origin = job.origin.clone();
+                let removed = jobs.remove(&job_id, None);
+                jobs.finish(job_id, Some(origin));
+                self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+                drop(jobs);
+                if let Some(jobs::Job {
+                    state: State::Receiving(_, tell),
+                    ..
+                }) = removed
+                {
+                    let _ = tell.send(Ended::Failed(code, message));
+                }
             }
         }
     }
 
-    /// Calls the API for a complete job in its own task and answers it.
-    fn execute(self: &Arc<Self>, job: Receiving) {
-        self.lock().executing.insert(job.head.job_id);
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let job_id = job.head.job_id;
-            let started = Instant::now();
-            let answer =
-                tokio::time::timeout(shared.config.job_timeout, call::call(&shared, &job)).await;
-            // The call is over: its place and its bytes are free before the answer goes out,
-            // so a client that sends its next job on receiving it finds room.
-            {
-                let mut jobs = shared.lock();
-                jobs.release(job.head.body.size);
-                shared.metrics.occupancy(jobs.active, jobs.inflight_bytes);
-            }
-            shared
-                .metrics
-                .calls
-                .observe(started.elapsed().as_secs_f64());
-            shared.metrics.moved("request", job.head.body.size);
-            drop(job);
-            match answer {
-                Ok(Ok(answer)) => {
-                    tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
-                    let bytes = answer.body.len();
-                    match shared.respond(job_id, answer).await {
-                        Ok(()) => {
-                            shared.metrics.answered("ok");
-                            shared.metrics.moved("response", bytes);
-                        }
-                        Err(e) => {
-                            shared.metrics.answered("unsent");
-                            tracing::error!(%job_id, error = %e, "sending the response failed");
-                        }
-                    }
-                }
-                Ok(Err(f)) => {
-                    tracing::warn!(%job_id, code = ?f.code, message = %f.message, "call failed");
-                    shared.fail(job_id, f.code, f.message).await;
-                }
-                Err(_) => {
-                    let message = format!(
-                        "the API did not answer within {} s",
-                        shared.config.job_timeout.as_secs()
-                    );
-                    tracing::warn!(%job_id, %message, "call timed out");
-                    shared.fail(job_id, ErrorCode::Timeout, message).await;
-                }
-            }
-            let mut jobs = shared.lock();
-            jobs.executing.remove(&job_id);
-            jobs.finish(job_id);
-        });
-    }
-
-    /// Sends the response head and its body in chunks.
-    async fn respond(
+    /// Answers `job_id` with an error now, with this message's effects, and remembers it as
+    /// finished so its later chunks are ignored.
+    fn refuse(
         &self,
+        ctx: &mut Context,
         job_id: JobId,
-        answer: call::Answer,
-    ) -> Result<(), crate::transport::SendError> {
-        let info = BodyInfo::hashed(
-            answer.body.len(),
-            &answer.sha256,
-            self.config.wire.chunk_size,
-        );
-        let head = Envelope::Response(ResponseHead {
-            job_id,
-            status: answer.status,
-            headers: answer.headers,
-            body: info.clone(),
-        })
-        .encode();
-        self.replies
-            .send_with_body(job_id, &head, &info, &answer.body, &|_| {})
-            .await
+        origin: Option<Origin>,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.lock().finish(job_id, origin);
+        ctx.send(self.error_record(job_id, code, message));
     }
 
-    /// Answers `job_id` with an error and forgets it.
-    async fn fail(&self, job_id: JobId, code: ErrorCode, message: String) {
-        {
-            let mut jobs = self.lock();
-            if jobs.is_finished(&job_id) {
-                return;
-            }
-            jobs.finish(job_id);
-        }
+    /// A record of `job_id`'s answer on the response topic.
+    fn answer_record(&self, job_id: JobId, payload: Vec<u8>) -> Record {
+        Record::to(self.config.wire.response_topic.as_str())
+            .key(job_id.key())
+            .value(payload)
+    }
+
+    /// The error envelope answering `job_id`.
+    fn error_record(&self, job_id: JobId, code: ErrorCode, message: String) -> Record {
         let error = Envelope::Error(ErrorResponse {
             job_id,
             code,
             message,
-        })
-        .encode();
-        if let Err(e) = self.replies.send(job_id, &error).await {
-            tracing::error!(%job_id, error = %e, "sending the error response failed");
-        }
-    }
-
-    /// At shutdown: answers the jobs still arriving (their clients can send them again), and
-    /// waits up to `limit` for the calls under way to be answered.
-    async fn shut_down(&self, limit: Duration) {
-        let arriving: Vec<JobId> = self.lock().receiving.drain().map(|(id, _)| id).collect();
-        for id in arriving {
-            self.fail(
-                id,
-                ErrorCode::Incomplete,
-                "the portal stopped before the request was complete; send the job again".into(),
-            )
-            .await;
-        }
-        let deadline = Instant::now() + limit;
-        loop {
-            let calling = self.lock().executing.len();
-            if calling == 0 {
-                return;
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(
-                    calling,
-                    "stopping with calls under way; their clients will time out"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        });
+        self.answer_record(job_id, error.encode())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
@@ -468,60 +467,5 @@ impl Shared {
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Every second: jobs idle too long (missing chunks) or too old are dropped and answered.
-async fn sweep(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        let stale: Vec<(JobId, ErrorCode, String)> = {
-            let mut jobs = shared.lock();
-            let expired: Vec<JobId> = jobs
-                .receiving
-                .iter()
-                .filter(|(_, j)| {
-                    now - j.started > shared.config.job_max_age
-                        || now - j.last_activity > shared.config.job_idle_timeout
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            expired
-                .into_iter()
-                .filter_map(|id| {
-                    let job = jobs.receiving.remove(&id)?;
-                    jobs.release(job.head.body.size);
-                    shared.metrics.occupancy(jobs.active, jobs.inflight_bytes);
-                    let total = job.reassembly.body().total_chunks;
-                    let received = job.reassembly.received();
-                    Some(if now - job.started > shared.config.job_max_age {
-                        (
-                            id,
-                            ErrorCode::Expired,
-                            format!(
-                            "the job is older than {} s with {received} of {total} chunks received",
-                            shared.config.job_max_age.as_secs()
-                        ),
-                        )
-                    } else {
-                        (
-                            id,
-                            ErrorCode::Incomplete,
-                            format!(
-                            "no chunk for {} s: {received} of {total} chunks received, {} missing",
-                            shared.config.job_idle_timeout.as_secs(),
-                            total - received
-                        ),
-                        )
-                    })
-                })
-                .collect()
-        };
-        for (id, code, message) in stale {
-            tracing::warn!(job_id = %id, ?code, %message, "job swept");
-            shared.fail(id, code, message).await;
-        }
     }
 }

@@ -270,6 +270,13 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
     if let Some(addr) = map.get("CLUSTERA_HTTP_ADDR") {
         kafka.runtime.http_addr = Some(addr.parse().unwrap());
     }
+    // KIP-848: a portal started after another stopped gets its partitions at once.
+    if let Some(protocol) = map.get("KAFKA_GROUP_PROTOCOL") {
+        kafka.properties.insert(
+            "group.protocol".into(),
+            clustera::config::Secret::new(protocol.as_str()),
+        );
+    }
     // The mock broker does not wake waiting fetches; keep its polling tight.
     kafka.properties.insert(
         "fetch.wait.max.ms".into(),

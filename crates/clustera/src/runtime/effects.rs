@@ -187,8 +187,8 @@ impl<K: Kernel> DeferredRun<K> {
         let message = &*self.message;
         let offset = message.offset();
         let call = |attempt, last| {
-            let ctx =
-                DeferredContext::new(deps.kernel_name.clone(), attempt).with_last_attempt(last);
+            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt, shared.stop.clone())
+                .with_last_attempt(last);
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;

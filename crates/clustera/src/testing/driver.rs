@@ -81,7 +81,12 @@ impl<K: Kernel> TestDriver<K> {
             Vec::new()
         };
         for task in tasks {
-            let cx = DeferredContext::new(self.kernel.name().into(), 1);
+            // The driver never stops: `stopped()` never resolves.
+            let cx = DeferredContext::new(
+                self.kernel.name().into(),
+                1,
+                tokio_util::sync::CancellationToken::new(),
+            );
             let (outcome, error) = match task(cx.clone()).await {
                 Ok(o) => (o, None),
                 Err(e) => (e.outcome(), Some(e)),

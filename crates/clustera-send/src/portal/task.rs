@@ -1,0 +1,266 @@
+//! A job's deferred task: waits for the job's request to end, calls the API, and states the
+//! answer as records of its deferred context; and the sweep that ends jobs whose request
+//! stopped arriving.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clustera::{DeferredContext, KernelError, Outcome};
+use clustera_send_protocol::{BodyInfo, Chunker, Envelope, ErrorCode, JobId, ResponseHead};
+use tokio::sync::oneshot;
+
+use super::call;
+use super::jobs::{Ended, Job, Origin, Receiving, State};
+use super::Shared;
+
+/// The state a job's deferred task shares across its attempts. Dropping it (the task ended,
+/// was cancelled at the drain timeout, or never started) takes the job out of the table, if
+/// this admission of it is still there, and frees its partition's task slot.
+pub(super) struct JobTask {
+    shared: Arc<Shared>,
+    job_id: JobId,
+    generation: u64,
+    origin: Origin,
+    /// How the job's request ended; taken by the first attempt.
+    ended: Mutex<Option<oneshot::Receiver<Ended>>>,
+}
+
+impl JobTask {
+    /// The task of the job admitted as `generation`, whose head came from `origin`.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        job_id: JobId,
+        generation: u64,
+        origin: Origin,
+        ended: oneshot::Receiver<Ended>,
+    ) -> Self {
+        Self {
+            shared,
+            job_id,
+            generation,
+            origin,
+            ended: Mutex::new(Some(ended)),
+        }
+    }
+
+    /// One attempt of the task. The task answers every failure of the job itself, so the
+    /// runtime never retries it; it only gives up (an `unavailable` error, which the runtime
+    /// turns into "leave the message to the partition's next owner") when the partition stops
+    /// before the job's request is complete.
+    pub(super) async fn run(&self, out: DeferredContext) -> Result<Outcome, KernelError> {
+        let job_id = self.job_id;
+        let taken = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(ended) = taken else {
+            return Ok(Outcome::skip(format!(
+                "job {job_id}: its task was called again after it gave up"
+            )));
+        };
+        let ended = tokio::select! {
+            biased;
+            ended = ended => ended,
+            () = out.stopped() => {
+                tracing::info!(%job_id, "partition stopped before the request was complete; \
+                    its next owner runs the job");
+                return Err(KernelError::unavailable(
+                    "the partition stopped before the job's request was complete",
+                ));
+            }
+        };
+        match ended {
+            Ok(Ended::Complete(job)) => self.execute(*job, &out).await,
+            Ok(Ended::Failed(code, message)) => {
+                out.send(self.shared.error_record(job_id, code, message));
+            }
+            // Its table entry was replaced by a redelivery of its head, whose task runs it.
+            Err(_) => {
+                return Err(KernelError::unavailable(
+                    "the job was taken over by a redelivery of its head",
+                ))
+            }
+        }
+        Ok(Outcome::Ack)
+    }
+
+    /// Calls the API for the complete job and states its answer.
+    async fn execute(&self, job: Receiving, out: &DeferredContext) {
+        let (shared, job_id) = (&self.shared, self.job_id);
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(shared.config.job_timeout, call::call(shared, &job)).await;
+        // The call is over: its place and its bytes are free before the answer goes out, so a
+        // client that sends its next job on receiving it finds room.
+        {
+            let mut jobs = shared.lock();
+            jobs.remove(&job_id, Some(self.generation));
+            jobs.finish(job_id, Some(self.origin.clone()));
+            shared
+                .metrics
+                .occupancy(jobs.active(), jobs.inflight_bytes());
+        }
+        shared
+            .metrics
+            .calls
+            .observe(started.elapsed().as_secs_f64());
+        shared.metrics.moved("request", job.head.body.size);
+        drop(job);
+        let (code, message) = match answer {
+            Ok(Ok(answer)) => {
+                tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
+                let bytes = answer.body.len();
+                let chunk_size = shared.config.wire.chunk_size;
+                let payloads =
+                    tokio::task::spawn_blocking(move || response(job_id, answer, chunk_size))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|r| r);
+                match payloads {
+                    Ok(payloads) => {
+                        for payload in payloads {
+                            out.send(shared.answer_record(job_id, payload));
+                        }
+                        shared.metrics.answered("ok");
+                        shared.metrics.moved("response", bytes);
+                        return;
+                    }
+                    Err(e) => (
+                        ErrorCode::Internal,
+                        format!("reading the spooled response: {e}"),
+                    ),
+                }
+            }
+            Ok(Err(f)) => {
+                tracing::warn!(%job_id, code = ?f.code, message = %f.message, "call failed");
+                (f.code, f.message)
+            }
+            Err(_) => {
+                let message = format!(
+                    "the API did not answer within {} s",
+                    shared.config.job_timeout.as_secs()
+                );
+                tracing::warn!(%job_id, %message, "call timed out");
+                (ErrorCode::Timeout, message)
+            }
+        };
+        out.send(shared.error_record(job_id, code, message));
+    }
+}
+
+impl Drop for JobTask {
+    fn drop(&mut self) {
+        let removed = {
+            let mut jobs = self.shared.lock();
+            let removed = jobs.remove(&self.job_id, Some(self.generation));
+            jobs.count_task(&self.origin.topic, self.origin.partition, false);
+            self.shared
+                .metrics
+                .occupancy(jobs.active(), jobs.inflight_bytes());
+            removed
+        };
+        if removed.is_some() {
+            tracing::debug!(job_id = %self.job_id, "job left unanswered (its partition stopped)");
+        }
+        // Its spool (a file, perhaps) is dropped here, outside the lock.
+        drop(removed);
+    }
+}
+
+/// The messages answering a job: the response head, then the body in chunks. Reads the
+/// spool (perhaps a file): run it off the async workers.
+fn response(job_id: JobId, answer: call::Answer, chunk_size: u32) -> std::io::Result<Vec<Vec<u8>>> {
+    let size = answer.body.len();
+    let info = BodyInfo::hashed(size, &answer.sha256, chunk_size);
+    let mut payloads = Vec::with_capacity(1 + info.total_chunks as usize);
+    payloads.push(
+        Envelope::Response(ResponseHead {
+            job_id,
+            status: answer.status,
+            headers: answer.headers,
+            body: info.clone(),
+        })
+        .encode(),
+    );
+    let chunker = Chunker::new(job_id);
+    for sequence in 0..info.total_chunks {
+        let offset = u64::from(sequence) * u64::from(chunk_size);
+        let len = usize::try_from(info.chunk_len(sequence)).unwrap_or(0);
+        let data = answer.body.read(offset, len)?;
+        if data.len() != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the response ended at {} bytes, {size} expected",
+                    offset + data.len() as u64
+                ),
+            ));
+        }
+        payloads.push(chunker.encode(sequence, info.total_chunks, &data));
+    }
+    Ok(payloads)
+}
+
+/// Every second: jobs idle too long (missing chunks) or too old are taken out of the table,
+/// and their tasks answer why.
+pub(super) async fn sweep(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let config = &shared.config;
+        let stale: Vec<(Job, ErrorCode, String)> = {
+            let mut jobs = shared.lock();
+            let expired: Vec<(JobId, ErrorCode, String)> = jobs
+                .receiving()
+                .filter_map(|(id, j)| {
+                    let total = j.reassembly.body().total_chunks;
+                    let received = j.reassembly.received();
+                    if now - j.started > config.job_max_age {
+                        Some((
+                            *id,
+                            ErrorCode::Expired,
+                            format!(
+                            "the job is older than {} s with {received} of {total} chunks received",
+                            config.job_max_age.as_secs()
+                        ),
+                        ))
+                    } else if now - j.last_activity > config.job_idle_timeout {
+                        Some((
+                            *id,
+                            ErrorCode::Incomplete,
+                            format!(
+                            "no chunk for {} s: {received} of {total} chunks received, {} missing",
+                            config.job_idle_timeout.as_secs(),
+                            total - received
+                        ),
+                        ))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let stale = expired
+                .into_iter()
+                .filter_map(|(id, code, message)| {
+                    let job = jobs.remove(&id, None)?;
+                    jobs.finish(id, Some(job.origin.clone()));
+                    Some((job, code, message))
+                })
+                .collect();
+            shared
+                .metrics
+                .occupancy(jobs.active(), jobs.inflight_bytes());
+            stale
+        };
+        for (job, code, message) in stale {
+            if let State::Receiving(receiving, tell) = job.state {
+                tracing::warn!(job_id = %receiving.head.job_id, ?code, %message, "job swept");
+                drop(receiving);
+                let _ = tell.send(Ended::Failed(code, message));
+            }
+        }
+    }
+}
