@@ -130,9 +130,15 @@ async fn fixture(flaky_failures: i64) -> Fixture {
     }
 }
 
-/// Runs the processor configured by `vars` (and the broker) until it has finished `expected`
-/// messages.
-async fn process(f: &Fixture, vars: &[(&str, &str)], expected: u64) {
+/// Produces `events` (id, type), then runs the processor configured by `vars` (and the
+/// broker) until it has finished them.
+async fn process(f: &Fixture, events: &[(&str, &str)], vars: &[(&str, &str)]) {
+    let records: Vec<_> = events.iter().map(|(id, t)| change_event(id, t)).collect();
+    let expected = records.len() as u64;
+    let b = f.bootstrap.clone();
+    tokio::task::spawn_blocking(move || kafka::produce(&b, TOPIC, records).unwrap())
+        .await
+        .unwrap();
     let mut pairs = vec![
         ("KAFKA_BOOTSTRAP_SERVERS", f.bootstrap.as_str()),
         ("CLUSTERA_HTTP_ADDR", "off"),
@@ -195,26 +201,8 @@ async fn read(bootstrap: &str, topic: &str) -> Vec<kafka::Consumed> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_failing_for_good_go_to_the_runtimes_dead_letter_topic_after_max_attempts() {
     let f = fixture(i64::MAX).await;
-    let b = f.bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        kafka::produce(
-            &b,
-            TOPIC,
-            [
-                change_event("flaky-1", "Flaky"),
-                change_event("bad-1", "Bad"),
-            ],
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    process(
-        &f,
-        &[("CLUSTERA_MAX_ATTEMPTS", "2"), ("CLUSTERA_DLQ_TOPIC", DEAD)],
-        2,
-    )
-    .await;
+    let vars = [("CLUSTERA_MAX_ATTEMPTS", "2"), ("CLUSTERA_DLQ_TOPIC", DEAD)];
+    process(&f, &[("flaky-1", "Flaky"), ("bad-1", "Bad")], &vars).await;
 
     assert_eq!(
         sequence(&f.client, "flaky_attempts").await,
@@ -277,18 +265,8 @@ async fn handlers_failing_for_good_go_to_the_runtimes_dead_letter_topic_after_ma
 async fn with_max_attempts_zero_a_transient_store_error_is_never_dead_lettered() {
     // More failures than the default five attempts would allow.
     let f = fixture(7).await;
-    let b = f.bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        kafka::produce(&b, TOPIC, [change_event("flaky-1", "Flaky")]).unwrap()
-    })
-    .await
-    .unwrap();
-    process(
-        &f,
-        &[("CLUSTERA_MAX_ATTEMPTS", "0"), ("CLUSTERA_DLQ_TOPIC", DEAD)],
-        1,
-    )
-    .await;
+    let vars = [("CLUSTERA_MAX_ATTEMPTS", "0"), ("CLUSTERA_DLQ_TOPIC", DEAD)];
+    process(&f, &[("flaky-1", "Flaky")], &vars).await;
     assert_eq!(
         sequence(&f.client, "flaky_attempts").await,
         8,
