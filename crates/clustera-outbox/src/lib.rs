@@ -6,7 +6,10 @@
 //! - the processor library: outbox events from Debezium-format change events are routed by
 //!   event type to [`Handler`]s ([`Registry`]); each handler's read-model writes and its
 //!   `(handler, event_id)` marker are committed in one PostgreSQL transaction ([`PgStore`]),
-//!   so a redelivered event changes nothing. [`OutboxProcessor`] is the kernel.
+//!   so a redelivered event changes nothing. [`OutboxProcessor`] is the kernel; it retries and
+//!   dead-letters through the runtime, classifying store failures by SQLSTATE;
+//! - [`pg`]: that classification, and the connections and backoff with which the relay, the
+//!   store's pool and the demo's load generator ride out a PostgreSQL restart.
 //!
 //! A sample domain (the Activity App) lives in `clustera-outbox-demo`.
 

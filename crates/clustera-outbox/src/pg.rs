@@ -6,7 +6,7 @@
 //!
 //! | Error | Kind | Why |
 //! |---|---|---|
-//! | no SQLSTATE: connection refused, reset or closed, a pool timeout | `Unavailable` | the server cannot be reached |
+//! | no SQLSTATE: connection refused, reset or closed; in the store, any failure to get a connection from its pool | `Unavailable` | the server cannot be reached |
 //! | class `08` (connection exception), `57P01`..`57P03` (admin or crash shutdown, cannot connect now), class `53` (insufficient resources) | `Unavailable` | the server is restarting or full |
 //! | `40001` (serialization failure), `40P01` (deadlock), `57014` (statement cancelled) | `Transient` | the same write may succeed next time |
 //! | class `23` (integrity constraint violation), class `22` (data exception) | `Permanent` | the write itself is wrong |

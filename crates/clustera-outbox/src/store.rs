@@ -34,13 +34,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The kind of the failure by [`crate::pg`]'s rule: a pool that cannot hand out a
-    /// connection in time is `Unavailable`, like a lost connection.
+    /// The kind of the failure: a statement's error by [`crate::pg`]'s rule; any failure to
+    /// get a connection (refused, timed out, even refused credentials) is `Unavailable`, since
+    /// it says nothing about the event being written.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Postgres(e) | StoreError::Pool(PoolError::Backend(e)) => {
-                crate::pg::error_kind(e)
-            }
+            StoreError::Postgres(e) => crate::pg::error_kind(e),
             StoreError::Pool(PoolError::NoRuntimeSpecified) | StoreError::Config(_) => {
                 ErrorKind::Permanent
             }
@@ -379,5 +378,42 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deadpool_postgres::TimeoutType;
+
+    use super::*;
+
+    #[test]
+    fn a_pool_that_cannot_hand_out_a_connection_is_unavailable() {
+        for e in [
+            PoolError::Timeout(TimeoutType::Wait),
+            PoolError::Timeout(TimeoutType::Create),
+            PoolError::Closed,
+        ] {
+            assert_eq!(StoreError::Pool(e).kind(), ErrorKind::Unavailable);
+        }
+    }
+
+    #[test]
+    fn pool_settings_come_from_the_clustera_pg_variables() {
+        let vars = |name: &str| match name {
+            "CLUSTERA_PG_POOL_SIZE" => Some("9".to_owned()),
+            "CLUSTERA_PG_WAIT_TIMEOUT_MS" => Some("250".to_owned()),
+            _ => None,
+        };
+        let s = PoolSettings::from_vars(&vars).unwrap();
+        assert_eq!(
+            (s.max_size, s.wait_timeout, s.connect_timeout),
+            (9, Duration::from_millis(250), Duration::from_secs(5))
+        );
+        let zero = |name: &str| (name == "CLUSTERA_PG_POOL_SIZE").then(|| "0".to_owned());
+        assert_eq!(
+            PoolSettings::from_vars(&zero).unwrap_err().variable,
+            "CLUSTERA_PG_POOL_SIZE"
+        );
     }
 }
