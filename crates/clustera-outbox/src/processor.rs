@@ -192,7 +192,7 @@ impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
             "batch written"
         );
         if let Err(e) = applied {
-            tracing::warn!(error = %e, batch = messages.len(),
+            tracing::warn!(error = %clustera::infra::error_chain(&e), batch = messages.len(),
                 "batch write failed; processing its events one by one");
             return Vec::new();
         }
