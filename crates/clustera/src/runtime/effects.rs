@@ -1,6 +1,9 @@
 //! Carries out a decided message's effects: its records (outputs, dead letters) tracked and
 //! sent, its deferred tasks started and, when they finish, theirs.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -11,7 +14,9 @@ use super::deps::WorkerDeps;
 use super::partition::{PartitionCounters, PartitionShared};
 use super::producer::{DeliveryToken, RecordKind, RetainedInput};
 use super::trace::{TraceParent, TRACEPARENT, TRACESTATE};
-use crate::context::{DeadLetterPart, DeferredContext, DeferredTask, Effects, Record};
+use crate::context::{
+    DeadLetterPart, DeferredContext, DeferredTask, Effects, Record, RecordStream,
+};
 use crate::kernel::Kernel;
 use crate::message::Message;
 
@@ -186,8 +191,26 @@ impl<K: Kernel> DeferredRun<K> {
         let (deps, shared) = (&self.deps, &self.shared);
         let message = &*self.message;
         let offset = message.offset();
+        let stream = Arc::new(TaskStream {
+            producer: deps.producer.clone(),
+            shared: shared.clone(),
+            input: Arc::new(RetainedInput {
+                message: message.clone(),
+                // Held by the task anyway; bounded by the number of tasks.
+                _budget: None,
+            }),
+            trace: self.trace,
+            open: AtomicBool::new(true),
+            next_seq: AtomicU64::new(self.seq_base + STREAMED_SEQ),
+        });
         let call = |attempt| {
-            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt, shared.stop.clone());
+            let stream: Arc<dyn RecordStream> = stream.clone();
+            let ctx = DeferredContext::new(
+                deps.kernel_name.clone(),
+                attempt,
+                shared.stop.clone(),
+                Some(stream),
+            );
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;
@@ -197,7 +220,10 @@ impl<K: Kernel> DeferredRun<K> {
                 }
             }
         };
-        let Some(decision) = decide(deps, shared, offset, false, call).await else {
+        let decision = decide(deps, shared, offset, false, call).await;
+        // Records produced at once are all tracked by now; no more may come.
+        stream.open.store(false, Ordering::SeqCst);
+        let Some(decision) = decision else {
             // Stopped while waiting to retry: the message is never committed; redelivered.
             shared.track(|o| o.abandon(offset));
             return;
@@ -245,6 +271,64 @@ impl<K: Kernel> DeferredRun<K> {
             o.ack(offset)
         });
         send(deps, shared, offset, records, self.seq_base).await;
+    }
+}
+
+/// Where a task's records produced at once are numbered from, after its collected ones.
+const STREAMED_SEQ: u64 = 1 << 31;
+
+/// The runtime's [`RecordStream`]: one deferred task's records produced at once, each tracked
+/// on the task's message before it is sent.
+struct TaskStream {
+    producer: Arc<super::producer::OutputProducer>,
+    shared: Arc<PartitionShared>,
+    input: Arc<RetainedInput>,
+    trace: Option<TraceParent>,
+    /// Cleared when the task's attempts are over.
+    open: AtomicBool,
+    next_seq: AtomicU64,
+}
+
+impl RecordStream for TaskStream {
+    fn send(
+        &self,
+        record: Record,
+    ) -> Pin<Box<dyn Future<Output = Result<(), crate::context::TaskEnded>> + Send + '_>> {
+        Box::pin(async move {
+            let message = &self.input.message;
+            let offset = message.offset();
+            if !self.open.load(Ordering::SeqCst) {
+                return Err(crate::context::TaskEnded);
+            }
+            // The task's own unit is unsettled while it runs, so the message cannot be done
+            // and this cannot fail; expected before it is sent, as every record is.
+            let mut tracked = false;
+            self.shared.track(|o| {
+                o.add_unacked(offset, 1)?;
+                tracked = true;
+                Ok(())
+            });
+            if !tracked {
+                return Err(crate::context::TaskEnded);
+            }
+            let record = match &self.trace {
+                Some(t) => with_trace(record, t, message.header(TRACESTATE)),
+                None => record,
+            };
+            let token = Box::new(DeliveryToken {
+                partition: self.shared.clone(),
+                offset,
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                pinned_partition: record.partition,
+                kind: RecordKind::Output {
+                    input: self.input.clone(),
+                    attempts: 1,
+                },
+                unexplained_failures: 0,
+            });
+            self.producer.send(&record, token).await;
+            Ok(())
+        })
     }
 }
 
