@@ -78,84 +78,74 @@ pub(crate) async fn settle<K: Kernel>(
     tracking: Tracking,
 ) -> Result<Option<Launch>, Stopped> {
     let offset = message.offset();
-    let result = settle_tracked(deps, shared, slots, message, decision, trace, tracking).await;
+    let result = async {
+        let counters = &shared.counters;
+        let (effects, attempts) = match decision {
+            Final::Done { effects, attempts } => {
+                PartitionCounters::bump(&counters.acked);
+                (effects, attempts)
+            }
+            Final::Skipped(reason) => {
+                PartitionCounters::bump(&counters.skipped);
+                tracing::warn!(offset, %reason, "message skipped");
+                (Effects::default(), 0)
+            }
+            Final::DeadLetter { reason, attempts } => {
+                let effects = Effects {
+                    dead_letters: vec![DeadLetterPart {
+                        reason,
+                        headers: Vec::new(),
+                    }],
+                    ..Effects::default()
+                };
+                (effects, attempts)
+            }
+        };
+        let tasks = effects.deferred.len();
+        let reserved = if tasks > 0 {
+            Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
+        } else {
+            None
+        };
+        // The input is kept while its outputs are in flight, to dead-letter it if one is
+        // refused; it waits while the budget's share for such inputs is spent.
+        let input = if effects.outputs.is_empty() {
+            None
+        } else {
+            let budget = retain(deps, message, &shared.stop).await.ok_or(Stopped)?;
+            Some(Arc::new(RetainedInput {
+                message: message.clone(),
+                _budget: budget,
+            }))
+        };
+        let records = Prepared {
+            message,
+            input: input.as_ref(),
+            attempts,
+            trace: trace.as_ref(),
+        }
+        .records(deps, counters, effects.outputs, &effects.dead_letters);
+        let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
+        // Registered before sending, so no acknowledgement can arrive before it is expected.
+        match tracking {
+            Tracking::Now => shared.track(|o| o.finished_with(offset, count)),
+            Tracking::Begun => shared.track(|o| o.complete(offset, count)),
+        }
+        send(deps, shared, offset, records, 0).await;
+        // The tasks' copy of the input is bounded by their number, not the budget: a task that
+        // waits out an outage must not hold every partition's outputs back.
+        Ok(reserved.map(|slots| Launch {
+            tasks: effects.deferred,
+            slots,
+            message: Arc::new(message.clone()),
+            trace,
+        }))
+    }
+    .await;
     if result.is_err() && tracking == Tracking::Begun {
         shared.track(|o| o.abandon(offset));
     }
     result
-}
-
-async fn settle_tracked<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    slots: &DeferralSlots,
-    message: &Message,
-    decision: Final,
-    trace: Option<TraceParent>,
-    tracking: Tracking,
-) -> Result<Option<Launch>, Stopped> {
-    let offset = message.offset();
-    let counters = &shared.counters;
-    let (effects, attempts) = match decision {
-        Final::Done { effects, attempts } => {
-            PartitionCounters::bump(&counters.acked);
-            (effects, attempts)
-        }
-        Final::Skipped(reason) => {
-            PartitionCounters::bump(&counters.skipped);
-            tracing::warn!(offset, %reason, "message skipped");
-            (Effects::default(), 0)
-        }
-        Final::DeadLetter { reason, attempts } => {
-            let effects = Effects {
-                dead_letters: vec![DeadLetterPart {
-                    reason,
-                    headers: Vec::new(),
-                }],
-                ..Effects::default()
-            };
-            (effects, attempts)
-        }
-    };
-    let tasks = effects.deferred.len();
-    let reserved = if tasks > 0 {
-        Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
-    } else {
-        None
-    };
-    // The input is kept while its outputs are in flight, to dead-letter it if one is
-    // refused; it waits while the budget's share for such inputs is spent.
-    let input = if effects.outputs.is_empty() {
-        None
-    } else {
-        let budget = retain(deps, message, &shared.stop).await.ok_or(Stopped)?;
-        Some(Arc::new(RetainedInput {
-            message: message.clone(),
-            _budget: budget,
-        }))
-    };
-    let records = Prepared {
-        message,
-        input: input.as_ref(),
-        attempts,
-        trace: trace.as_ref(),
-    }
-    .records(deps, counters, effects.outputs, &effects.dead_letters);
-    let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
-    // Registered before sending, so no acknowledgement can arrive before it is expected.
-    match tracking {
-        Tracking::Now => shared.track(|o| o.finished_with(offset, count)),
-        Tracking::Begun => shared.track(|o| o.complete(offset, count)),
-    }
-    send(deps, shared, offset, records, 0).await;
-    // The tasks' copy of the input is bounded by their number, not the budget: a task that
-    // waits out an outage must not hold every partition's outputs back.
-    Ok(reserved.map(|slots| Launch {
-        tasks: effects.deferred,
-        slots,
-        message: Arc::new(message.clone()),
-        trace,
-    }))
 }
 
 /// One deferred task of one message, run next to the partition's worker.
