@@ -122,20 +122,14 @@ async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_portal_killed_mid_job_runs_it_again_after_a_restart_and_answers_once() {
-    let tansu = tokio::task::spawn_blocking(Tansu::start)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bootstrap = tansu.bootstrap().to_owned();
-    let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        for topic in [REQUESTS, RESPONSES] {
-            kafka::create_topic(b.as_str(), topic, 1).unwrap();
-        }
-        kafka::create_topic(b.as_str(), &format!("{REQUESTS}.dlq"), 1).unwrap();
+    let tansu = tokio::task::spawn_blocking(|| {
+        let dead_letters = format!("{REQUESTS}.dlq");
+        Tansu::start_with_topics(&[(REQUESTS, 1), (RESPONSES, 1), (&dead_letters, 1)])
     })
     .await
-    .unwrap();
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = tansu.bootstrap().to_owned();
     let calls = Arc::new(Calls::default());
     let api = api(calls.clone()).await;
     let mut first = portal(&bootstrap, &api);

@@ -7,27 +7,21 @@ mod common;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use clustera::testing::{kafka, Tansu};
+use clustera::testing::Tansu;
 use clustera_send::client::{Body, Quiet, Request};
 use common::*;
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fifty_megabyte_file_and_a_large_response_round_trip_intact() {
-    let tansu = tokio::task::spawn_blocking(Tansu::start)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bootstrap = tansu.bootstrap().to_owned();
-    let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        for topic in [REQUESTS, RESPONSES] {
-            kafka::create_topic(b.as_str(), topic, 3).unwrap();
-        }
-        kafka::create_topic(b.as_str(), &format!("{REQUESTS}.dlq"), 1).unwrap();
+    let tansu = tokio::task::spawn_blocking(|| {
+        let dead_letters = format!("{REQUESTS}.dlq");
+        Tansu::start_with_topics(&[(REQUESTS, 3), (RESPONSES, 3), (&dead_letters, 1)])
     })
     .await
-    .unwrap();
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = tansu.bootstrap().to_owned();
     let api = Api::start().await;
     let _portal = portal(&bootstrap, &api, &[]).await;
     let client = client(&bootstrap, clustera_send_protocol::DEFAULT_CHUNK_SIZE).await;

@@ -233,17 +233,57 @@ pub struct DeferredContext {
     last_attempt: bool,
     effects: Arc<Mutex<Effects>>,
     stop: CancellationToken,
+    /// Where [`DeferredContext::send_now`] produces; `None` collects like `send`.
+    stream: Option<Arc<dyn RecordStream>>,
 }
+
+/// Produces a deferred task's records at once, tracked on its message (the runtime's
+/// implementation lives with the rest of the effects).
+pub(crate) trait RecordStream: Send + Sync {
+    /// Produces `record`, waiting for room in the producer's queue.
+    fn send(
+        &self,
+        record: Record,
+    ) -> Pin<Box<dyn Future<Output = Result<(), TaskEnded>> + Send + '_>>;
+}
+
+/// [`DeferredContext::send_now`] after the task ended (a clone of its context kept too
+/// long): the record was not produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the deferred task has ended: a record can no longer be produced for its message")]
+pub struct TaskEnded;
 
 impl DeferredContext {
     /// `stop` is the partition's: cancelled on revocation and shutdown.
-    pub(crate) fn new(kernel: Arc<str>, attempt: u32, stop: CancellationToken) -> Self {
+    pub(crate) fn new(
+        kernel: Arc<str>,
+        attempt: u32,
+        stop: CancellationToken,
+        stream: Option<Arc<dyn RecordStream>>,
+    ) -> Self {
         Self {
             kernel,
             attempt,
             last_attempt: false,
             effects: Arc::default(),
             stop,
+            stream,
+        }
+    }
+
+    /// Produces `record` now, rather than when the task's outcome is known, waiting for room
+    /// in the producer's queue (the memory budget's share). For answers too large to hold:
+    /// stream them from disk chunk by chunk. The message still commits only once every such
+    /// record is acknowledged. Unlike [`DeferredContext::send`], what was produced stays
+    /// produced if the attempt then fails or is retried (a retry produces it again:
+    /// at-least-once).
+    pub async fn send_now(&self, record: Record) -> Result<(), TaskEnded> {
+        match &self.stream {
+            Some(stream) => stream.send(record).await,
+            None => {
+                self.effects().outputs.push(record);
+                Ok(())
+            }
         }
     }
 

@@ -28,15 +28,18 @@
 //!
 //! 1. **Consumer groups, ordered partitions.** The kernel joins a consumer group subscribed to
 //!    one or more topics. Partitions are processed concurrently; the messages of one partition
-//!    strictly in order, one at a time.
-//! 2. **At-least-once.** An offset is committed only after the message's outcome is final *and*
-//!    every record produced for it (its outputs, or its dead-letter record) has been
-//!    acknowledged by the broker. Outputs are sent only when the outcome is [`Outcome::Ack`], so
+//!    strictly in order, one at a time, unless `CLUSTERA_ORDERING` asks for `key` (each key's
+//!    messages in order, keys concurrently) or `none`.
+//! 2. **At-least-once.** An offset is committed only after the message's outcome is final, the
+//!    tasks it deferred ([`Context::defer`]) have finished, *and* every record produced for it
+//!    (outputs, dead letters, its tasks' records) has been acknowledged by the broker; commits
+//!    never pass a message that is not done. Outputs are sent only when the outcome is [`Outcome::Ack`], so
 //!    a retried attempt produces nothing. Commits are asynchronous and batched
 //!    (`CLUSTERA_COMMIT_INTERVAL_MS`, 100 ms by default, and `CLUSTERA_COMMIT_EVERY`), and made
 //!    synchronously when partitions are revoked and at shutdown. After a crash, messages after the last commit are processed again: make
 //!    side effects idempotent.
-//! 3. **Retries.** [`Outcome::Retry`] or a transient [`KernelError`] retries the same message
+//! 3. **Retries.** [`Outcome::Retry`] or a transient or unavailable [`KernelError`] (see
+//!    [`ErrorKind`]: a dependency being down never dead-letters) retries the same message
 //!    with exponential backoff and jitter; nothing later in that partition overtakes it. The
 //!    poll thread keeps polling meanwhile (the partition's own queue simply waits), so the
 //!    consumer is never evicted for exceeding `max.poll.interval.ms`. After
@@ -46,7 +49,8 @@
 //!    [`DecodeError`]), a panic in the kernel, or exhausted retries send the original key, value
 //!    and headers to `<input-topic>.dlq` (or `CLUSTERA_DLQ_TOPIC`), with the headers listed in
 //!    [`dead_letter_headers`]: original topic, partition, offset and timestamp, consumer group,
-//!    kernel, error and attempt count.
+//!    kernel, error and attempt count. [`Context::dead_letter`] dead-letters a message for part
+//!    of its effects while the rest go ahead.
 //! 5. **Graceful shutdown.** On SIGINT or SIGTERM the kernel stops fetching, lets in-flight
 //!    messages finish within `CLUSTERA_DRAIN_TIMEOUT_MS`, waits for their outputs, commits,
 //!    leaves the group and flushes the producer. It never hangs: every wait is bounded, and
@@ -95,7 +99,7 @@ pub mod testing;
 use std::process::ExitCode;
 
 pub use config::{Config, ConfigError};
-pub use context::{Context, DeadLetterPart, DeferredContext, Record};
+pub use context::{Context, DeadLetterPart, DeferredContext, Record, TaskEnded};
 pub use kernel::{ErrorKind, Kernel, KernelError, Outcome, ResultExt};
 pub use message::{DecodeError, Header, Message};
 /// The metrics library kernels register their own metrics with

@@ -23,6 +23,8 @@ enum Plan {
     Gated,
     /// Defers a task that sleeps this long, then sends the output.
     Slow(Duration),
+    /// Defers a task that produces 20 records at once, then waits for the gate.
+    Streams,
     /// Defers a task that panics.
     Panics,
     /// Fails with `unavailable` this many times, then sends its output.
@@ -114,6 +116,21 @@ impl Kernel for Effects {
                         assert!(out.is_stopped());
                         this.gave_up.fetch_add(1, Ordering::SeqCst);
                         Err(KernelError::unavailable("the rest never came"))
+                    }
+                });
+            }
+            Plan::Streams => {
+                let this = self.clone();
+                ctx.defer(move |out| {
+                    let (this, record) = (this.clone(), record.clone());
+                    async move {
+                        for _ in 0..20 {
+                            out.send_now(record.clone()).await.unwrap();
+                        }
+                        while !this.gate.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Ok(Outcome::Ack)
                     }
                 });
             }
@@ -467,4 +484,34 @@ async fn a_task_told_its_partition_stopped_gives_up_and_its_message_is_redeliver
         "the message whose task gave up is the next to read"
     );
     assert_eq!(outputs(&bootstrap, "ds-out").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_produced_at_once_go_out_before_the_task_ends_and_still_hold_the_commit() {
+    let (_broker, bootstrap) = mock_with_sequence(&[("ds-in", 1), ("ds-out", 1)], 3).await;
+    let kernel = Effects::new(
+        "ds-out",
+        |v| if v == 0 { Plan::Streams } else { Plan::Direct },
+    );
+    let run = start(
+        config_kip848("effects", &bootstrap, "ds-in"),
+        kernel.clone(),
+    );
+    let b = bootstrap.clone();
+    wait_for_blocking(
+        "the streamed records and the two direct outputs",
+        Duration::from_secs(60),
+        move || kafka::read_topic(&b, "ds-out").unwrap_or_default().len() == 22,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        committed(&bootstrap, "effects-consumer-group", "ds-in").await,
+        None,
+        "the streaming task's message is not done while the task runs"
+    );
+    kernel.gate.store(true, Ordering::SeqCst);
+    wait_committed(&bootstrap, "effects-consumer-group", "ds-in").await;
+    run.stop().await;
+    assert_eq!(outputs(&bootstrap, "ds-out").await.len(), 22);
 }

@@ -45,12 +45,12 @@
 //! is set, the portal raises it to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit
 //! is the one that applies.
 //!
-//! Memory: the answer is stated as records, so it is held in memory from the end of the call
-//! until the runtime has queued it in its producer (whose queue is bounded by
-//! `CLUSTERA_MEMORY_BYTES`): the response body, base64-encoded in chunk messages (4/3 of its
-//! size), at most `PORTAL_MAX_BODY_BYTES` per job, for as many jobs as answer at once. The
-//! response body itself is read into a spool (on disk above `PORTAL_SPOOL_THRESHOLD_BYTES`)
-//! while the API sends it.
+//! Memory: the response body is read into a spool (on disk above
+//! `PORTAL_SPOOL_THRESHOLD_BYTES`) while the API sends it, then streamed from there chunk by
+//! chunk with `DeferredContext::send_now`: each chunk message is produced at once, waiting
+//! for room in the runtime's producer queue (bounded by `CLUSTERA_MEMORY_BYTES`), so a large
+//! answer is never held whole. Its records still commit with the job's head, once
+//! acknowledged.
 
 mod call;
 pub mod jobs;

@@ -112,21 +112,14 @@ impl JobTask {
                 tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
                 let bytes = answer.body.len();
-                let chunk_size = shared.config.wire.chunk_size;
-                let payloads =
-                    tokio::task::spawn_blocking(move || response(job_id, answer, chunk_size))
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                        .and_then(|r| r);
-                match payloads {
-                    Ok(payloads) => {
-                        for payload in payloads {
-                            out.send(shared.answer_record(job_id, payload));
-                        }
+                match stream_response(job_id, answer, shared, out).await {
+                    Ok(()) => {
                         shared.metrics.answered("ok");
                         shared.metrics.moved("response", bytes);
                         return;
                     }
+                    // The head and some chunks may be out: the error replaces them (the
+                    // client drops an incomplete response when another answer arrives).
                     Err(e) => (
                         ErrorCode::Internal,
                         format!("reading the spooled response: {e}"),
@@ -169,26 +162,39 @@ impl Drop for JobTask {
     }
 }
 
-/// The messages answering a job: the response head, then the body in chunks. Reads the
-/// spool (perhaps a file): run it off the async workers.
-fn response(job_id: JobId, answer: call::Answer, chunk_size: u32) -> std::io::Result<Vec<Vec<u8>>> {
+/// Sends the response head, then the body chunk by chunk as it is read from its spool, each
+/// produced at once (so a large answer is never held in memory whole) and committed with the
+/// job's head once acknowledged.
+async fn stream_response(
+    job_id: JobId,
+    answer: call::Answer,
+    shared: &Shared,
+    out: &DeferredContext,
+) -> std::io::Result<()> {
+    let chunk_size = shared.config.wire.chunk_size;
     let size = answer.body.len();
     let info = BodyInfo::hashed(size, &answer.sha256, chunk_size);
-    let mut payloads = Vec::with_capacity(1 + info.total_chunks as usize);
-    payloads.push(
-        Envelope::Response(ResponseHead {
-            job_id,
-            status: answer.status,
-            headers: answer.headers,
-            body: info.clone(),
-        })
-        .encode(),
-    );
+    let head = Envelope::Response(ResponseHead {
+        job_id,
+        status: answer.status,
+        headers: answer.headers,
+        body: info.clone(),
+    })
+    .encode();
+    let ended = |_| std::io::Error::other("the job's task ended while answering");
+    out.send_now(shared.answer_record(job_id, head))
+        .await
+        .map_err(ended)?;
+    let body = Arc::new(answer.body);
     let chunker = Chunker::new(job_id);
     for sequence in 0..info.total_chunks {
         let offset = u64::from(sequence) * u64::from(chunk_size);
         let len = usize::try_from(info.chunk_len(sequence)).unwrap_or(0);
-        let data = answer.body.read(offset, len)?;
+        let spool = body.clone();
+        // The spool may be a file: read off the async threads.
+        let data = tokio::task::spawn_blocking(move || spool.read(offset, len))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
         if data.len() != len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -198,9 +204,12 @@ fn response(job_id: JobId, answer: call::Answer, chunk_size: u32) -> std::io::Re
                 ),
             ));
         }
-        payloads.push(chunker.encode(sequence, info.total_chunks, &data));
+        let payload = chunker.encode(sequence, info.total_chunks, &data);
+        out.send_now(shared.answer_record(job_id, payload))
+            .await
+            .map_err(ended)?;
     }
-    Ok(payloads)
+    Ok(())
 }
 
 /// Every second: jobs idle too long (missing chunks) or too old are taken out of the table,

@@ -1,6 +1,9 @@
 //! Carries out a decided message's effects: its records (outputs, dead letters) tracked and
 //! sent, its deferred tasks started and, when they finish, theirs.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -11,7 +14,9 @@ use super::deps::WorkerDeps;
 use super::partition::{PartitionCounters, PartitionShared};
 use super::producer::{DeliveryToken, RecordKind, RetainedInput};
 use super::trace::{TraceParent, TRACEPARENT, TRACESTATE};
-use crate::context::{DeadLetterPart, DeferredContext, DeferredTask, Effects, Record};
+use crate::context::{
+    DeadLetterPart, DeferredContext, DeferredTask, Effects, Record, RecordStream,
+};
 use crate::kernel::Kernel;
 use crate::message::Message;
 
@@ -73,84 +78,74 @@ pub(crate) async fn settle<K: Kernel>(
     tracking: Tracking,
 ) -> Result<Option<Launch>, Stopped> {
     let offset = message.offset();
-    let result = settle_tracked(deps, shared, slots, message, decision, trace, tracking).await;
+    let result = async {
+        let counters = &shared.counters;
+        let (effects, attempts) = match decision {
+            Final::Done { effects, attempts } => {
+                crate::infra::bump(&counters.acked);
+                (effects, attempts)
+            }
+            Final::Skipped(reason) => {
+                crate::infra::bump(&counters.skipped);
+                tracing::warn!(offset, %reason, "message skipped");
+                (Effects::default(), 0)
+            }
+            Final::DeadLetter { reason, attempts } => {
+                let effects = Effects {
+                    dead_letters: vec![DeadLetterPart {
+                        reason,
+                        headers: Vec::new(),
+                    }],
+                    ..Effects::default()
+                };
+                (effects, attempts)
+            }
+        };
+        let tasks = effects.deferred.len();
+        let reserved = if tasks > 0 {
+            Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
+        } else {
+            None
+        };
+        // The input is kept while its outputs are in flight, to dead-letter it if one is
+        // refused; it waits while the budget's share for such inputs is spent.
+        let input = if effects.outputs.is_empty() {
+            None
+        } else {
+            let budget = retain(deps, message, &shared.stop).await.ok_or(Stopped)?;
+            Some(Arc::new(RetainedInput {
+                message: message.clone(),
+                _budget: budget,
+            }))
+        };
+        let records = Prepared {
+            message,
+            input: input.as_ref(),
+            attempts,
+            trace: trace.as_ref(),
+        }
+        .records(deps, counters, effects.outputs, &effects.dead_letters);
+        let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
+        // Registered before sending, so no acknowledgement can arrive before it is expected.
+        match tracking {
+            Tracking::Now => shared.track(|o| o.finished_with(offset, count)),
+            Tracking::Begun => shared.track(|o| o.complete(offset, count)),
+        }
+        send(deps, shared, offset, records, 0).await;
+        // The tasks' copy of the input is bounded by their number, not the budget: a task that
+        // waits out an outage must not hold every partition's outputs back.
+        Ok(reserved.map(|slots| Launch {
+            tasks: effects.deferred,
+            slots,
+            message: Arc::new(message.clone()),
+            trace,
+        }))
+    }
+    .await;
     if result.is_err() && tracking == Tracking::Begun {
         shared.track(|o| o.abandon(offset));
     }
     result
-}
-
-async fn settle_tracked<K: Kernel>(
-    deps: &WorkerDeps<K>,
-    shared: &Arc<PartitionShared>,
-    slots: &DeferralSlots,
-    message: &Message,
-    decision: Final,
-    trace: Option<TraceParent>,
-    tracking: Tracking,
-) -> Result<Option<Launch>, Stopped> {
-    let offset = message.offset();
-    let counters = &shared.counters;
-    let (effects, attempts) = match decision {
-        Final::Done { effects, attempts } => {
-            crate::infra::bump(&counters.acked);
-            (effects, attempts)
-        }
-        Final::Skipped(reason) => {
-            crate::infra::bump(&counters.skipped);
-            tracing::warn!(offset, %reason, "message skipped");
-            (Effects::default(), 0)
-        }
-        Final::DeadLetter { reason, attempts } => {
-            let effects = Effects {
-                dead_letters: vec![DeadLetterPart {
-                    reason,
-                    headers: Vec::new(),
-                }],
-                ..Effects::default()
-            };
-            (effects, attempts)
-        }
-    };
-    let tasks = effects.deferred.len();
-    let reserved = if tasks > 0 {
-        Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
-    } else {
-        None
-    };
-    // The input is kept while its outputs are in flight, to dead-letter it if one is
-    // refused; it waits while the budget's share for such inputs is spent.
-    let input = if effects.outputs.is_empty() {
-        None
-    } else {
-        let budget = retain(deps, message, &shared.stop).await.ok_or(Stopped)?;
-        Some(Arc::new(RetainedInput {
-            message: message.clone(),
-            _budget: budget,
-        }))
-    };
-    let records = Prepared {
-        message,
-        input: input.as_ref(),
-        attempts,
-        trace: trace.as_ref(),
-    }
-    .records(deps, counters, effects.outputs, &effects.dead_letters);
-    let count = u32::try_from(records.len() + tasks).unwrap_or(u32::MAX);
-    // Registered before sending, so no acknowledgement can arrive before it is expected.
-    match tracking {
-        Tracking::Now => shared.track(|o| o.finished_with(offset, count)),
-        Tracking::Begun => shared.track(|o| o.complete(offset, count)),
-    }
-    send(deps, shared, offset, records, 0).await;
-    // The tasks' copy of the input is bounded by their number, not the budget: a task that
-    // waits out an outage must not hold every partition's outputs back.
-    Ok(reserved.map(|slots| Launch {
-        tasks: effects.deferred,
-        slots,
-        message: Arc::new(message.clone()),
-        trace,
-    }))
 }
 
 /// One deferred task of one message, run next to the partition's worker.
@@ -186,9 +181,27 @@ impl<K: Kernel> DeferredRun<K> {
         let (deps, shared) = (&self.deps, &self.shared);
         let message = &*self.message;
         let offset = message.offset();
+        let stream = Arc::new(TaskStream {
+            producer: deps.producer.clone(),
+            shared: shared.clone(),
+            input: Arc::new(RetainedInput {
+                message: message.clone(),
+                // Held by the task anyway; bounded by the number of tasks.
+                _budget: None,
+            }),
+            trace: self.trace,
+            open: AtomicBool::new(true),
+            next_seq: AtomicU64::new(self.seq_base + STREAMED_SEQ),
+        });
         let call = |attempt, last| {
-            let ctx = DeferredContext::new(deps.kernel_name.clone(), attempt, shared.stop.clone())
-                .with_last_attempt(last);
+            let stream: Arc<dyn RecordStream> = stream.clone();
+            let ctx = DeferredContext::new(
+                deps.kernel_name.clone(),
+                attempt,
+                shared.stop.clone(),
+                Some(stream),
+            )
+            .with_last_attempt(last);
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;
@@ -198,7 +211,10 @@ impl<K: Kernel> DeferredRun<K> {
                 }
             }
         };
-        let Some(decision) = decide(deps, shared, offset, false, call).await else {
+        let decision = decide(deps, shared, offset, false, call).await;
+        // Records produced at once are all tracked by now; no more may come.
+        stream.open.store(false, Ordering::SeqCst);
+        let Some(decision) = decision else {
             // Stopped while waiting to retry: the message is never committed; redelivered.
             shared.track(|o| o.abandon(offset));
             return;
@@ -246,6 +262,64 @@ impl<K: Kernel> DeferredRun<K> {
             o.ack(offset)
         });
         send(deps, shared, offset, records, self.seq_base).await;
+    }
+}
+
+/// Where a task's records produced at once are numbered from, after its collected ones.
+const STREAMED_SEQ: u64 = 1 << 31;
+
+/// The runtime's [`RecordStream`]: one deferred task's records produced at once, each tracked
+/// on the task's message before it is sent.
+struct TaskStream {
+    producer: Arc<super::producer::OutputProducer>,
+    shared: Arc<PartitionShared>,
+    input: Arc<RetainedInput>,
+    trace: Option<TraceParent>,
+    /// Cleared when the task's attempts are over.
+    open: AtomicBool,
+    next_seq: AtomicU64,
+}
+
+impl RecordStream for TaskStream {
+    fn send(
+        &self,
+        record: Record,
+    ) -> Pin<Box<dyn Future<Output = Result<(), crate::context::TaskEnded>> + Send + '_>> {
+        Box::pin(async move {
+            let message = &self.input.message;
+            let offset = message.offset();
+            if !self.open.load(Ordering::SeqCst) {
+                return Err(crate::context::TaskEnded);
+            }
+            // The task's own unit is unsettled while it runs, so the message cannot be done
+            // and this cannot fail; expected before it is sent, as every record is.
+            let mut tracked = false;
+            self.shared.track(|o| {
+                o.add_unacked(offset, 1)?;
+                tracked = true;
+                Ok(())
+            });
+            if !tracked {
+                return Err(crate::context::TaskEnded);
+            }
+            let record = match &self.trace {
+                Some(t) => with_trace(record, t, message.header(TRACESTATE)),
+                None => record,
+            };
+            let token = Box::new(DeliveryToken {
+                partition: self.shared.clone(),
+                offset,
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                pinned_partition: record.partition,
+                kind: RecordKind::Output {
+                    input: self.input.clone(),
+                    attempts: 1,
+                },
+                unexplained_failures: 0,
+            });
+            self.producer.send(&record, token).await;
+            Ok(())
+        })
     }
 }
 

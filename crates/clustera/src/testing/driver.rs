@@ -86,6 +86,8 @@ impl<K: Kernel> TestDriver<K> {
                 self.kernel.name().into(),
                 1,
                 tokio_util::sync::CancellationToken::new(),
+                // `send_now` records are reported with the others.
+                None,
             );
             let (outcome, error) = match task(cx.clone()).await {
                 Ok(o) => (o, None),

@@ -34,6 +34,16 @@ impl Tansu {
         cache.join("tansu-0.6.0/bin/tansu")
     }
 
+    /// Starts tansu (see [`Tansu::start`]) and creates `topics` (name, partitions) on it.
+    pub fn start_with_topics(topics: &[(&str, i32)]) -> Result<Self, String> {
+        let tansu = Self::start()?;
+        for (name, partitions) in topics {
+            super::kafka::create_topic(tansu.bootstrap(), name, *partitions)
+                .map_err(|e| format!("creating topic {name} on tansu: {e}"))?;
+        }
+        Ok(tansu)
+    }
+
     /// Starts tansu on a free loopback port and waits until it answers metadata requests.
     /// Fails with instructions if the binary is not installed.
     pub fn start() -> Result<Self, String> {
