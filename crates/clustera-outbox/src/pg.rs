@@ -60,15 +60,21 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-/// The delays between reconnection attempts: from 100 ms, doubling with jitter, at most 5 s,
-/// never running out.
+/// The longest wait between two reconnection attempts: a restarted server is found at most
+/// this long after it accepts connections again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The delays between reconnection attempts: from 100 ms, doubling with jitter, at most
+/// [`MAX_BACKOFF`], never running out.
 pub fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(MAX_BACKOFF)
         .with_jitter()
         .without_max_times()
         .build()
+        // Jitter is added on top of the capped delay; keep the cap a cap.
+        .map(|d| d.min(MAX_BACKOFF))
 }
 
 /// Connects to `url`, retrying with [`backoff`] for as long as the server is unavailable
@@ -87,7 +93,7 @@ pub async fn reconnect(url: &str, what: &str) -> Result<Client, tokio_postgres::
                 return Ok(client);
             }
             Err(e) if is_unavailable(&e) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(MAX_BACKOFF);
                 tracing::warn!(what, error = %e, delay_ms = delay.as_millis() as u64,
                     "postgres unavailable; reconnecting");
                 tokio::time::sleep(delay).await;
@@ -123,5 +129,13 @@ mod tests {
         for (code, kind) in cases {
             assert_eq!(sqlstate_kind(code), kind, "{code}");
         }
+    }
+
+    #[test]
+    fn reconnection_delays_grow_and_stay_capped() {
+        let delays: Vec<Duration> = backoff().take(12).collect();
+        assert!(delays[0] >= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= MAX_BACKOFF));
+        assert!(delays[11] >= MAX_BACKOFF / 2);
     }
 }

@@ -73,7 +73,7 @@ impl Wakeups {
                     match listen_once(&url, &channel, &wake).await {
                         Ok(s) => break s,
                         Err(e) if crate::pg::is_unavailable(&e) => {
-                            let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
+                            let delay = delays.next().unwrap_or(crate::pg::MAX_BACKOFF);
                             tokio::time::sleep(delay).await;
                         }
                         // Not a restart (say, the role lost its rights): polling goes on.
