@@ -68,19 +68,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("PostgreSQL {}  (throwaway, wal_level=logical)", pg.url());
     println!("Kafka      {bootstrap}  (embedded librdkafka mock cluster)");
 
-    let mut client = connect(pg.url()).await?;
+    let client = connect(pg.url()).await?;
     init(&client, &RelayConfig::default()).await?;
     let store = Arc::new(PgStore::connect(pg.url()).await?);
 
     let kafka = clustera::Config::for_brokers("outbox-demo-relay", &bootstrap, &[]);
     let config = RelayConfig::default();
     let wakeups = Wakeups::listen(pg.url(), &config.channel).await?;
-    let relay = Relay::new(connect(pg.url()).await?, &kafka, config)?.with_wakeups(wakeups);
+    let relay = Relay::connect(pg.url(), &kafka, config)
+        .await?
+        .with_wakeups(wakeups);
     let relayed = relay.relayed();
     let relay = Stoppable::spawn(|stop| relay.run_until(stop));
 
     let processor = if args.staged {
-        load_events(&mut client, args.events, pace).await?;
+        load_events(pg.url(), args.events, pace).await?;
         let deadline = Instant::now() + Duration::from_secs(600);
         while relayed.load(Ordering::Relaxed) < args.events as u64 {
             if Instant::now() > deadline {
@@ -93,7 +95,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         // Latency should measure the pipeline, not the first group join.
         let processor = start_processor(&bootstrap, &topic, store).await?;
-        load_events(&mut client, args.events, pace).await?;
+        load_events(pg.url(), args.events, pace).await?;
         processor
     };
     let processing = wait_processed(&client, args.events).await?;
@@ -183,13 +185,9 @@ async fn start_processor(
     Ok(processor)
 }
 
-async fn load_events(
-    client: &mut tokio_postgres::Client,
-    events: usize,
-    pace: load::Pace,
-) -> anyhow::Result<()> {
+async fn load_events(url: &str, events: usize, pace: load::Pace) -> anyhow::Result<()> {
     let started = Instant::now();
-    let counts = load::generate(client, events, pace).await?;
+    let counts = load::generate(url, events, pace).await?;
     println!(
         "inserted {events} events into the outbox in {:.2} s: {}",
         started.elapsed().as_secs_f64(),

@@ -8,9 +8,8 @@ use clap::{Args, Subcommand};
 use clustera::infra::http::http_addr_from_vars;
 use clustera_outbox::relay::wakeup::Wakeups;
 use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
-use clustera_outbox::{OutboxProcessor, PgStore};
+use clustera_outbox::{OutboxProcessor, PgStore, PoolSettings};
 use clustera_outbox_demo::{activity, load, report};
-use tokio_postgres::NoTls;
 
 /// Arguments of `clustera outbox`.
 #[derive(Args)]
@@ -53,19 +52,23 @@ enum OutboxCommand {
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    clustera_outbox::pg::connect(url)
         .await
-        .context("connecting to DATABASE_URL")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "postgres connection ended");
-        }
-    });
-    Ok(client)
+        .context("connecting to DATABASE_URL")
 }
 
-/// `/healthz` of the relay fails after this long without a completed round.
+/// `/healthz` of the relay fails after this long without a completed round, unless
+/// `CLUSTERA_STALL_TIMEOUT_MS` says otherwise.
 const RELAY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The relay's stall timeout: `CLUSTERA_STALL_TIMEOUT_MS`, as for a kernel, else 60 s.
+fn relay_stall() -> anyhow::Result<std::time::Duration> {
+    let ms = clustera::infra::env::number::<u64>(
+        &clustera::infra::env::env_var,
+        "CLUSTERA_STALL_TIMEOUT_MS",
+    )?;
+    Ok(ms.map_or(RELAY_STALL, std::time::Duration::from_millis))
+}
 
 /// The load's pace from `--batch` and `--rate`.
 pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<load::Pace> {
@@ -100,8 +103,10 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             let wakeups = Wakeups::listen(&url, &config.channel)
                 .await
                 .context("listening for outbox notifications")?;
-            let telemetry = Arc::new(RelayTelemetry::new(RELAY_STALL));
-            let relay = Relay::new(connect(&url).await?, &kafka, config)?
+            let telemetry = Arc::new(RelayTelemetry::new(relay_stall()?));
+            let relay = Relay::connect(&url, &kafka, config)
+                .await
+                .context("connecting to DATABASE_URL")?
                 .with_wakeups(wakeups)
                 .with_telemetry(telemetry.clone());
             // Serves until dropped, at the end of this arm.
@@ -113,7 +118,12 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             relay.run_until(clustera::runtime::signal()).await?;
         }
         OutboxCommand::Process => {
-            let store = Arc::new(PgStore::connect(&url).await?);
+            let pool = PoolSettings::from_env()?;
+            let store = Arc::new(
+                PgStore::connect_with(&url, &pool)
+                    .await
+                    .context("connecting to DATABASE_URL")?,
+            );
             let kernel = OutboxProcessor::new(activity::registry(), store);
             let config = clustera::Config::from_env(
                 clustera::Kernel::name(&kernel),
@@ -126,8 +136,7 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             batch,
             rate,
         } => {
-            let mut client = connect(&url).await?;
-            let counts = load::generate(&mut client, events, pace(batch, rate)?).await?;
+            let counts = load::generate(&url, events, pace(batch, rate)?).await?;
             for (t, n) in counts {
                 println!("{t}\t{n}");
             }

@@ -1,12 +1,21 @@
 //! The demo system's load generator: realistic Activity App events inserted into the outbox
 //! with referential integrity (participants join activities that exist, created by users that
 //! exist), in the proportions users 40%, activities 30%, participants 30%.
+//!
+//! It rides out a PostgreSQL restart: a transaction that meets an unavailable server is
+//! retried on a new connection (with backoff) until it commits. Each event has an id of its
+//! own chosen here and is inserted with `ON CONFLICT DO NOTHING`, so a transaction whose
+//! commit was acknowledged by the server but not seen by the generator inserts nothing the
+//! second time: every planned event is in the outbox exactly once.
 
+use clustera_outbox::pg;
 use serde_json::json;
 use tokio_postgres::Client;
 
 /// Events of one kind to insert.
 struct Planned {
+    /// Hashed into the event's uuid.
+    event_id: String,
     aggregate_type: &'static str,
     event_type: &'static str,
     payload: serde_json::Value,
@@ -27,13 +36,23 @@ pub enum Pace {
     },
 }
 
-/// Inserts `count` events at `pace`; returns how many of each type.
+/// Inserts `count` events at `pace` into the database at `url`; returns how many of each
+/// type. Fails on an error that is not the server being unavailable.
 pub async fn generate(
-    client: &mut Client,
+    url: &str,
     count: usize,
     pace: Pace,
 ) -> Result<[(&'static str, usize); 3], tokio_postgres::Error> {
-    let run = std::process::id();
+    let mut client = pg::connect(url).await?;
+    let client = &mut client;
+    // Ids unique to this run, also between runs of one process.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros())
+    );
     let (mut users, mut activities, mut joins) =
         (Vec::<String>::new(), Vec::<String>::new(), 0usize);
     let mut planned = Vec::with_capacity(count);
@@ -47,11 +66,13 @@ pub async fn generate(
         } else {
             2
         };
+        let event_id = format!("{run}-{i}");
         planned.push(match kind {
             0 => {
                 let id = format!("user-{run}-{i}");
                 users.push(id.clone());
                 Planned {
+                    event_id,
                     aggregate_type: "User",
                     event_type: "UserCreated",
                     payload: json!({"user_id": id, "email": format!("{id}@example.com"), "username": format!("u{i}")}),
@@ -62,6 +83,7 @@ pub async fn generate(
                 let creator = users[i % users.len()].clone();
                 activities.push(id.clone());
                 Planned {
+                    event_id,
                     aggregate_type: "Activity",
                     event_type: "ActivityCreated",
                     payload: json!({"activity_id": id, "creator_id": creator, "title": format!("Activity {i}")}),
@@ -70,6 +92,7 @@ pub async fn generate(
             _ => {
                 joins += 1;
                 Planned {
+                    event_id,
                     aggregate_type: "Activity",
                     event_type: "ParticipantJoined",
                     payload: json!({"activity_id": activities[(i * 7) % activities.len()], "user_id": users[(i * 13) % users.len()]}),
@@ -80,7 +103,7 @@ pub async fn generate(
     match pace {
         Pace::Burst { batch } => {
             for chunk in planned.chunks(batch.max(1)) {
-                insert(client, chunk).await?;
+                insert_until_committed(client, url, chunk).await?;
             }
         }
         Pace::Steady { per_second } => {
@@ -94,7 +117,7 @@ pub async fn generate(
                 let due = (started.elapsed().as_secs_f64() * per_second) as usize;
                 let upto = due.clamp(sent, planned.len());
                 if upto > sent {
-                    insert(client, &planned[sent..upto]).await?;
+                    insert_until_committed(client, url, &planned[sent..upto]).await?;
                     sent = upto;
                 }
             }
@@ -107,13 +130,33 @@ pub async fn generate(
     ])
 }
 
-/// Inserts `events` in one transaction, the statements pipelined.
+/// Inserts `events` in one transaction, again on a new connection for as long as the server
+/// is unavailable.
+async fn insert_until_committed(
+    client: &mut Client,
+    url: &str,
+    events: &[Planned],
+) -> Result<(), tokio_postgres::Error> {
+    loop {
+        match insert(client, events).await {
+            Ok(()) => return Ok(()),
+            Err(e) if pg::is_unavailable(&e) => {
+                tracing::warn!(error = %e, events = events.len(), "postgres unavailable; the load generator reconnects and inserts again");
+                *client = pg::reconnect(url, "load generator").await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Inserts `events` in one transaction, the statements pipelined; an event already there
+/// (the same transaction committed before) is left alone.
 async fn insert(client: &mut Client, events: &[Planned]) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let statement = tx
         .prepare(
-            "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload)
-             VALUES (md5($1)::uuid, $2, $3, $4)",
+            "INSERT INTO activity.event_outbox (event_id, aggregate_id, aggregate_type, event_type, payload)
+             VALUES (md5($5)::uuid, md5($1)::uuid, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
         )
         .await?;
     let (transaction, statement) = (&tx, &statement);
@@ -128,7 +171,13 @@ async fn insert(client: &mut Client, events: &[Planned]) -> Result<(), tokio_pos
         transaction
             .execute(
                 statement,
-                &[&aggregate, &p.aggregate_type, &p.event_type, &p.payload],
+                &[
+                    &aggregate,
+                    &p.aggregate_type,
+                    &p.event_type,
+                    &p.payload,
+                    &p.event_id,
+                ],
             )
             .await
     });

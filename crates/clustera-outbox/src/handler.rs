@@ -1,8 +1,11 @@
 //! A handler turns one event into document operations; it performs no I/O itself, so the
 //! store can apply its writes and the processed-marker atomically.
 
+use clustera::ErrorKind;
 use clustera_debezium::OutboxEvent;
 use serde_json::Value;
+
+use crate::store::StoreError;
 
 /// One write to a read model: a JSON document identified by collection and id.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +67,17 @@ pub trait Handler: Send + Sync {
 
     /// The writes for `event`.
     fn handle(&self, event: &OutboxEvent) -> Result<Vec<DocOp>, HandlerError>;
+
+    /// What a store failure of this handler's writes means: by default
+    /// [`StoreError::kind`], the rule of [`crate::pg`] (unavailable server: retried for as
+    /// long as it lasts; serialization failure or deadlock: retried up to
+    /// `CLUSTERA_MAX_ATTEMPTS`; constraint violation or invalid data: this handler's part of
+    /// the event is dead-lettered at once). Override it to treat some failures of this
+    /// handler otherwise, say a unique violation that only means "already there" as
+    /// `Transient`, or a check the data may satisfy later.
+    fn classify(&self, error: &StoreError) -> ErrorKind {
+        error.kind()
+    }
 }
 
 /// A required string field of the payload.

@@ -1,29 +1,56 @@
 //! The processor kernel: Debezium change events of the outbox table in, read models out.
+//!
+//! Each event is routed to its handlers ([`Registry`]); each handler's writes and its
+//! `(handler, event_id)` marker commit in one transaction, so a redelivered event changes
+//! nothing and handlers fail on their own.
+//!
+//! # Failures
+//!
+//! Everything with a delivery consequence goes through the runtime: its retry policy
+//! (`CLUSTERA_MAX_ATTEMPTS`, backoff) and its dead-letter topic (`CLUSTERA_DLQ_TOPIC`, else
+//! `<input>.dlq`, with the runtime's provenance headers). A store failure of one handler is
+//! classified by [`Handler::classify`], by default by SQLSTATE ([`crate::pg`]):
+//!
+//! - **unavailable** (connection refused or lost, a pool timeout, `08xxx`, `57P01`..`57P03`):
+//!   the whole event is retried, with backoff, for as long as it lasts; it is never
+//!   dead-lettered and the attempts are not counted. Handlers already applied are skipped by
+//!   their markers on the next attempt.
+//! - **transient** (`40001` serialization failure, `40P01` deadlock, anything unknown): the
+//!   event is retried, counting attempts; on the last attempt the policy allows
+//!   ([`Context::is_last_attempt`]) each handler still failing is dead-lettered alone and the
+//!   event is acknowledged. With `CLUSTERA_MAX_ATTEMPTS=0` it is retried forever.
+//! - **permanent** (`23xxx` constraint violation, `22xxx` invalid data), and an event a
+//!   handler rejects ([`HandlerError`](crate::HandlerError)): that handler's part is
+//!   dead-lettered at once; the other handlers still apply.
+//!
+//! A per-handler dead letter is the input message, sent with
+//! [`Context::dead_letter_with`] and the headers [`headers::HANDLER`] and
+//! [`headers::EVENT_ID`] on top of the runtime's. To treat some failures of a handler
+//! otherwise, override [`Handler::classify`].
+//!
+//! Batches ([`Kernel::process_batch`]) write every handler's writes of up to
+//! `CLUSTERA_BATCH_SIZE` events in one transaction; if that fails for any reason, the events
+//! are processed one by one as above, where each failure is isolated and classified.
 
 use std::sync::Arc;
 
-use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
+use clustera::{Context, ErrorKind, Kernel, KernelError, Message, Outcome};
 use clustera_debezium::{
     decode, decode_routed, Decoded, Op, OutboxColumns, OutboxEvent, RoutedHeaders,
 };
 
+#[cfg(doc)]
+use crate::handler::Handler;
 use crate::registry::{HandlerOutcome, Registry};
 use crate::store::{Store, Write};
 
-/// Headers added to a per-handler dead-letter record (besides the original's).
+/// The processor's own headers on a per-handler dead letter, besides the runtime's provenance
+/// headers ([`clustera::dead_letter_headers`]).
 pub mod headers {
     /// The handler that gave up on the event.
     pub const HANDLER: &str = "clustera.handler";
-    /// Why.
-    pub const ERROR: &str = "clustera.error";
     /// The event's id.
     pub const EVENT_ID: &str = "clustera.event.id";
-    /// Where the message came from.
-    pub const ORIGINAL_TOPIC: &str = "clustera.original.topic";
-    /// Its partition.
-    pub const ORIGINAL_PARTITION: &str = "clustera.original.partition";
-    /// Its offset.
-    pub const ORIGINAL_OFFSET: &str = "clustera.original.offset";
 }
 
 /// What the processor skips, as the seed does by default.
@@ -51,8 +78,6 @@ pub struct OutboxProcessor<S> {
     columns: OutboxColumns,
     skip: SkipPolicy,
     topics: Vec<String>,
-    /// Attempts before a handler whose store writes keep failing is dead-lettered alone.
-    max_attempts: u32,
     /// Most events written in one transaction.
     batch_size: usize,
 }
@@ -66,7 +91,6 @@ impl<S: Store + 'static> OutboxProcessor<S> {
             columns: OutboxColumns::default(),
             skip: SkipPolicy::default(),
             topics: vec!["postgres.activity.event_outbox".into()],
-            max_attempts: 5,
             batch_size: 500,
         }
     }
@@ -89,24 +113,18 @@ impl<S: Store + 'static> OutboxProcessor<S> {
         self.skip = skip;
         self
     }
+}
 
-    fn dead_letter(msg: &Message, event: &OutboxEvent, handler: &str, error: &str) -> Record {
-        let mut r = Record::to(format!("{}.dlq", msg.topic())).maybe_key(msg.key_bytes());
-        if let Some(v) = msg.value_bytes() {
-            r = r.value(v);
-        }
-        for h in msg.headers() {
-            if let Some(v) = &h.value {
-                r = r.header(h.name.clone(), v.clone());
-            }
-        }
-        r.header(headers::HANDLER, handler.to_owned())
-            .header(headers::ERROR, error.to_owned())
-            .header(headers::EVENT_ID, event.event_id.clone())
-            .header(headers::ORIGINAL_TOPIC, msg.topic().to_owned())
-            .header(headers::ORIGINAL_PARTITION, msg.partition().to_string())
-            .header(headers::ORIGINAL_OFFSET, msg.offset().to_string())
-    }
+/// Dead-letters one handler's part of the event, through the runtime.
+fn dead_letter_part(ctx: &mut Context, event: &OutboxEvent, handler: &str, error: &str) {
+    tracing::error!(event_id = %event.event_id, handler, error, "handler dead-lettered");
+    ctx.dead_letter_with(
+        error.to_owned(),
+        [
+            (headers::HANDLER, handler.to_owned()),
+            (headers::EVENT_ID, event.event_id.clone()),
+        ],
+    );
 }
 
 impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
@@ -120,7 +138,7 @@ impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
         match self.event(msg)? {
-            Ok(event) => self.handle(msg, ctx, event).await,
+            Ok(event) => self.handle(ctx, event).await,
             Err(skip) => Ok(skip),
         }
     }
@@ -174,16 +192,14 @@ impl<S: Store + 'static> Kernel for OutboxProcessor<S> {
             "batch written"
         );
         if let Err(e) = applied {
-            tracing::warn!(error = %e, batch = messages.len(),
+            tracing::warn!(error = %clustera::infra::error_chain(&e), batch = messages.len(),
                 "batch write failed; processing its events one by one");
             return Vec::new();
         }
         for (i, event, plan) in &planned {
             for (handler, ops) in plan {
                 if let Err(e) = ops {
-                    let error = e.to_string();
-                    tracing::error!(event_id = %event.event_id, handler, error, "handler dead-lettered");
-                    contexts[*i].send(Self::dead_letter(&messages[*i], event, handler, &error));
+                    dead_letter_part(&mut contexts[*i], event, handler, &e.to_string());
                 }
             }
             results[*i] = Some(Ok(Outcome::Ack));
@@ -239,37 +255,37 @@ impl<S: Store + 'static> OutboxProcessor<S> {
     }
 
     /// Runs the event's handlers; dead-letters, per handler, what they cannot do.
-    async fn handle(
-        &self,
-        msg: &Message,
-        ctx: &mut Context,
-        event: OutboxEvent,
-    ) -> Result<Outcome, KernelError> {
+    async fn handle(&self, ctx: &mut Context, event: OutboxEvent) -> Result<Outcome, KernelError> {
         if self.registry.handlers_for(&event.event_type).is_empty() {
             return Ok(no_handler(&event));
         }
         let outcomes = self.registry.dispatch(&*self.store, &event).await;
-        let failed: Vec<(&str, &str)> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                HandlerOutcome::Failed { handler, error } => {
-                    Some((handler.as_str(), error.as_str()))
-                }
+        let failed = |wanted: ErrorKind| {
+            outcomes.iter().find_map(|o| match o {
+                HandlerOutcome::Failed {
+                    handler,
+                    error,
+                    kind,
+                } if *kind == wanted => Some(format!("handler {handler}: {error}")),
                 _ => None,
             })
-            .collect();
-        // A store failure is transient: retry the message; handlers already applied are
-        // skipped by their markers. Past the attempts, each failed handler is dead-lettered.
-        if !failed.is_empty() && ctx.attempt() < self.max_attempts {
-            tracing::warn!(event_id = %event.event_id, failed = ?failed, "handler writes failed; retrying");
-            return Ok(Outcome::retry());
+        };
+        // The server is away: retry the whole event (applied handlers are skipped by their
+        // markers) for as long as it lasts.
+        if let Some(why) = failed(ErrorKind::Unavailable) {
+            return Err(KernelError::unavailable(why));
+        }
+        // A failure that may pass: retry while the policy allows another attempt.
+        if let Some(why) = failed(ErrorKind::Transient) {
+            if !ctx.is_last_attempt() {
+                return Err(KernelError::transient(why));
+            }
         }
         for o in &outcomes {
             match o {
                 HandlerOutcome::Invalid { handler, error }
-                | HandlerOutcome::Failed { handler, error } => {
-                    tracing::error!(event_id = %event.event_id, handler, error, "handler dead-lettered");
-                    ctx.send(Self::dead_letter(msg, &event, handler, error));
+                | HandlerOutcome::Failed { handler, error, .. } => {
+                    dead_letter_part(ctx, &event, handler, error);
                 }
                 HandlerOutcome::Applied(_) | HandlerOutcome::AlreadyApplied(_) => {}
             }

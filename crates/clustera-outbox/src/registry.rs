@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use clustera::ErrorKind;
 use clustera_debezium::OutboxEvent;
 
 use crate::handler::{DocOp, Handler, HandlerError};
@@ -23,12 +24,15 @@ pub enum HandlerOutcome {
         /// Why.
         error: String,
     },
-    /// The store failed (transient: retry; the handlers that were applied are skipped then).
+    /// The store failed; `kind` ([`Handler::classify`]) says whether retrying can help (the
+    /// handlers that were applied are skipped by their markers when the event is retried).
     Failed {
         /// The handler.
         handler: String,
         /// Why.
         error: String,
+        /// What the failure means for this handler.
+        kind: ErrorKind,
     },
 }
 
@@ -66,11 +70,13 @@ impl Registry {
             .collect()
     }
 
-    /// Runs every handler of the event against `store`, each on its own.
+    /// Runs every handler of the event against `store`, each on its own; a store failure is
+    /// classified by its handler ([`Handler::classify`]).
     pub async fn dispatch<S: Store>(&self, store: &S, event: &OutboxEvent) -> Vec<HandlerOutcome> {
         let mut outcomes = Vec::new();
-        for (name, planned) in self.plan(event) {
-            let outcome = match planned {
+        for handler in self.handlers_for(&event.event_type) {
+            let name = handler.name().to_owned();
+            let outcome = match handler.handle(event) {
                 Err(e) => HandlerOutcome::Invalid {
                     handler: name,
                     error: e.to_string(),
@@ -79,8 +85,10 @@ impl Registry {
                     Ok(true) => HandlerOutcome::Applied(name),
                     Ok(false) => HandlerOutcome::AlreadyApplied(name),
                     Err(e) => HandlerOutcome::Failed {
+                        kind: handler.classify(&e),
                         handler: name,
-                        error: e.to_string(),
+                        // With its causes: the server's message is in the source.
+                        error: clustera::infra::error_chain(&e),
                     },
                 },
             };

@@ -1,21 +1,51 @@
-//! Read models and processed-markers. The PostgreSQL store keeps documents as JSONB.
+//! Read models and processed-markers. The PostgreSQL store keeps documents as JSONB, through a
+//! bounded pool of connections (`deadpool-postgres`) that replaces broken connections: after
+//! PostgreSQL restarts, the next writes get new connections, and until then they fail with
+//! an error of kind [`ErrorKind::Unavailable`] (see [`crate::pg`] for the rule), which the
+//! processor retries for as long as it lasts.
 
-use std::future::Future;
-
-use serde_json::Value;
 use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Statement};
+use clustera::infra::env::{number, Vars};
+use clustera::infra::ConfigError;
+use clustera::ErrorKind;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tokio_postgres::{NoTls, Statement};
 
 use crate::fold::fold;
 use crate::handler::DocOp;
 
-/// A store failure: transient (connection, serialization) unless it says otherwise.
+/// A store failure; [`StoreError::kind`] says whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or was unreachable.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No connection from the pool: the server cannot be reached, or every connection stayed
+    /// busy past the wait timeout.
+    #[error("postgres pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The pool's settings are unusable (a malformed URL).
+    #[error("postgres pool: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// The kind of the failure: a statement's error by [`crate::pg`]'s rule; any failure to
+    /// get a connection (refused, timed out, even refused credentials) is `Unavailable`, since
+    /// it says nothing about the event being written.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Postgres(e) => crate::pg::error_kind(e),
+            StoreError::Pool(PoolError::NoRuntimeSpecified) | StoreError::Config(_) => {
+                ErrorKind::Permanent
+            }
+            StoreError::Pool(_) => ErrorKind::Unavailable,
+        }
+    }
 }
 
 /// One handler's writes for one event.
@@ -58,21 +88,63 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// The store's connection pool: bounded, with timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections open at once (`CLUSTERA_PG_POOL_SIZE`, default 4): enough for the
+    /// partitions one consumer usually holds to write concurrently.
+    pub max_size: usize,
+    /// How long opening a connection may take (`CLUSTERA_PG_CONNECT_TIMEOUT_MS`, default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a write waits for a free connection (`CLUSTERA_PG_WAIT_TIMEOUT_MS`, default
+    /// 10 s) before failing as unavailable.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// From the `CLUSTERA_PG_*` variables; unset ones keep their defaults.
+    pub fn from_vars(var: Vars<'_>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ms = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(number::<u64>(var, name)?.map_or(default, Duration::from_millis))
+        };
+        let max_size = number::<usize>(var, "CLUSTERA_PG_POOL_SIZE")?.unwrap_or(d.max_size);
+        if max_size == 0 {
+            return Err(ConfigError::invalid(
+                "CLUSTERA_PG_POOL_SIZE",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            max_size,
+            connect_timeout: ms("CLUSTERA_PG_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
+            wait_timeout: ms("CLUSTERA_PG_WAIT_TIMEOUT_MS", d.wait_timeout)?,
+        })
+    }
+
+    /// From the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&clustera::infra::env::env_var)
+    }
+}
+
 /// Documents in `read_models(collection, id, doc jsonb)`, markers in
-/// `processed_events(handler, event_id)`. A few connections, so that partitions processed
-/// concurrently write concurrently.
+/// `processed_events(handler, event_id)`, written through a pool of connections.
 pub struct PgStore {
-    connections: Vec<tokio::sync::Mutex<Connection>>,
-    next: std::sync::atomic::AtomicUsize,
+    pool: Pool,
 }
 
-/// A connection and its prepared statements (parsed once, not per write).
-struct Connection {
-    client: Client,
-    prepared: Prepared,
-}
-
-/// The store's statements, prepared on one connection.
+/// The store's statements, prepared once per connection (the pool's statement cache).
 struct Prepared {
     upsert: Statement,
     merge: Statement,
@@ -82,28 +154,26 @@ struct Prepared {
     markers: Statement,
 }
 
-impl Connection {
-    async fn open(url: &str) -> Result<Self, StoreError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "postgres connection ended");
-            }
-        });
-        client.batch_execute(SCHEMA).await?;
-        let prepared = Prepared {
-            upsert: client.prepare(UPSERT).await?,
-            merge: client.prepare(MERGE).await?,
-            increment: client.prepare(INCREMENT).await?,
-            add_to_set: client.prepare(ADD_TO_SET).await?,
-            marker: client.prepare(MARKER).await?,
-            markers: client.prepare(MARKERS).await?,
-        };
-        Ok(Self { client, prepared })
-    }
-}
-
 impl Prepared {
+    async fn of(client: &deadpool_postgres::Client) -> Result<Self, tokio_postgres::Error> {
+        let (upsert, merge, increment, add_to_set, marker, markers) = futures::try_join!(
+            client.prepare_cached(UPSERT),
+            client.prepare_cached(MERGE),
+            client.prepare_cached(INCREMENT),
+            client.prepare_cached(ADD_TO_SET),
+            client.prepare_cached(MARKER),
+            client.prepare_cached(MARKERS),
+        )?;
+        Ok(Self {
+            upsert,
+            merge,
+            increment,
+            add_to_set,
+            marker,
+            markers,
+        })
+    }
+
     /// The operation's prepared statement and parameters.
     fn statement<'a>(&'a self, op: &'a DocOp) -> (&'a Statement, Params<'a>) {
         match op {
@@ -133,9 +203,6 @@ impl Prepared {
     }
 }
 
-/// Connections per store: enough for the partitions one consumer usually holds.
-const CONNECTIONS: usize = 4;
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS read_models (
     collection text NOT NULL,
@@ -152,35 +219,44 @@ CREATE TABLE IF NOT EXISTS processed_events (
 );";
 
 impl PgStore {
-    /// Connects and creates the tables if needed.
+    /// Connects with the default [`PoolSettings`] and creates the tables if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut connections = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            connections.push(tokio::sync::Mutex::new(Connection::open(url).await?));
-        }
-        Ok(Self {
-            connections,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        })
+        Self::connect_with(url, &PoolSettings::default()).await
     }
 
-    /// A free connection if there is one, otherwise the next in turn.
-    async fn connection(&self) -> tokio::sync::MutexGuard<'_, Connection> {
-        for c in &self.connections {
-            if let Ok(guard) = c.try_lock() {
-                return guard;
-            }
-        }
-        let i =
-            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
-        self.connections[i].lock().await
+    /// Connects with `settings` and creates the tables if needed (so an unreachable server
+    /// at start is an error; later outages are not).
+    pub async fn connect_with(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        config.connect_timeout(settings.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A closed connection (the server restarted) is replaced when taken.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.wait_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        pool.get().await?.batch_execute(SCHEMA).await?;
+        Ok(Self { pool })
     }
 
     /// One document, for tests and verification.
     pub async fn document(&self, collection: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        let connection = self.connection().await;
-        let row = connection
-            .client
+        let row = self
+            .pool
+            .get()
+            .await?
             .query_opt(
                 "SELECT doc FROM read_models WHERE collection = $1 AND id = $2",
                 &[&collection, &id],
@@ -191,9 +267,10 @@ impl PgStore {
 
     /// Every document, ordered, for comparing states.
     pub async fn all_documents(&self) -> Result<Vec<(String, String, Value)>, StoreError> {
-        let connection = self.connection().await;
-        let rows = connection
-            .client
+        let rows = self
+            .pool
+            .get()
+            .await?
             .query(
                 "SELECT collection, id, doc FROM read_models ORDER BY 1, 2",
                 &[],
@@ -234,8 +311,8 @@ impl Store for PgStore {
         event_id: &str,
         ops: &[DocOp],
     ) -> Result<bool, StoreError> {
-        let mut connection = self.connection().await;
-        let Connection { client, prepared } = &mut *connection;
+        let mut client = self.pool.get().await?;
+        let prepared = Prepared::of(&client).await?;
         let statements: Vec<_> = ops.iter().map(|op| prepared.statement(op)).collect();
         let tx = client.transaction().await?;
         // The marker and the writes are pipelined on the connection (one round trip instead of
@@ -263,8 +340,8 @@ impl Store for PgStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection().await;
-        let Connection { client, prepared } = &mut *connection;
+        let mut client = self.pool.get().await?;
+        let prepared = Prepared::of(&client).await?;
         let handlers: Vec<&str> = writes.iter().map(|w| w.handler).collect();
         let events: Vec<&str> = writes.iter().map(|w| w.event_id).collect();
         let tx = client.transaction().await?;
@@ -301,5 +378,42 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deadpool_postgres::TimeoutType;
+
+    use super::*;
+
+    #[test]
+    fn a_pool_that_cannot_hand_out_a_connection_is_unavailable() {
+        for e in [
+            PoolError::Timeout(TimeoutType::Wait),
+            PoolError::Timeout(TimeoutType::Create),
+            PoolError::Closed,
+        ] {
+            assert_eq!(StoreError::Pool(e).kind(), ErrorKind::Unavailable);
+        }
+    }
+
+    #[test]
+    fn pool_settings_come_from_the_clustera_pg_variables() {
+        let vars = |name: &str| match name {
+            "CLUSTERA_PG_POOL_SIZE" => Some("9".to_owned()),
+            "CLUSTERA_PG_WAIT_TIMEOUT_MS" => Some("250".to_owned()),
+            _ => None,
+        };
+        let s = PoolSettings::from_vars(&vars).unwrap();
+        assert_eq!(
+            (s.max_size, s.wait_timeout, s.connect_timeout),
+            (9, Duration::from_millis(250), Duration::from_secs(5))
+        );
+        let zero = |name: &str| (name == "CLUSTERA_PG_POOL_SIZE").then(|| "0".to_owned());
+        assert_eq!(
+            PoolSettings::from_vars(&zero).unwrap_err().variable,
+            "CLUSTERA_PG_POOL_SIZE"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! A throwaway PostgreSQL server for tests and demos: `initdb` into a temporary directory,
 //! `wal_level=logical`, a free loopback port. initdb and postgres refuse to run as root, so
 //! when this process is root they run as the `postgres` system user, through `setpriv`.
+//!
+//! [`Postgres::stop`] and [`Postgres::restart`] stop the server (`pg_ctl stop -m fast`: open
+//! connections are terminated with `57P01`) and start it again on the same data directory
+//! and port, as an operator restarting PostgreSQL would.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,9 +16,12 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A running server, stopped and deleted when dropped.
 pub struct Postgres {
-    child: Child,
+    /// The server, `None` while stopped.
+    child: Option<Child>,
     dir: PathBuf,
     url: String,
+    port: u16,
+    root: bool,
 }
 
 fn is_root() -> bool {
@@ -82,17 +89,34 @@ impl Postgres {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let child = as_server_user("postgres", root)
+        let mut pg = Self {
+            child: None,
+            dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            root,
+        };
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    /// Starts the stopped server again, on the same data directory and port; returns once it
+    /// accepts connections.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err("postgres is already running".into());
+        }
+        let child = as_server_user("postgres", self.root)
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .args([
                 "-p",
-                &port.to_string(),
+                &self.port.to_string(),
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-k",
             ])
-            .arg(&dir)
+            .arg(&self.dir)
             // fsync off for speed, but commits stay synchronous: logical decoding only sees
             // flushed WAL, and with asynchronous commit that waits for the WAL writer's
             // 200 ms cycle, which would be the pipeline's latency floor.
@@ -103,13 +127,38 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("postgres: {e}"))?;
-        let pg = Self {
-            child,
-            dir,
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        self.child = Some(child);
+        self.wait_ready(self.port)
+    }
+
+    /// Stops the server with `pg_ctl stop -m fast` (sessions are terminated, the shutdown is
+    /// clean) and waits until it has exited.
+    pub fn stop(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("postgres is not running".into());
         };
-        pg.wait_ready(port)?;
-        Ok(pg)
+        let out = as_server_user("pg_ctl", self.root)
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(self.dir.join("data"))
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if !out.status.success() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        child.wait().map_err(|e| format!("postgres: {e}"))?;
+        Ok(())
+    }
+
+    /// Stops the server, keeps it down for `down`, and starts it again.
+    pub fn restart(&mut self, down: Duration) -> Result<(), String> {
+        self.stop()?;
+        std::thread::sleep(down);
+        self.start_again()
     }
 
     fn wait_ready(&self, port: u16) -> Result<(), String> {
@@ -144,8 +193,10 @@ fn unique() -> u128 {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

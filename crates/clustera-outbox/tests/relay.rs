@@ -41,12 +41,9 @@ fn kafka_config(bootstrap: &str) -> clustera::Config {
 }
 
 async fn relay_until(url: &str, bootstrap: &str, count: u64) {
-    let relay = Relay::new(
-        connect(url).await,
-        &kafka_config(bootstrap),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let relay = Relay::connect(url, &kafka_config(bootstrap), RelayConfig::default())
+        .await
+        .unwrap();
     let relayed = relay.relayed();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(relay.run_until(async {
@@ -188,7 +185,9 @@ async fn a_relay_stopped_mid_transaction_loses_nothing() {
         "batch.num.messages".into(),
         clustera::config::Secret::new("100"),
     );
-    let relay = Relay::new(connect(pg.url()).await, &slow, RelayConfig::default()).unwrap();
+    let relay = Relay::connect(pg.url(), &slow, RelayConfig::default())
+        .await
+        .unwrap();
     let relayed = relay.relayed();
     let before = confirmed_lsn(&client).await;
     let task = tokio::spawn(relay.run_until(std::future::pending()));
@@ -269,13 +268,10 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
     let addr = server.addr();
     let not_yet = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(not_yet.status(), 503, "ready only after a round");
-    let relay = Relay::new(
-        connect(pg.url()).await,
-        &kafka_config(&bootstrap),
-        RelayConfig::default(),
-    )
-    .unwrap()
-    .with_telemetry(telemetry.clone());
+    let relay = Relay::connect(pg.url(), &kafka_config(&bootstrap), RelayConfig::default())
+        .await
+        .unwrap()
+        .with_telemetry(telemetry.clone());
     let relayed = relay.relayed();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(relay.run_until(async {

@@ -87,6 +87,7 @@ impl Record {
 pub struct Context {
     kernel: Arc<str>,
     attempt: u32,
+    last_attempt: bool,
     effects: Effects,
 }
 
@@ -95,6 +96,7 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("kernel", &self.kernel)
             .field("attempt", &self.attempt)
+            .field("last_attempt", &self.last_attempt)
             .field("outputs", &self.effects.outputs)
             .field("dead_letters", &self.effects.dead_letters)
             .field("deferred", &self.effects.deferred.len())
@@ -108,8 +110,16 @@ impl Context {
         Self {
             kernel: kernel.into(),
             attempt,
+            last_attempt: false,
             effects: Effects::default(),
         }
+    }
+
+    /// Marks whether this is the last attempt the retry policy allows (see
+    /// [`Context::is_last_attempt`]); the runtime sets it, a test may.
+    pub fn with_last_attempt(mut self, last: bool) -> Self {
+        self.last_attempt = last;
+        self
     }
 
     /// Queues a record. It is produced only if this attempt's outcome is `Ack`, and the input's
@@ -178,6 +188,16 @@ impl Context {
         self.attempt
     }
 
+    /// Whether a transient failure of this attempt would be final: the retry policy
+    /// (`CLUSTERA_MAX_ATTEMPTS`, attempts that met an unavailable dependency not counted)
+    /// allows no further attempt, so a [`KernelError::transient`](crate::KernelError::transient)
+    /// returned now dead-letters the message. Never true when attempts are unbounded. A
+    /// kernel whose message has independent parts uses it to dead-letter only the part that
+    /// keeps failing ([`Context::dead_letter_with`]) and acknowledge the rest.
+    pub fn is_last_attempt(&self) -> bool {
+        self.last_attempt
+    }
+
     /// The kernel's name.
     pub fn kernel(&self) -> &str {
         &self.kernel
@@ -210,6 +230,7 @@ impl Context {
 pub struct DeferredContext {
     kernel: Arc<str>,
     attempt: u32,
+    last_attempt: bool,
     effects: Arc<Mutex<Effects>>,
     stop: CancellationToken,
     /// Where [`DeferredContext::send_now`] produces; `None` collects like `send`.
@@ -243,6 +264,7 @@ impl DeferredContext {
         Self {
             kernel,
             attempt,
+            last_attempt: false,
             effects: Arc::default(),
             stop,
             stream,
@@ -263,6 +285,11 @@ impl DeferredContext {
                 Ok(())
             }
         }
+    }
+
+    pub(crate) fn with_last_attempt(mut self, last: bool) -> Self {
+        self.last_attempt = last;
+        self
     }
 
     fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
@@ -299,6 +326,12 @@ impl DeferredContext {
     /// Which attempt of the task this is, counting from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether a transient failure of this attempt would be final; see
+    /// [`Context::is_last_attempt`].
+    pub fn is_last_attempt(&self) -> bool {
+        self.last_attempt
     }
 
     /// The kernel's name.

@@ -9,6 +9,15 @@
 //! therefore resumes at the first unacknowledged transaction: nothing is lost, and what was
 //! sent twice is absorbed by the processor's markers.
 //!
+//! PostgreSQL restarting does not stop it: a round that meets an unavailable server
+//! ([`crate::pg`]'s rule: connection lost, admin shutdown, `08xxx`, ...) is abandoned, the
+//! relay reconnects with backoff, and the next round peeks again from the slot's confirmed
+//! position. Events of the abandoned round that Kafka had already acknowledged are sent again
+//! (after the ones before them, never instead), which the processor's markers absorb; nothing
+//! is lost and the first copies keep their order. Meanwhile no round completes, so `/healthz`
+//! fails once the outage outlasts the stall timeout, and recovers with the first round after
+//! it. Any other PostgreSQL error still stops the relay.
+//!
 //! Its producer comes from the shared builder ([`clustera::infra::producer`]), so the
 //! `KAFKA_*` settings, `KAFKA_PROPERTY_*` passthrough and the refusal of weak delivery apply
 //! as for every kernel; its metrics and health are served by the shared listener
@@ -178,6 +187,8 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 /// Streams outbox inserts to Kafka.
 pub struct Relay {
+    /// Where to reconnect after PostgreSQL went away.
+    url: String,
     client: Client,
     producer: FutureProducer,
     config: RelayConfig,
@@ -198,14 +209,16 @@ const AFTER_WAKEUP: Duration = Duration::from_millis(300);
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl Relay {
-    /// A relay over `client` producing with the `KAFKA_*` settings of `kafka`.
-    pub fn new(
-        client: Client,
+    /// A relay reading PostgreSQL at `url` (connected now: an unreachable server at start is
+    /// an error) and producing with the `KAFKA_*` settings of `kafka`.
+    pub async fn connect(
+        url: &str,
         kafka: &clustera::Config,
         config: RelayConfig,
     ) -> Result<Self, RelayError> {
         Ok(Self {
-            client,
+            url: url.to_owned(),
+            client: crate::pg::connect(url).await?,
             producer: producer_config(kafka).create()?,
             config,
             relations: HashMap::new(),
@@ -252,7 +265,8 @@ impl Relay {
     }
 
     /// Relays until `stop` resolves. When idle, it waits for a wake-up or polls every 50 ms
-    /// (every second with wake-ups).
+    /// (every second with wake-ups). Reconnects, with backoff, for as long as PostgreSQL is
+    /// unavailable; returns on any other error.
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
@@ -273,18 +287,23 @@ impl Relay {
         let mut woken_until = None;
         let mut lag_measured = tokio::time::Instant::now() - LAG_EVERY;
         loop {
-            let started = tokio::time::Instant::now();
-            let sent = tokio::select! {
+            let round = tokio::select! {
                 _ = &mut stop => break,
-                r = self.step() => r?,
+                r = self.round(&mut lag_measured) => r,
             };
-            if let Some(t) = &self.telemetry {
-                t.round(sent, started.elapsed());
-            }
-            if lag_measured.elapsed() >= LAG_EVERY {
-                self.measure_lag().await?;
-                lag_measured = tokio::time::Instant::now();
-            }
+            let sent = match round {
+                Ok(sent) => sent,
+                Err(RelayError::Postgres(e)) if crate::pg::is_unavailable(&e) => {
+                    tracing::warn!(error = %e,
+                        "postgres unavailable; reconnecting, then resuming from the slot's confirmed position");
+                    self.client = tokio::select! {
+                        _ = &mut stop => break,
+                        r = crate::pg::reconnect(&self.url, "relay") => r?,
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if sent > 0 {
                 continue;
             }
@@ -314,6 +333,24 @@ impl Relay {
             .await
             .ok();
         Ok(())
+    }
+
+    /// A round ([`step`](Self::step)), reported to the telemetry, and the slot's lag when it
+    /// is due.
+    async fn round(
+        &mut self,
+        lag_measured: &mut tokio::time::Instant,
+    ) -> Result<usize, RelayError> {
+        let started = tokio::time::Instant::now();
+        let sent = self.step().await?;
+        if let Some(t) = &self.telemetry {
+            t.round(sent, started.elapsed());
+        }
+        if lag_measured.elapsed() >= LAG_EVERY {
+            self.measure_lag().await?;
+            *lag_measured = tokio::time::Instant::now();
+        }
+        Ok(sent)
     }
 
     /// One round: peek whole transactions, send their events, wait for every

@@ -7,44 +7,87 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 /// The channel `clustera outbox init`'s trigger notifies.
 pub const CHANNEL: &str = "clustera_outbox";
 
-/// A connection listening on the outbox's channel.
+/// A connection listening on the outbox's channel. When it is lost (PostgreSQL restarting),
+/// the relay falls back to polling while it reconnects with backoff, and is woken once after
+/// each reconnection for what was committed meanwhile.
 pub struct Wakeups {
     notify: Arc<Notify>,
-    /// Kept so the listening connection stays open.
-    _client: Client,
+    /// Keeps the listener (and its reconnections) going; stopped when dropped.
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// One listening session: the client (kept so the connection stays open) and the task that
+/// reads its notifications, which ends when the connection does.
+async fn listen_once(
+    url: &str,
+    channel: &str,
+    notify: &Arc<Notify>,
+) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let wake = notify.clone();
+    let reader = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox listener connection ended; the relay polls until it is back");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", super::quote_ident(channel)))
+        .await?;
+    Ok((client, reader))
 }
 
 impl Wakeups {
-    /// Connects to `url` and listens on `channel`.
+    /// Connects to `url` and listens on `channel` (an error if it cannot now); reconnects
+    /// whenever the connection is lost later.
     pub async fn listen(url: &str, channel: &str) -> Result<Self, tokio_postgres::Error> {
-        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
         let notify = Arc::new(Notify::new());
-        let wake = notify.clone();
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox listener connection ended; the relay falls back to polling");
-                        return;
+        let mut session = listen_once(url, channel, &notify).await?;
+        let (url, channel, wake) = (url.to_owned(), channel.to_owned(), notify.clone());
+        let listener = tokio::spawn(async move {
+            loop {
+                let (client, reader) = session;
+                let _ = reader.await;
+                drop(client);
+                let mut delays = crate::pg::backoff();
+                session = loop {
+                    match listen_once(&url, &channel, &wake).await {
+                        Ok(s) => break s,
+                        Err(e) if crate::pg::is_unavailable(&e) => {
+                            let delay = delays.next().unwrap_or(crate::pg::MAX_BACKOFF);
+                            tokio::time::sleep(delay).await;
+                        }
+                        // Not a restart (say, the role lost its rights): polling goes on.
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox listener cannot reconnect; the relay only polls");
+                            return;
+                        }
                     }
-                }
+                };
+                tracing::info!("outbox listener reconnected");
+                wake.notify_one();
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {}", super::quote_ident(channel)))
-            .await?;
-        Ok(Self {
-            notify,
-            _client: client,
-        })
+        Ok(Self { notify, listener })
     }
 
     /// Resolves at the next notification (at once if one came since the last call).

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use super::deps::WorkerDeps;
-use super::partition::{PartitionCounters, PartitionShared};
+use super::partition::PartitionShared;
 use super::trace::{to_hex, TraceParent};
 use crate::context::{Context, Effects};
 use crate::kernel::{error_chain, ErrorKind, Kernel, KernelError, Outcome};
@@ -82,7 +82,8 @@ pub(crate) fn judge<K>(
 
 /// Calls `call` until its outcome is final. `None` if the partition was stopped while
 /// waiting to retry. `pauses` says whether the partition waits meanwhile (the sequential
-/// path) or not (a deferred task), for the paused gauge.
+/// path) or not (a deferred task), for the paused gauge. `call` is given the attempt's number
+/// and whether it is the last the policy allows ([`Context::is_last_attempt`]).
 pub(crate) async fn decide<K, F, Fut>(
     deps: &WorkerDeps<K>,
     shared: &PartitionShared,
@@ -91,7 +92,7 @@ pub(crate) async fn decide<K, F, Fut>(
     mut call: F,
 ) -> Option<Final>
 where
-    F: FnMut(u32) -> Fut,
+    F: FnMut(u32, bool) -> Fut,
     Fut: Future<Output = Attempt>,
 {
     // Built on the first retry only: most messages never need it.
@@ -100,7 +101,9 @@ where
     // Attempts that count against the policy: not those that met an unavailable dependency.
     let mut counted = 0u32;
     loop {
-        let Attempt { result, effects } = call(attempt).await;
+        // Whether a counted failure of this attempt would exhaust the policy.
+        let last = deps.retry.exhausted(counted + 1);
+        let Attempt { result, effects } = call(attempt, last).await;
         let (outcome, error, unavailable) = judge(deps, offset, result);
         if !unavailable {
             counted += 1;
@@ -120,7 +123,7 @@ where
                 })
             }
             Outcome::Retry(delay) => {
-                PartitionCounters::bump(&shared.counters.retries);
+                crate::infra::bump(&shared.counters.retries);
                 let why = error.unwrap_or_else(|| "the kernel asked to retry".to_owned());
                 if !unavailable && deps.retry.exhausted(counted) {
                     return Some(Final::DeadLetter {
@@ -164,8 +167,8 @@ pub(crate) async fn decide_message<K: Kernel>(
     pauses: bool,
 ) -> (Option<Final>, Option<TraceParent>) {
     let offset = message.offset();
-    let call = |attempt| async move {
-        let mut ctx = Context::new(deps.kernel_name.clone(), attempt);
+    let call = |attempt, last| async move {
+        let mut ctx = Context::new(deps.kernel_name.clone(), attempt).with_last_attempt(last);
         let result = self::attempt(|| deps.kernel.process(message, &mut ctx)).await;
         Attempt {
             result,

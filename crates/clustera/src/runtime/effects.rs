@@ -82,11 +82,11 @@ pub(crate) async fn settle<K: Kernel>(
         let counters = &shared.counters;
         let (effects, attempts) = match decision {
             Final::Done { effects, attempts } => {
-                PartitionCounters::bump(&counters.acked);
+                crate::infra::bump(&counters.acked);
                 (effects, attempts)
             }
             Final::Skipped(reason) => {
-                PartitionCounters::bump(&counters.skipped);
+                crate::infra::bump(&counters.skipped);
                 tracing::warn!(offset, %reason, "message skipped");
                 (Effects::default(), 0)
             }
@@ -193,14 +193,15 @@ impl<K: Kernel> DeferredRun<K> {
             open: AtomicBool::new(true),
             next_seq: AtomicU64::new(self.seq_base + STREAMED_SEQ),
         });
-        let call = |attempt| {
+        let call = |attempt, last| {
             let stream: Arc<dyn RecordStream> = stream.clone();
             let ctx = DeferredContext::new(
                 deps.kernel_name.clone(),
                 attempt,
                 shared.stop.clone(),
                 Some(stream),
-            );
+            )
+            .with_last_attempt(last);
             let task = &task;
             async move {
                 let result = decide::attempt(|| task(ctx.clone())).await;
@@ -361,7 +362,7 @@ impl Prepared<'_> {
             })
             .collect();
         for DeadLetterPart { reason, headers } in dead_letters {
-            PartitionCounters::bump(&counters.dead_lettered);
+            crate::infra::bump(&counters.dead_lettered);
             let letter =
                 deps.producer
                     .dead_letters()

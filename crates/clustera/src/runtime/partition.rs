@@ -83,10 +83,6 @@ pub(crate) struct PartitionCounters {
 }
 
 impl PartitionCounters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Records how long a message took to process, and from its timestamp to `now_ms`.
     pub(crate) fn observe(&self, timestamp_ms: Option<i64>, processing: Duration, now_ms: i64) {
         self.processing.observe(processing);
