@@ -45,8 +45,8 @@ struct Assigned {
     last_progress_ms: u64,
     /// The topic's metric series this partition's counters are published into.
     metrics: PartitionMetrics,
-    /// Counter values already published: acked, skipped, dead-lettered, retries.
-    published: [u64; 4],
+    /// Counter values already published: acked, skipped, dead-lettered, retries, letters.
+    published: [u64; 5],
     /// The first unfinished offset when last looked at, and since when it has been first.
     first_unfinished: Option<(i64, u64)>,
 }
@@ -55,16 +55,22 @@ impl Assigned {
     /// Moves what the worker counted since the last call into the shared metrics and stats.
     fn publish(&mut self, stats: &RuntimeStats) {
         let c = &self.shared.counters;
-        let now =
-            [&c.acked, &c.skipped, &c.dead_lettered, &c.retries].map(|a| a.load(Ordering::Relaxed));
-        let delta: [u64; 4] = std::array::from_fn(|i| now[i] - self.published[i]);
+        let now = [
+            &c.acked,
+            &c.skipped,
+            &c.dead_lettered,
+            &c.retries,
+            &c.letters,
+        ]
+        .map(|a| a.load(Ordering::Relaxed));
+        let delta: [u64; 5] = std::array::from_fn(|i| now[i] - self.published[i]);
         self.published = now;
         let m = &self.metrics;
         m.acked.inc_by(delta[0]);
         m.skipped.inc_by(delta[1]);
         m.dead_lettered.inc_by(delta[2]);
-        m.dead_letters.inc_by(delta[2]);
         m.retries.inc_by(delta[3]);
+        m.dead_letters.inc_by(delta[4]);
         for (counter, d) in [
             &stats.acked,
             &stats.skipped,
@@ -175,7 +181,7 @@ impl<K: Kernel> Dispatcher<K> {
                     last_completed: 0,
                     last_progress_ms: self.deps.telemetry.health.now_ms(),
                     metrics,
-                    published: [0; 4],
+                    published: [0; 5],
                     first_unfinished: None,
                 },
             );

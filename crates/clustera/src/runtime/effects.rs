@@ -91,6 +91,7 @@ pub(crate) async fn settle<K: Kernel>(
                 (Effects::default(), 0)
             }
             Final::DeadLetter { reason, attempts } => {
+                crate::infra::bump(&counters.dead_lettered);
                 let effects = Effects {
                     dead_letters: vec![DeadLetterPart {
                         reason,
@@ -362,7 +363,7 @@ impl Prepared<'_> {
             })
             .collect();
         for DeadLetterPart { reason, headers } in dead_letters {
-            crate::infra::bump(&counters.dead_lettered);
+            crate::infra::bump(&counters.letters);
             let letter =
                 deps.producer
                     .dead_letters()

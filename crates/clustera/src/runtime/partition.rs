@@ -74,7 +74,11 @@ impl PartitionShared {
 pub(crate) struct PartitionCounters {
     pub acked: AtomicU64,
     pub skipped: AtomicU64,
+    /// Messages whose outcome was a dead letter.
     pub dead_lettered: AtomicU64,
+    /// Dead-letter records sent: whole messages', and parts of messages
+    /// (`ctx.dead_letter`, deferred tasks that failed for good) that were acknowledged too.
+    pub letters: AtomicU64,
     pub retries: AtomicU64,
     /// Drained into the topic's histogram on publication.
     pub processing: DurationHistogram,
