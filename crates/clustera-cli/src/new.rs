@@ -89,6 +89,14 @@ fn clustera_dependency(explicit: Option<&Path>) -> anyhow::Result<String> {
     })
 }
 
+/// The same dependency with clustera's `testing` feature, for the kernel's tests.
+fn with_testing(dependency: &str) -> String {
+    match dependency.strip_suffix(" }") {
+        Some(table) => format!("{table}, features = [\"testing\"] }}"),
+        None => format!("{{ version = {dependency}, features = [\"testing\"] }}"),
+    }
+}
+
 /// Writes the crate; refuses to touch an existing non-empty directory.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     validate(&args.name)?;
@@ -102,12 +110,14 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         bail!("{} already exists and is not empty", dir.display());
     }
     let dependency = clustera_dependency(args.clustera_path.as_deref())?;
+    let dev_dependency = with_testing(&dependency);
     let type_name = type_name(&args.name);
     for (file, template) in FILES {
         let text = template
             .replace("{{name}}", &args.name)
             .replace("{{type_name}}", &type_name)
-            .replace("{{clustera_dependency}}", &dependency);
+            .replace("{{clustera_dependency}}", &dependency)
+            .replace("{{clustera_dev_dependency}}", &dev_dependency);
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -131,5 +141,17 @@ mod tests {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         assert_eq!(type_name("order-enricher2"), "OrderEnricher2");
+    }
+
+    #[test]
+    fn the_tests_get_the_testing_feature() {
+        assert_eq!(
+            with_testing(r#"{ path = "/src/clustera" }"#),
+            r#"{ path = "/src/clustera", features = ["testing"] }"#
+        );
+        assert_eq!(
+            with_testing(r#""0.1.0""#),
+            r#"{ version = "0.1.0", features = ["testing"] }"#
+        );
     }
 }
