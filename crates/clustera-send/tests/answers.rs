@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clustera::testing::kafka;
-use clustera_send::client::{Body, Quiet, Request};
+use clustera_send::client::{Body, Client, ClientError, Quiet, Request, Response};
 use clustera_send::transport::JobProducer;
 use clustera_send_protocol::{
     BodyInfo, Chunker, Envelope, ErrorCode, ErrorResponse, JobId, ResponseHead,
@@ -55,27 +55,29 @@ async fn first_job(bootstrap: &str) -> JobId {
     }
 }
 
+/// Sends `GET endpoint` through `client` in a task of its own.
+fn get(
+    client: &Arc<Client>,
+    endpoint: &str,
+) -> tokio::task::JoinHandle<Result<Response, ClientError>> {
+    let (client, endpoint) = (client.clone(), endpoint.to_owned());
+    tokio::spawn(async move {
+        let request = Request {
+            method: "GET".into(),
+            endpoint,
+            headers: vec![],
+        };
+        client
+            .send(request, Body::Empty, Duration::from_secs(60), &Quiet)
+            .await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_first_complete_answer_wins_and_later_ones_are_counted() {
     let (_broker, bootstrap) = mock();
     let client = Arc::new(client(&bootstrap, CHUNK).await);
-    let sending = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .send(
-                    Request {
-                        method: "GET".into(),
-                        endpoint: "/v1/documents/1".into(),
-                        headers: vec![],
-                    },
-                    Body::Empty,
-                    Duration::from_secs(60),
-                    &Quiet,
-                )
-                .await
-        })
-    };
+    let sending = get(&client, "/v1/documents/1");
     let job = first_job(&bootstrap).await;
     let config = clustera::Config::for_brokers("kafkasend-test-portal", &bootstrap, &[]);
     let answers = JobProducer::new(&config, RESPONSES).unwrap();
@@ -118,23 +120,7 @@ async fn the_first_complete_answer_wins_and_later_ones_are_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A job of its own is unaffected, and its answer is not a duplicate.
-    let sending = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .send(
-                    Request {
-                        method: "GET".into(),
-                        endpoint: "/v1/documents/2".into(),
-                        headers: vec![],
-                    },
-                    Body::Empty,
-                    Duration::from_secs(60),
-                    &Quiet,
-                )
-                .await
-        })
-    };
+    let sending = get(&client, "/v1/documents/2");
     let deadline = Instant::now() + Duration::from_secs(30);
     let second = loop {
         assert!(Instant::now() < deadline, "the client sent no second job");

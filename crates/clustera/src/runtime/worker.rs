@@ -261,18 +261,9 @@ impl<K: Kernel> Worker<K> {
         if !room_for_one_more(shared, deps.settings.max_uncommitted).await {
             return false;
         }
-        let slots = self.deferrals.slots().clone();
-        match settle(
-            deps,
-            shared,
-            &slots,
-            message,
-            decision,
-            trace,
-            Tracking::Now,
-        )
-        .await
-        {
+        let slots = self.deferrals.slots();
+        let settled = settle(deps, shared, slots, message, decision, trace, Tracking::Now).await;
+        match settled {
             Ok(launch) => {
                 if let Some(launch) = launch {
                     launch.start(&self.deps, &self.shared, &mut self.deferrals);
