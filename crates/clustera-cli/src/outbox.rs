@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use clustera::infra::http::http_addr_from_vars;
+use clustera::infra::http::{http_addr_from_vars, HTTP_ADDR_VARIABLE};
 use clustera_outbox::relay::wakeup::Wakeups;
-use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
+use clustera_outbox::relay::{init, ReadMode, Relay, RelayConfig, RelayTelemetry};
 use clustera_outbox::{OutboxProcessor, PgStore, PoolSettings};
 use clustera_outbox_demo::{activity, load, report};
 
@@ -70,6 +70,22 @@ fn relay_stall() -> anyhow::Result<std::time::Duration> {
     Ok(ms.map_or(RELAY_STALL, std::time::Duration::from_millis))
 }
 
+/// Where the relay serves `/metrics`, `/healthz` and `/readyz` when `CLUSTERA_HTTP_ADDR` is
+/// not set: not a kernel's 8080, so a relay and a kernel (the processor) run side by side on
+/// one host with their defaults.
+pub const RELAY_HTTP_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8081);
+
+/// The relay's listener: `CLUSTERA_HTTP_ADDR` as for a kernel, else [`RELAY_HTTP_ADDR`].
+fn relay_http_addr(
+    var: clustera::infra::env::Vars<'_>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    Ok(match var(HTTP_ADDR_VARIABLE) {
+        None => Some(RELAY_HTTP_ADDR),
+        Some(_) => http_addr_from_vars(var)?,
+    })
+}
+
 /// The load's pace from `--batch` and `--rate`.
 pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<load::Pace> {
     use load::Pace;
@@ -88,7 +104,7 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
     let url = args
         .database_url
         .context("DATABASE_URL is not set (or pass --database-url)")?;
-    let config = RelayConfig::default();
+    let config = RelayConfig::from_vars(&clustera::infra::env::env_var)?;
     match args.command {
         OutboxCommand::Init => {
             init(&connect(&url).await?, &config).await?;
@@ -99,16 +115,24 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
         }
         OutboxCommand::Relay { brokers } => {
             let kafka = clustera::Config::tool_from_env(brokers.as_deref())?;
-            let http_addr = http_addr_from_vars(&clustera::infra::env::env_var)?;
-            let wakeups = Wakeups::listen(&url, &config.channel)
-                .await
-                .context("listening for outbox notifications")?;
+            let http_addr = relay_http_addr(&clustera::infra::env::env_var)?;
+            // Only the peek rounds need waking; the stream is pushed by the server.
+            let wakeups = match config.read {
+                ReadMode::Peek => Some(
+                    Wakeups::listen(&url, &config.channel)
+                        .await
+                        .context("listening for outbox notifications")?,
+                ),
+                ReadMode::Stream => None,
+            };
             let telemetry = Arc::new(RelayTelemetry::new(relay_stall()?));
-            let relay = Relay::connect(&url, &kafka, config)
+            let mut relay = Relay::connect(&url, &kafka, config)
                 .await
                 .context("connecting to DATABASE_URL")?
-                .with_wakeups(wakeups)
                 .with_telemetry(telemetry.clone());
+            if let Some(w) = wakeups {
+                relay = relay.with_wakeups(w);
+            }
             // Serves until dropped, at the end of this arm.
             let _http = match http_addr {
                 Some(addr) => Some(clustera::infra::serve(addr, telemetry).await?),

@@ -14,12 +14,36 @@
 //!
 //! A dependency being down never dead-letters anything: `Unavailable` is retried for as long
 //! as it lasts.
+//!
+//! # TLS
+//!
+//! `DATABASE_URL` may carry libpq's `sslmode` and `sslrootcert` ([`Target::parse`]); TLS is
+//! OpenSSL's, the library librdkafka already links. As with libpq:
+//!
+//! | `sslmode` | TLS | certificate checked |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `prefer` (default) | if the server offers it | only if `sslrootcert` is set (chain) |
+//! | `require` | always | only if `sslrootcert` is set (chain) |
+//! | `verify-ca` | always | chain, against `sslrootcert` or the system's store |
+//! | `verify-full` | always | chain and host name |
+//!
+//! The relay's SQL connections (through `postgres-openssl`) and its walsender session
+//! ([`crate::relay`]) both follow it.
 
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::BytesMut;
 use clustera::ErrorKind;
-use tokio_postgres::{Client, NoTls};
+use openssl::ssl::{ConnectConfiguration, SslConnector, SslMethod, SslVerifyMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::config::Host;
+use tokio_postgres::Client;
+
+use crate::relay::walsender::{Io, WalsenderError};
 
 /// The kind of a PostgreSQL error (see the module documentation).
 pub fn error_kind(e: &tokio_postgres::Error) -> ErrorKind {
@@ -49,15 +73,274 @@ pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {
     error_kind(e) == ErrorKind::Unavailable
 }
 
-/// Connects to `url`; the connection is driven by a task of its own, which ends with it.
-pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection ended");
+/// `sslmode`, as libpq reads it (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS if the server offers it.
+    Prefer,
+    /// Always TLS.
+    Require,
+    /// Always TLS, with the certificate chain checked.
+    VerifyCa,
+    /// Always TLS, with the chain and the host name checked.
+    VerifyFull,
+}
+
+/// A `DATABASE_URL` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// An `sslmode` libpq does not know.
+    #[error(
+        "DATABASE_URL: sslmode={0:?} is not disable, prefer, require, verify-ca or verify-full"
+    )]
+    SslMode(String),
+    /// Anything `tokio-postgres` refuses.
+    #[error("DATABASE_URL: {0}")]
+    Invalid(#[from] tokio_postgres::Error),
+    /// The TLS settings cannot be loaded (say, an unreadable `sslrootcert`).
+    #[error("DATABASE_URL TLS settings: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+}
+
+/// Where PostgreSQL is and how to talk to it: a parsed `DATABASE_URL`.
+#[derive(Clone)]
+pub struct Target {
+    /// Everything but the TLS settings.
+    pub config: tokio_postgres::Config,
+    /// `sslmode`.
+    pub ssl_mode: SslMode,
+    /// `sslrootcert`: a PEM file of the certificate authorities to trust.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// OpenSSL's settings for both kinds of connection, loaded once.
+    connector: SslConnector,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio-postgres' Config prints its password as redacted.
+        f.debug_struct("Target")
+            .field("config", &self.config)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a connection string (URL or `key=value` form),
+/// since `tokio-postgres` knows neither `verify-ca`, `verify-full` nor `sslrootcert`.
+fn split_tls(url: &str) -> (String, Option<String>, Option<String>) {
+    let (mut mode, mut root) = (None, None);
+    let mut take = |key: &str, value: &str| match key {
+        "sslmode" => {
+            mode = Some(value.to_owned());
+            true
         }
-    });
-    Ok(client)
+        "sslrootcert" => {
+            root = Some(value.to_owned());
+            true
+        }
+        _ => false,
+    };
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            None => url.to_owned(),
+            Some((base, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        !take(k, &percent_decode(v))
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        url.split_whitespace()
+            .filter(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                !take(k.trim(), v.trim().trim_matches('\''))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (rest, mode, root)
+}
+
+/// Decodes `%XX` escapes (a path in a URL's query may carry them).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Target {
+    /// Parses `DATABASE_URL` (either form libpq accepts) and loads its TLS settings.
+    pub fn parse(url: &str) -> Result<Self, TargetError> {
+        let (rest, mode, root) = split_tls(url);
+        let ssl_mode = match mode.as_deref() {
+            None | Some("prefer") => SslMode::Prefer,
+            Some("disable") => SslMode::Disable,
+            Some("require") => SslMode::Require,
+            Some("verify-ca") => SslMode::VerifyCa,
+            Some("verify-full") => SslMode::VerifyFull,
+            Some(other) => return Err(TargetError::SslMode(other.to_owned())),
+        };
+        let mut config: tokio_postgres::Config = rest.parse()?;
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let ssl_root_cert = root.map(PathBuf::from);
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        if let Some(ca) = &ssl_root_cert {
+            builder.set_ca_file(ca)?;
+        }
+        // libpq checks nothing in these modes unless it is given a CA.
+        if matches!(ssl_mode, SslMode::Prefer | SslMode::Require) && ssl_root_cert.is_none() {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        Ok(Self {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+            connector: builder.build(),
+        })
+    }
+
+    fn configure(&self, config: &mut ConnectConfiguration) {
+        config.set_verify_hostname(self.ssl_mode == SslMode::VerifyFull);
+    }
+
+    /// Connects a SQL session; the connection is driven by a task of its own, which ends
+    /// with it.
+    pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let mut tls = postgres_openssl::MakeTlsConnector::new(self.connector.clone());
+        let verify_host = self.ssl_mode == SslMode::VerifyFull;
+        tls.set_callback(move |config, _| {
+            config.set_verify_hostname(verify_host);
+            Ok(())
+        });
+        let (client, connection) = self.config.connect(tls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Opens the byte stream of a session: the first host that answers, over TLS when
+    /// `sslmode` says so. The startup is the caller's.
+    pub(crate) async fn open_stream(&self) -> Result<Box<dyn Io>, WalsenderError> {
+        let ports = self.config.get_ports();
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(30));
+        let mut last = WalsenderError::Config("no host".into());
+        for (i, host) in self.config.get_hosts().iter().enumerate() {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match tokio::time::timeout(timeout, self.open_one(host, port)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = WalsenderError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {timeout:?}"),
+                    ))
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn open_one(&self, host: &Host, port: u16) -> Result<Box<dyn Io>, WalsenderError> {
+        let name = match host {
+            Host::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
+            }
+            Host::Tcp(name) => name,
+        };
+        let mut tcp = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        if self.ssl_mode == SslMode::Disable {
+            return Ok(Box::new(tcp));
+        }
+        let mut request = BytesMut::new();
+        postgres_protocol::message::frontend::ssl_request(&mut request);
+        tcp.write_all(&request).await?;
+        let mut answer = [0u8];
+        tcp.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {}
+            b'N' if self.ssl_mode == SslMode::Prefer => return Ok(Box::new(tcp)),
+            b'N' => {
+                return Err(WalsenderError::Tls(format!(
+                    "sslmode is {:?} but the server does not offer TLS",
+                    self.ssl_mode
+                )))
+            }
+            other => {
+                return Err(WalsenderError::Protocol(format!(
+                    "unexpected answer {other:#04x} to SSLRequest"
+                )))
+            }
+        }
+        let tls = |e: openssl::error::ErrorStack| WalsenderError::Tls(e.to_string());
+        let mut config = self.connector.configure().map_err(tls)?;
+        self.configure(&mut config);
+        let ssl = config.into_ssl(name).map_err(tls)?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(tls)?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| WalsenderError::Tls(e.to_string()))?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// Connects to `url` (see [`Target`]); the connection is driven by a task of its own,
+/// which ends with it. A `DATABASE_URL` that cannot be parsed is an error.
+pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    match Target::parse(url) {
+        Ok(target) => target.connect().await,
+        // Let tokio-postgres say what it refuses. Nothing connects without the TLS asked
+        // for: every string `Target::parse` refuses is refused by tokio-postgres too (a bad
+        // sslmode, or an sslrootcert, an option it does not know).
+        Err(_) => tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map(|(client, connection)| {
+                tokio::spawn(connection);
+                client
+            }),
+    }
 }
 
 /// The longest wait between two reconnection attempts: a restarted server is found at most
@@ -80,10 +363,19 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
 /// Connects to `url`, retrying with [`backoff`] for as long as the server is unavailable
 /// (logged as `what`). Any other error (a wrong password, a missing database) is returned.
 pub async fn reconnect(url: &str, what: &str) -> Result<Client, tokio_postgres::Error> {
+    match Target::parse(url) {
+        Ok(target) => reconnect_to(&target, what).await,
+        // tokio-postgres refuses it too (see `connect`), with its own words.
+        Err(_) => connect(url).await,
+    }
+}
+
+/// [`reconnect`] to a parsed target.
+pub async fn reconnect_to(target: &Target, what: &str) -> Result<Client, tokio_postgres::Error> {
     let started = std::time::Instant::now();
     let mut delays = backoff();
     loop {
-        match connect(url).await {
+        match target.connect().await {
             Ok(client) => {
                 tracing::info!(
                     what,

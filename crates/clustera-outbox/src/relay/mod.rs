@@ -2,48 +2,85 @@
 //! outbox table become Debezium-format change events on Kafka, keyed by aggregate so events
 //! of one aggregate keep their order.
 //!
-//! It reads the logical replication slot with `pg_logical_slot_peek_binary_changes`
-//! (pgoutput), which returns whole committed transactions without consuming them, and moves
-//! the slot's confirmed position with `pg_replication_slot_advance` only after Kafka has
-//! acknowledged every event of the transactions before it. A relay killed at any moment
-//! therefore resumes at the first unacknowledged transaction: nothing is lost, and what was
-//! sent twice is absorbed by the processor's markers.
+//! # Streaming (the default)
 //!
-//! PostgreSQL restarting does not stop it: a round that meets an unavailable server
-//! ([`crate::pg`]'s rule: connection lost, admin shutdown, `08xxx`, ...) is abandoned, the
-//! relay reconnects with backoff, and the next round peeks again from the slot's confirmed
-//! position. Events of the abandoned round that Kafka had already acknowledged are sent again
-//! (after the ones before them, never instead), which the processor's markers absorb; nothing
-//! is lost and the first copies keep their order. Meanwhile no round completes, so `/healthz`
-//! fails once the outage outlasts the stall timeout, and recovers with the first round after
-//! it. Any other PostgreSQL error still stops the relay.
+//! The relay holds one walsender session on the logical replication slot
+//! (`START_REPLICATION SLOT … LOGICAL`, pgoutput protocol 1; [`walsender`]) and sends each
+//! inserted row to Kafka as soon as it is decoded. Memory stays bounded whatever the size of
+//! a transaction: at most `max_in_flight` events wait for Kafka's acknowledgement, and while
+//! they do the relay stops reading, so the server waits (TCP backpressure).
+//!
+//! Its standby status updates report as flushed the end of the highest transaction whose
+//! events were all acknowledged by Kafka, never more ([`progress`]); when nothing is pending,
+//! the server's own position from its keepalives, so that a quiet outbox does not hold WAL
+//! back while other tables write. Keepalives that ask for an answer get one at once, and a
+//! status update goes out every `status_interval` regardless.
+//!
+//! A relay killed at any moment therefore resumes at the first unconfirmed transaction:
+//! nothing is lost, and what was sent twice is absorbed by the processor's markers.
+//!
+//! The session holds the slot active, so a second relay on the same slot is refused with
+//! [`RelayError::SlotActive`] (after [`ACTIVE_GRACE`], in which a relay just killed lets the
+//! slot go). A slot that does not exist is [`RelayError::SlotMissing`], which says how to
+//! recover.
+//!
+//! PostgreSQL restarting does not stop it: a session that meets an unavailable server
+//! ([`crate::pg`]'s rule: connection lost, admin shutdown, `08xxx`, ...) waits for the
+//! events it sent, then reconnects with backoff and starts again from the slot's confirmed
+//! position (logging "reconnected to postgres"). Events Kafka had acknowledged but the server
+//! had not yet been told of are sent again, after the first copies, never instead. Any other
+//! error stops the relay.
+//!
+//! # Peek (`CLUSTERA_RELAY_READ=peek`)
+//!
+//! The previous read path, kept for comparison ([`peek`]): rounds of
+//! `pg_logical_slot_peek_binary_changes` over SQL, whole transactions at a time, then
+//! `pg_replication_slot_advance`. Its memory grows with the largest transaction.
 //!
 //! Its producer comes from the shared builder ([`clustera::infra::producer`]), so the
 //! `KAFKA_*` settings, `KAFKA_PROPERTY_*` passthrough and the refusal of weak delivery apply
 //! as for every kernel; its metrics and health are served by the shared listener
-//! ([`telemetry::RelayTelemetry`]).
+//! ([`telemetry::RelayTelemetry`]). The record's key and value are built in one place,
+//! [`event`].
 
+mod event;
+mod peek;
+mod progress;
+mod stream;
 mod telemetry;
 pub mod wakeup;
+pub mod walsender;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clustera::infra::idempotent_producer_config;
-use clustera_pgoutput::{self as pgoutput, Column, PgOutput};
+use clustera::infra::env::{number, Vars};
+use clustera::infra::{idempotent_producer_config, ConfigError};
+use clustera_pgoutput as pgoutput;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer as _};
 use rdkafka::ClientConfig;
-use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
+use crate::pg::{Target, TargetError};
+use event::Relation;
 pub use telemetry::{RelayMetrics, RelayTelemetry};
 use wakeup::Wakeups;
+pub use walsender::WalsenderError;
 
-/// Where the relay reads and writes.
+/// How the relay reads the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A walsender session (`START_REPLICATION`): the default.
+    Stream,
+    /// Rounds of `pg_logical_slot_peek_binary_changes` over SQL (the previous relay, kept for
+    /// comparison).
+    Peek,
+}
+
+/// Where the relay reads and writes, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
     /// Schema of the outbox table.
@@ -58,10 +95,20 @@ pub struct RelayConfig {
     pub topic: String,
     /// Column whose value keys the Kafka record.
     pub key_column: String,
-    /// Changes read per round trip (whole transactions are always read).
+    /// Peek only: changes read per round trip (whole transactions are always read).
     pub batch: i32,
-    /// The channel the outbox trigger notifies at commit.
+    /// Peek only: the channel the outbox trigger notifies at commit.
     pub channel: String,
+    /// How the slot is read.
+    pub read: ReadMode,
+    /// Streaming: the longest time between two standby status updates.
+    pub status_interval: Duration,
+    /// Streaming: the most events sent and not yet acknowledged; past it the relay stops
+    /// reading until Kafka catches up.
+    pub max_in_flight: usize,
+    /// Streaming: when set, `pg_logical_emit_message` writes a heartbeat into the WAL this
+    /// often (like Debezium's `heartbeat.action.query`).
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -75,9 +122,77 @@ impl Default for RelayConfig {
             key_column: "aggregate_id".into(),
             batch: 2000,
             channel: wakeup::CHANNEL.into(),
+            read: ReadMode::Stream,
+            status_interval: Duration::from_secs(1),
+            max_in_flight: 10_000,
+            heartbeat: None,
         }
     }
 }
+
+impl RelayConfig {
+    /// The settings from the environment (the README's relay table), defaults for what is
+    /// unset.
+    pub fn from_vars(var: Vars<'_>) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        let text = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        for (name, field) in [
+            ("CLUSTERA_OUTBOX_SCHEMA", &mut c.schema),
+            ("CLUSTERA_OUTBOX_TABLE", &mut c.table),
+            ("CLUSTERA_OUTBOX_PUBLICATION", &mut c.publication),
+            ("CLUSTERA_OUTBOX_SLOT", &mut c.slot),
+            ("CLUSTERA_OUTBOX_KEY_COLUMN", &mut c.key_column),
+        ] {
+            if let Some(v) = text(name) {
+                *field = v;
+            }
+        }
+        let prefix = text("CLUSTERA_OUTBOX_TOPIC_PREFIX").unwrap_or_else(|| "postgres".into());
+        c.topic = text("CLUSTERA_OUTBOX_TOPIC")
+            .unwrap_or_else(|| format!("{prefix}.{}.{}", c.schema, c.table));
+        c.read = match text("CLUSTERA_RELAY_READ").as_deref() {
+            None | Some("stream") => ReadMode::Stream,
+            Some("peek") => ReadMode::Peek,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_RELAY_READ",
+                    format!("{other:?} is neither stream nor peek"),
+                ))
+            }
+        };
+        if let Some(ms) = number::<u64>(var, "CLUSTERA_RELAY_STATUS_INTERVAL_MS")? {
+            if ms == 0 {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_RELAY_STATUS_INTERVAL_MS",
+                    "must be at least 1",
+                ));
+            }
+            c.status_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = number::<usize>(var, "CLUSTERA_RELAY_MAX_IN_FLIGHT")? {
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_RELAY_MAX_IN_FLIGHT",
+                    "must be at least 1",
+                ));
+            }
+            c.max_in_flight = n;
+        }
+        c.heartbeat = number::<u64>(var, "CLUSTERA_RELAY_HEARTBEAT_MS")?
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        Ok(c)
+    }
+}
+
+/// How long a relay starting up waits for a slot held by another session before it
+/// refuses: a relay that was just killed lets its slot go as soon as the server sees its
+/// connection closed, well within this.
+pub const ACTIVE_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -85,25 +200,69 @@ pub enum RelayError {
     /// PostgreSQL failed.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The walsender session failed.
+    #[error("postgres replication: {0}")]
+    Walsender(#[from] WalsenderError),
+    /// `DATABASE_URL` cannot be used.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// The server is not configured for logical decoding.
     #[error(
         "wal_level is {0:?}: set wal_level = logical in postgresql.conf and restart PostgreSQL"
     )]
     WalLevel(String),
+    /// The replication slot does not exist.
+    #[error(
+        "replication slot {slot:?} does not exist. Recover with `clustera outbox init`, which \
+         creates it again; rows committed while it was missing are not relayed (compare the \
+         outbox with the topic, and insert again what is missing)"
+    )]
+    SlotMissing {
+        /// The slot's name.
+        slot: String,
+    },
+    /// Another session (another relay) holds the slot.
+    #[error(
+        "replication slot {slot:?} is in use by another session ({detail}): only one relay may \
+         read a slot. Stop the other relay, or give this one its own slot and publication \
+         (CLUSTERA_OUTBOX_SLOT, CLUSTERA_OUTBOX_PUBLICATION)"
+    )]
+    SlotActive {
+        /// The slot's name.
+        slot: String,
+        /// The server's message (it names the other session's process id).
+        detail: String,
+    },
     /// Kafka refused an event.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The stream inserted into a relation it had not described first (a server bug).
+    #[error("the replication stream has an insert into relation {0}, which it never described")]
+    UnknownRelation(u32),
     /// The slot returned bytes that are not pgoutput.
     #[error("decoding the replication stream: {0}")]
     Decode(#[from] pgoutput::PgOutputError),
 }
 
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+impl RelayError {
+    /// Whether PostgreSQL is unavailable (the relay reconnects) rather than refusing.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Postgres(e) => crate::pg::is_unavailable(e),
+            Self::Walsender(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
-/// Creates the outbox table (the seed's columns), the publication and the slot, each only if
-/// missing. Fails clearly unless `wal_level` is `logical`.
+pub(crate) fn quote_ident(s: &str) -> String {
+    pgoutput::replication::quote_ident(s)
+}
+
+/// Creates the outbox table (the seed's columns), the publication (inserts only: deletes
+/// and updates of the outbox are never decoded for nothing) and the slot, each only if
+/// missing; an existing publication is set to inserts only. Fails clearly unless
+/// `wal_level` is `logical`.
 pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayError> {
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal_level != "logical" {
@@ -136,14 +295,14 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
         )
         .await?
         .is_some();
-    if !has_publication {
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {table}",
-                quote_ident(&config.publication)
-            ))
-            .await?;
-    }
+    let publication = quote_ident(&config.publication);
+    client
+        .batch_execute(&if has_publication {
+            format!("ALTER PUBLICATION {publication} SET (publish = 'insert')")
+        } else {
+            format!("CREATE PUBLICATION {publication} FOR TABLE {table} WITH (publish = 'insert')")
+        })
+        .await?;
     let has_slot = client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
@@ -169,12 +328,6 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
     Ok(())
 }
 
-struct Relation {
-    schema: String,
-    table: String,
-    columns: Vec<Column>,
-}
-
 /// The relay's producer: the shared idempotent builder with no linger (a round waits for
 /// every acknowledgement before it confirms, so batching would only add latency).
 /// `KAFKA_PROPERTY_*` values win, as for every producer.
@@ -182,13 +335,11 @@ fn producer_config(kafka: &clustera::Config) -> ClientConfig {
     idempotent_producer_config(kafka, Duration::ZERO)
 }
 
-/// Microseconds between 1970-01-01 and 2000-01-01, PostgreSQL's epoch.
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
-
 /// Streams outbox inserts to Kafka.
 pub struct Relay {
-    /// Where to reconnect after PostgreSQL went away.
-    url: String,
+    /// Where PostgreSQL is (also where to reconnect after it went away).
+    target: Target,
+    /// A SQL session: the peek rounds, and the streaming relay's checks.
     client: Client,
     producer: FutureProducer,
     config: RelayConfig,
@@ -198,15 +349,8 @@ pub struct Relay {
     telemetry: Option<Arc<RelayTelemetry>>,
 }
 
-/// How long the relay sleeps between empty rounds without wake-ups, and with them (then only
-/// a safety net for a lost notification).
-const POLL: Duration = Duration::from_millis(50);
-const POLL_WITH_WAKEUPS: Duration = Duration::from_secs(1);
-/// After a wake-up, how long empty rounds are retried quickly: with asynchronous commit, the
-/// committed WAL may reach logical decoding up to a WAL-writer cycle after the notification.
-const AFTER_WAKEUP: Duration = Duration::from_millis(300);
-/// How often the slot's lag is measured (a query of its own).
-const LAG_EVERY: Duration = Duration::from_secs(5);
+/// The SQL session's settings: values in ISO format and UTC, whatever the database says.
+const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
 
 impl Relay {
     /// A relay reading PostgreSQL at `url` (connected now: an unreachable server at start is
@@ -216,9 +360,12 @@ impl Relay {
         kafka: &clustera::Config,
         config: RelayConfig,
     ) -> Result<Self, RelayError> {
+        let target = Target::parse(url)?;
+        let client = target.connect().await?;
+        client.batch_execute(SESSION_SETTINGS).await?;
         Ok(Self {
-            url: url.to_owned(),
-            client: crate::pg::connect(url).await?,
+            target,
+            client,
             producer: producer_config(kafka).create()?,
             config,
             relations: HashMap::new(),
@@ -228,32 +375,13 @@ impl Relay {
         })
     }
 
-    /// Reports rounds, events, the slot's lag and health to `telemetry`.
+    /// Reports events, positions, the slot's WAL and health to `telemetry`.
     pub fn with_telemetry(mut self, telemetry: Arc<RelayTelemetry>) -> Self {
         self.telemetry = Some(telemetry);
         self
     }
 
-    /// Measures how far the slot's confirmed position is behind the server's WAL.
-    async fn measure_lag(&self) -> Result<(), RelayError> {
-        let Some(telemetry) = &self.telemetry else {
-            return Ok(());
-        };
-        let row = self
-            .client
-            .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.config.slot],
-            )
-            .await?;
-        if let Some(lag) = row.and_then(|r| r.get::<_, Option<i64>>(0)) {
-            telemetry.metrics.slot_lag(lag);
-        }
-        Ok(())
-    }
-
-    /// Reads as soon as the outbox trigger notifies, instead of every 50 ms.
+    /// Peek only: reads as soon as the outbox trigger notifies, instead of every 50 ms.
     pub fn with_wakeups(mut self, wakeups: Wakeups) -> Self {
         self.wakeups = Some(wakeups);
         self
@@ -264,9 +392,8 @@ impl Relay {
         self.relayed.clone()
     }
 
-    /// Relays until `stop` resolves. When idle, it waits for a wake-up or polls every 50 ms
-    /// (every second with wake-ups). Reconnects, with backoff, for as long as PostgreSQL is
-    /// unavailable; returns on any other error.
+    /// Relays until `stop` resolves, by the configured [`ReadMode`]. Reconnects, with
+    /// backoff, for as long as PostgreSQL is unavailable; returns on any other error.
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
@@ -284,175 +411,15 @@ impl Relay {
         if let Ok(Err(e)) = warmed.await {
             tracing::warn!(error = %e, "no metadata for the relay's topic yet");
         }
-        let mut woken_until = None;
-        let mut lag_measured = tokio::time::Instant::now() - LAG_EVERY;
-        loop {
-            let round = tokio::select! {
-                _ = &mut stop => break,
-                r = self.round(&mut lag_measured) => r,
-            };
-            let sent = match round {
-                Ok(sent) => sent,
-                Err(RelayError::Postgres(e)) if crate::pg::is_unavailable(&e) => {
-                    tracing::warn!(error = %e,
-                        "postgres unavailable; reconnecting, then resuming from the slot's confirmed position");
-                    self.client = tokio::select! {
-                        _ = &mut stop => break,
-                        r = crate::pg::reconnect(&self.url, "relay") => r?,
-                    };
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if sent > 0 {
-                continue;
-            }
-            let now = tokio::time::Instant::now();
-            if woken_until.is_some_and(|until| now < until) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-            woken_until = None;
-            let woken = match &self.wakeups {
-                None => tokio::select! {
-                    _ = &mut stop => break,
-                    _ = tokio::time::sleep(POLL) => false,
-                },
-                Some(w) => tokio::select! {
-                    _ = &mut stop => break,
-                    _ = w.notified() => true,
-                    _ = tokio::time::sleep(POLL_WITH_WAKEUPS) => false,
-                },
-            };
-            if woken {
-                woken_until = Some(tokio::time::Instant::now() + AFTER_WAKEUP);
-            }
-        }
+        let result = match self.config.read {
+            ReadMode::Stream => self.run_stream(stop).await,
+            ReadMode::Peek => self.run_peek(stop).await,
+        };
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
             .await
             .ok();
-        Ok(())
-    }
-
-    /// A round ([`step`](Self::step)), reported to the telemetry, and the slot's lag when it
-    /// is due.
-    async fn round(
-        &mut self,
-        lag_measured: &mut tokio::time::Instant,
-    ) -> Result<usize, RelayError> {
-        let started = tokio::time::Instant::now();
-        let sent = self.step().await?;
-        if let Some(t) = &self.telemetry {
-            t.round(sent, started.elapsed());
-        }
-        if lag_measured.elapsed() >= LAG_EVERY {
-            self.measure_lag().await?;
-            *lag_measured = tokio::time::Instant::now();
-        }
-        Ok(sent)
-    }
-
-    /// One round: peek whole transactions, send their events, wait for every
-    /// acknowledgement, then confirm up to the last commit. Returns the events sent.
-    pub async fn step(&mut self) -> Result<usize, RelayError> {
-        let started = std::time::Instant::now();
-        let rows = self
-            .client
-            .query(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
-                &[&self.config.slot, &self.config.batch, &self.config.publication],
-            )
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let mut deliveries = VecDeque::new();
-        let mut sent = 0;
-        let mut confirm = None;
-        let (mut xid, mut commit_ts) = (0u32, 0i64);
-        for row in &rows {
-            let data: Vec<u8> = row.get(0);
-            match pgoutput::parse(&data)? {
-                PgOutput::Begin {
-                    xid: x,
-                    commit_ts: ts,
-                    ..
-                } => {
-                    xid = x;
-                    commit_ts = ts;
-                }
-                PgOutput::Relation {
-                    oid,
-                    namespace,
-                    name,
-                    columns,
-                } => {
-                    self.relations.insert(
-                        oid,
-                        Relation {
-                            schema: namespace,
-                            table: name,
-                            columns,
-                        },
-                    );
-                }
-                PgOutput::Insert { oid, values } => {
-                    let Some(rel) = self.relations.get(&oid) else {
-                        continue;
-                    };
-                    if rel.schema != self.config.schema || rel.table != self.config.table {
-                        continue;
-                    }
-                    let (key, envelope) = self.envelope(rel, &values, xid, commit_ts);
-                    let payload = envelope.to_string();
-                    let record = FutureRecord::to(&self.config.topic)
-                        .key(&key)
-                        .payload(&payload);
-                    let mut record = record;
-                    loop {
-                        match self.producer.send_result(record) {
-                            Ok(d) => break deliveries.push_back(d),
-                            // The producer's queue is full (its share of CLUSTERA_MEMORY_BYTES):
-                            // wait for the oldest event sent, then try again.
-                            Err((
-                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                r,
-                            )) if !deliveries.is_empty() => {
-                                record = r;
-                                if let Some(d) = deliveries.pop_front() {
-                                    self.acknowledged(d).await?;
-                                }
-                            }
-                            Err((e, _)) => return Err(RelayError::Kafka(e)),
-                        }
-                    }
-                    sent += 1;
-                }
-                PgOutput::Commit { end_lsn, .. } => confirm = Some(end_lsn),
-                PgOutput::Other(_) => {}
-            }
-        }
-        let peeked = started.elapsed();
-        for d in deliveries {
-            self.acknowledged(d).await?;
-        }
-        if let Some(lsn) = confirm {
-            self.client
-                .execute(
-                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                    &[&self.config.slot, &pgoutput::format_lsn(lsn)],
-                )
-                .await?;
-        }
-        tracing::debug!(
-            rows = rows.len(),
-            sent,
-            peek_ms = peeked.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "relay round"
-        );
-        Ok(sent)
+        result
     }
 
     /// Waits for Kafka's acknowledgement of one event.
@@ -465,70 +432,6 @@ impl Relay {
             Ok(Err((e, _))) => Err(RelayError::Kafka(e)),
             Err(_) => Err(RelayError::Kafka(KafkaError::Canceled)),
         }
-    }
-
-    /// The Debezium change event (JSON converter without schemas) for one inserted row.
-    fn envelope(
-        &self,
-        rel: &Relation,
-        values: &[Option<String>],
-        xid: u32,
-        commit_ts: i64,
-    ) -> (String, Value) {
-        let mut after = Map::new();
-        let mut key = String::new();
-        for (column, value) in rel.columns.iter().zip(values) {
-            if column.name == self.config.key_column {
-                key = value.clone().unwrap_or_default();
-            }
-            after.insert(
-                column.name.clone(),
-                debezium_value(column.type_oid, value.as_deref()),
-            );
-        }
-        let ts_ms = (commit_ts + PG_EPOCH_US) / 1000;
-        let envelope = json!({
-            "before": null,
-            "after": after,
-            "source": {
-                "connector": "postgresql",
-                "name": "clustera",
-                "ts_ms": ts_ms,
-                "snapshot": "false",
-                "schema": rel.schema,
-                "table": rel.table,
-                "txId": xid,
-            },
-            "op": "c",
-            "ts_ms": chrono::Utc::now().timestamp_millis(),
-        });
-        (key, envelope)
-    }
-}
-
-/// A column value in Debezium's PostgreSQL encoding: uuid, json(b) and text as strings,
-/// timestamptz as an ISO-8601 ZonedTimestamp, numbers and booleans as JSON.
-fn debezium_value(type_oid: u32, text: Option<&str>) -> Value {
-    let Some(text) = text else {
-        return Value::Null;
-    };
-    match type_oid {
-        16 => Value::Bool(text == "t"),
-        20 | 21 | 23 => text
-            .parse::<i64>()
-            .map_or_else(|_| json!(text), Value::from),
-        700 | 701 => text
-            .parse::<f64>()
-            .map_or_else(|_| json!(text), Value::from),
-        1184 => chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").map_or_else(
-            |_| json!(text),
-            |t| {
-                json!(t
-                    .with_timezone(&chrono::Utc)
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            },
-        ),
-        _ => json!(text),
     }
 }
 
@@ -552,6 +455,49 @@ mod tests {
         let c = producer_config(&kafka);
         let got = ["compression.type", "message.timeout.ms", "linger.ms"].map(|p| c.get(p));
         assert_eq!(got, [Some("lz4"), Some("120000"), Some("0")]);
+    }
+
+    #[test]
+    fn settings_come_from_the_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            RelayConfig::from_vars(&vars(&[])).unwrap(),
+            RelayConfig::default()
+        );
+        let c = RelayConfig::from_vars(&vars(&[
+            ("CLUSTERA_OUTBOX_SCHEMA", "app"),
+            ("CLUSTERA_OUTBOX_TABLE", "outbox"),
+            ("CLUSTERA_OUTBOX_TOPIC_PREFIX", "prod"),
+            ("CLUSTERA_OUTBOX_SLOT", "s"),
+            ("CLUSTERA_RELAY_READ", "peek"),
+            ("CLUSTERA_RELAY_HEARTBEAT_MS", "500"),
+            ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "7"),
+        ]))
+        .unwrap();
+        assert_eq!(c.topic, "prod.app.outbox");
+        assert_eq!(c.slot, "s");
+        assert_eq!(c.read, ReadMode::Peek);
+        assert_eq!(c.heartbeat, Some(Duration::from_millis(500)));
+        assert_eq!(c.max_in_flight, 7);
+        let c = RelayConfig::from_vars(&vars(&[("CLUSTERA_OUTBOX_TOPIC", "t")])).unwrap();
+        assert_eq!(c.topic, "t");
+        for (name, value) in [
+            ("CLUSTERA_RELAY_READ", "poll"),
+            ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "0"),
+            ("CLUSTERA_RELAY_STATUS_INTERVAL_MS", "x"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![(name, value)].into_boxed_slice());
+            let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(e.variable, name);
+        }
     }
 
     #[test]
