@@ -139,7 +139,11 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
                 None => None,
             };
             tracing::info!("relaying outbox inserts; Ctrl-C to stop");
-            relay.run_until(clustera::runtime::signal()).await?;
+            // One line, each cause once (the relay's errors already show their source).
+            relay
+                .run_until(clustera::runtime::signal())
+                .await
+                .map_err(|e| anyhow::anyhow!(clustera::infra::error_chain(&e)))?;
         }
         OutboxCommand::Process => {
             let pool = PoolSettings::from_env()?;

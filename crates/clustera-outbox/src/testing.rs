@@ -22,6 +22,8 @@ pub struct Postgres {
     url: String,
     port: u16,
     root: bool,
+    /// Extra `-c name=value` settings, kept for restarts.
+    settings: Vec<(String, String)>,
 }
 
 fn is_root() -> bool {
@@ -51,6 +53,14 @@ fn as_server_user(program: &str, root: bool) -> Command {
 impl Postgres {
     /// Starts a server; fails with instructions if PostgreSQL is not installed.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts a server with `files` written into its data directory (readable by the server
+    /// only, as it wants its TLS key) and extra `settings` (`-c name=value`; relative paths
+    /// in them are relative to the data directory): `ssl=on` with a test CA's certificate,
+    /// for instance.
+    pub fn start_with(files: &[(&str, &[u8])], settings: &[(&str, &str)]) -> Result<Self, String> {
         if !PathBuf::from(PG_BIN).join("initdb").is_file() {
             return Err(format!(
                 "PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): run scripts/install-postgres.sh"
@@ -85,6 +95,23 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        for (name, bytes) in files {
+            let path = data.join(name);
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut chmod = Command::new("chmod");
+            chmod.arg("600").arg(&path);
+            let mut commands = vec![chmod];
+            if root {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(&path);
+                commands.push(chown);
+            }
+            for mut c in commands {
+                if !c.status().is_ok_and(|s| s.success()) {
+                    return Err(format!("cannot prepare {}", path.display()));
+                }
+            }
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -95,6 +122,10 @@ impl Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
             root,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         pg.start_again()?;
         Ok(pg)
@@ -122,6 +153,11 @@ impl Postgres {
             // 200 ms cycle, which would be the pipeline's latency floor.
             .args(["-c", "wal_level=logical", "-c", "fsync=off"])
             .args(["-c", "max_replication_slots=8", "-c", "max_wal_senders=8"])
+            .args(
+                self.settings
+                    .iter()
+                    .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -182,6 +218,11 @@ impl Postgres {
     /// `DATABASE_URL` for the server.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -313,3 +313,271 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+/// Starts a relay with `config` in a task; its `relayed` counter and a stop sender.
+async fn spawn_relay(
+    url: &str,
+    bootstrap: &str,
+    config: RelayConfig,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), clustera_outbox::relay::RelayError>>,
+) {
+    let relay = Relay::connect(url, &kafka_config(bootstrap), config)
+        .await
+        .unwrap();
+    let relayed = relay.relayed();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run_until(async {
+        let _ = rx.await;
+    }));
+    (relayed, tx, task)
+}
+
+async fn slot_active(client: &Client) -> bool {
+    client
+        .query_one(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'clustera_outbox'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_relayed(relayed: &std::sync::atomic::AtomicU64, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relayed.load(Ordering::Relaxed) < count {
+        assert!(
+            Instant::now() < deadline,
+            "relayed {} of {count}",
+            relayed.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_relay_on_the_same_slot_is_refused_and_the_first_keeps_relaying() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    init(&client, &RelayConfig::default()).await.unwrap();
+    let broker = MockBroker::start(1).unwrap();
+    broker
+        .create_topic("postgres.activity.event_outbox", 2)
+        .unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    let (relayed, stop, first) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !slot_active(&client).await {
+        assert!(Instant::now() < deadline, "the first relay holds the slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second = Relay::connect(pg.url(), &kafka_config(&bootstrap), RelayConfig::default())
+        .await
+        .unwrap();
+    let refused = second
+        .run_until(std::future::pending())
+        .await
+        .expect_err("a second relay on the same slot is refused");
+    let message = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            clustera_outbox::relay::RelayError::SlotActive { .. }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"clustera_outbox\" is in use by another session")
+            && message.contains("only one relay may read a slot")
+            && message.contains("is active for PID"),
+        "{message}"
+    );
+
+    insert(&client, 0, 2, 50).await;
+    wait_relayed(&relayed, 100).await;
+    let _ = stop.send(());
+    first.await.unwrap().unwrap();
+    let b = bootstrap.clone();
+    let got = tokio::task::spawn_blocking(move || events(&b))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 100, "the first relay alone published, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    init(&client, &RelayConfig::default()).await.unwrap();
+    let broker = MockBroker::start(1).unwrap();
+    broker
+        .create_topic("postgres.activity.event_outbox", 2)
+        .unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    client
+        .execute("SELECT pg_drop_replication_slot('clustera_outbox')", &[])
+        .await
+        .unwrap();
+    let (_, _stop, task) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+    let e = task.await.unwrap().expect_err("no slot, no relay");
+    let message = e.to_string();
+    assert!(
+        message.contains("replication slot \"clustera_outbox\" does not exist")
+            && message.contains("clustera outbox init"),
+        "{message}"
+    );
+
+    // The documented recovery: init creates the slot again; rows from then on are relayed.
+    init(&client, &RelayConfig::default()).await.unwrap();
+    insert(&client, 0, 1, 10).await;
+    relay_until(pg.url(), &bootstrap, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_are_iso_utc_whatever_the_databases_datestyle() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    client
+        .batch_execute(
+            "ALTER DATABASE postgres SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE postgres SET TimeZone = 'America/New_York';",
+        )
+        .await
+        .unwrap();
+    // A new session sees the database's settings.
+    let fresh = connect(pg.url()).await;
+    let shown: String = fresh.query_one("SHOW DateStyle", &[]).await.unwrap().get(0);
+    assert_eq!(shown, "SQL, DMY");
+    init(&fresh, &RelayConfig::default()).await.unwrap();
+    let broker = MockBroker::start(1).unwrap();
+    broker
+        .create_topic("postgres.activity.event_outbox", 1)
+        .unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    fresh
+        .execute(
+            "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload, created_at)
+             VALUES (gen_random_uuid(), 'User', 'UserCreated', '{}', '2026-01-02 03:04:05.678+00')",
+            &[],
+        )
+        .await
+        .unwrap();
+    relay_until(pg.url(), &bootstrap, 1).await;
+    let b = bootstrap.clone();
+    let values: Vec<serde_json::Value> = tokio::task::spawn_blocking(move || {
+        kafka::read_topic(b.as_str(), "postgres.activity.event_outbox")
+            .unwrap()
+            .into_iter()
+            .map(|m| serde_json::from_slice(m.value.as_deref().unwrap()).unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(
+        values[0]["after"]["created_at"], "2026-01-02T03:04:05.678Z",
+        "{}",
+        values[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publication_decodes_inserts_only() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    // A publication made by an earlier version, publishing everything.
+    client
+        .batch_execute(
+            "CREATE SCHEMA activity;
+             CREATE TABLE activity.event_outbox (event_id uuid PRIMARY KEY);
+             CREATE PUBLICATION clustera_outbox FOR TABLE activity.event_outbox;",
+        )
+        .await
+        .unwrap();
+    init(&client, &RelayConfig::default()).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = 'clustera_outbox'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let flags: (bool, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(flags, (true, false, false, false));
+}
+
+/// WAL the slot makes the server keep: from its `restart_lsn` to the current position.
+async fn retained_wal(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+             FROM pg_replication_slots WHERE slot_name = 'clustera_outbox'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_outbox_does_not_hold_back_wal_written_elsewhere() {
+    const WRITTEN: i64 = 300 << 20;
+    const BOUND: i64 = 64 << 20;
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let client = connect(pg.url()).await;
+    init(&client, &RelayConfig::default()).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE public.busy (id bigserial PRIMARY KEY, filler text)")
+        .await
+        .unwrap();
+    let broker = MockBroker::start(1).unwrap();
+    broker
+        .create_topic("postgres.activity.event_outbox", 1)
+        .unwrap();
+    let bootstrap = broker.bootstrap().to_owned();
+    let (relayed, stop, task) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+
+    let start: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut total = 0i64;
+    while total < WRITTEN {
+        client
+            .execute(
+                "INSERT INTO public.busy (filler) SELECT repeat(md5(i::text), 32) FROM generate_series(1, 20000) AS i",
+                &[],
+            )
+            .await
+            .unwrap();
+        total = client
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+                &[&start],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    }
+    // The server notes running transactions (what lets a slot's restart_lsn move) every
+    // 15 s on its own; the relay confirms the server's position from its keepalives.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut retained = retained_wal(&client).await;
+    while retained > BOUND {
+        assert!(
+            Instant::now() < deadline,
+            "the slot still retains {retained} bytes of the {total} written"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        retained = retained_wal(&client).await;
+    }
+    eprintln!("quiet outbox: {total} bytes of WAL written elsewhere, {retained} retained");
+    assert_eq!(relayed.load(Ordering::Relaxed), 0, "nothing to relay");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -261,9 +261,13 @@ impl Walsender {
             match self.read().await? {
                 Incoming::Message(backend::Message::CopyData(body)) => return Ok(body.into_bytes()),
                 Incoming::Message(backend::Message::ErrorResponse(body)) => return Err(body.into()),
-                Incoming::Message(backend::Message::CopyDone) => {
-                    return Err(WalsenderError::Closed)
-                }
+                // The server ends the stream when it shuts down (CopyDone, then the
+                // command's completion): like a lost connection, the server is going away.
+                Incoming::Message(
+                    backend::Message::CopyDone
+                    | backend::Message::CommandComplete(_)
+                    | backend::Message::ReadyForQuery(_),
+                ) => return Err(WalsenderError::Closed),
                 Incoming::Message(
                     backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_),
                 ) => {}
