@@ -49,6 +49,20 @@ enum OutboxCommand {
     Report,
     /// Check the read models against the outbox; non-zero exit on any problem.
     Verify,
+    /// Benchmark the relay alone: a backlog of outbox rows (inserted in transactions of
+    /// `--batch`) relayed into the embedded broker, streaming and peek side by side, each on
+    /// a fresh throwaway PostgreSQL and broker. Needs no DATABASE_URL.
+    BenchRelay {
+        /// Events per run.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Rows per inserting transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Runs of each read mode, alternating.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -101,6 +115,14 @@ pub fn pace(batch: usize, rate: Option<f64>) -> anyhow::Result<load::Pace> {
 
 /// Runs the subcommand.
 pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
+    if let OutboxCommand::BenchRelay {
+        events,
+        batch,
+        rounds,
+    } = args.command
+    {
+        return bench_relay(events, batch, rounds).await;
+    }
     let url = args
         .database_url
         .context("DATABASE_URL is not set (or pass --database-url)")?;
@@ -172,6 +194,8 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
         OutboxCommand::Report => {
             println!("{}", report::report(&connect(&url).await?).await?);
         }
+        // Run above, before DATABASE_URL is required.
+        OutboxCommand::BenchRelay { .. } => {}
         OutboxCommand::Verify => {
             let problems = report::verify(&connect(&url).await?).await?;
             for p in &problems {
@@ -183,5 +207,86 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             println!("OK");
         }
     }
+    Ok(())
+}
+
+/// One run of `clustera outbox bench-relay`: events/s from the relay's start until Kafka has
+/// acknowledged the whole backlog.
+async fn bench_relay_once(events: usize, batch: usize, read: ReadMode) -> anyhow::Result<f64> {
+    use clustera::testing::MockBroker;
+    use clustera_outbox::testing::Postgres;
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await?
+        .map_err(anyhow::Error::msg)
+        .context("starting a throwaway PostgreSQL")?;
+    let broker = MockBroker::start(1).context("starting the embedded broker")?;
+    let config = RelayConfig {
+        read,
+        ..RelayConfig::default()
+    };
+    // The mock cluster keeps at most 5 MB per partition: about 600 bytes an event, 4 MB a
+    // partition, so every record is kept (the broker's work is the same as a real one's).
+    let partitions = i32::try_from(events.div_ceil(4 << 20 / 600).max(4))?;
+    broker.create_topic(&config.topic, partitions)?;
+    let client = connect(pg.url()).await?;
+    init(&client, &config).await?;
+    let mut first = 0i64;
+    while first < events as i64 {
+        let last = (first + batch as i64).min(events as i64) - 1;
+        client
+            .execute(
+                "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload)
+                 SELECT gen_random_uuid(), 'User', 'UserCreated',
+                        jsonb_build_object('user_id', 'u' || i, 'email', 'u' || i || '@example.com', 'username', 'user' || i)
+                 FROM generate_series($1::bigint, $2::bigint) AS i",
+                &[&first, &last],
+            )
+            .await?;
+        first = last + 1;
+    }
+    let kafka = clustera::Config::for_brokers("bench-relay", broker.bootstrap(), &[]);
+    let relay = Relay::connect(pg.url(), &kafka, config).await?;
+    let relayed = relay.relayed();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(relay.run_until(async {
+        let _ = stopped.await;
+    }));
+    while relayed.load(std::sync::atomic::Ordering::Relaxed) < events as u64 {
+        if task.is_finished() {
+            task.await??;
+            anyhow::bail!("the relay stopped early");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    task.await??;
+    Ok(events as f64 / elapsed.as_secs_f64())
+}
+
+/// `clustera outbox bench-relay`.
+async fn bench_relay(events: usize, batch: usize, rounds: usize) -> anyhow::Result<()> {
+    if events == 0 || batch == 0 || rounds == 0 {
+        anyhow::bail!("--events, --batch and --rounds must be at least 1");
+    }
+    println!("relay alone: {events} events inserted {batch} per transaction before the relay starts; events/s until Kafka acknowledged the last");
+    let (mut stream, mut peek) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (read, runs) in [(ReadMode::Stream, &mut stream), (ReadMode::Peek, &mut peek)] {
+            let rate = bench_relay_once(events, batch, read).await?;
+            println!("round {round}: {read:?}: {rate:.0} events/s");
+            runs.push(rate);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (s, p) = (median(&mut stream), median(&mut peek));
+    println!(
+        "median: stream {s:.0} events/s, peek {p:.0} events/s, stream/peek {:.2}",
+        s / p
+    );
     Ok(())
 }
