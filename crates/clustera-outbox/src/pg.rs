@@ -424,6 +424,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_taken_out_of_either_form_of_database_url() {
+        let (rest, mode, root) = split_tls(
+            "postgres://u:p@h:5/db?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        );
+        assert_eq!(rest, "postgres://u:p@h:5/db?application_name=x");
+        assert_eq!(mode.as_deref(), Some("verify-full"));
+        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
+        let (rest, mode, root) = split_tls("postgres://u@h/db?sslmode=require");
+        assert_eq!(
+            (rest.as_str(), mode.as_deref(), root),
+            ("postgres://u@h/db", Some("require"), None)
+        );
+        let (rest, mode, root) =
+            split_tls("host=h dbname=db sslmode=verify-ca sslrootcert='/tmp/ca.pem' user=u");
+        assert_eq!(rest, "host=h dbname=db user=u");
+        assert_eq!(mode.as_deref(), Some("verify-ca"));
+        assert_eq!(root.as_deref(), Some("/tmp/ca.pem"));
+
+        let t = Target::parse("postgres://u@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(t.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(
+            t.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(
+            Target::parse("postgres://u@h/db").unwrap().ssl_mode,
+            SslMode::Prefer
+        );
+        let e = Target::parse("postgres://u@h/db?sslmode=allow-maybe").unwrap_err();
+        assert!(e.to_string().contains("allow-maybe"), "{e}");
+        let e = Target::parse("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent")
+            .unwrap_err();
+        assert!(matches!(e, TargetError::Tls(_)), "{e}");
+        // The password stays out of the debug output.
+        let t = Target::parse("postgres://u:hunter2@h/db").unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn reconnection_delays_grow_and_stay_capped() {
         let delays: Vec<Duration> = backoff().take(12).collect();
         assert!(delays[0] >= Duration::from_millis(100));

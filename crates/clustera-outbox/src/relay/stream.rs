@@ -378,12 +378,14 @@ impl Relay {
             let mut measured = tokio::time::Instant::now() - WATCH_EVERY;
             loop {
                 tick.tick().await;
+                // Connected on demand: while PostgreSQL is away, each tick tries once (the
+                // streaming session reports the outage; this task only measures).
                 let c = match &client {
                     Some(c) => c,
-                    None => match crate::pg::reconnect_to(&target, "relay watch").await {
+                    None => match target.connect().await {
                         Ok(c) => client.insert(c),
                         Err(e) => {
-                            tracing::warn!(error = %e, "relay watch: cannot connect");
+                            tracing::debug!(error = %e, "relay watch: cannot connect");
                             continue;
                         }
                     },
