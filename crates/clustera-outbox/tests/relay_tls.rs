@@ -199,9 +199,11 @@ async fn the_relay_logs_in_with_scram_or_md5_passwords() {
         .await
         .err()
         .expect("a wrong password is refused");
+    // As the CLI prints it: the error and its causes.
+    let message = clustera::infra::error_chain(&e);
     assert!(
-        e.to_string().contains("password authentication failed"),
-        "{e}"
+        message.contains("password authentication failed for user \"scram_relay\""),
+        "{message}"
     );
 
     let mut expected = 0;
