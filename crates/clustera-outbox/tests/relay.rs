@@ -250,7 +250,7 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_reports_events_rounds_lag_and_health() {
+async fn the_relay_reports_events_wal_commit_to_ack_and_health() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
     init(&client, &RelayConfig::default()).await.unwrap();
@@ -304,6 +304,16 @@ async fn the_relay_reports_events_rounds_lag_and_health() {
     };
     assert!(text.contains("clustera_relay_events_total 100"), "{text}");
     assert!(text.contains("clustera_relay_rounds_total"), "{text}");
+    // Streaming: retained WAL (restart_lsn), commit-to-acknowledgement per transaction.
+    assert!(text.contains("clustera_relay_retained_wal_bytes "), "{text}");
+    let confirmed_transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("clustera_relay_commit_to_ack_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        confirmed_transactions.is_some_and(|n| n >= 4),
+        "the 4 transactions timed: {text}"
+    );
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
