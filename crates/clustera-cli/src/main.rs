@@ -10,7 +10,9 @@ mod consume;
 mod control;
 mod demo;
 mod dev;
+mod exit;
 mod fault;
+mod format;
 mod kafkasend;
 mod lag;
 mod new;
@@ -120,7 +122,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("clustera: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code(&e))
         }
     }
 }
