@@ -188,6 +188,12 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         match consumer.commit_consumer_state(CommitMode::Sync) {
             // Every printed partition was taken away by a rebalance before it was stored.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) if !subscribed => {
+                return Err(e).context(
+                    "committing the group's offsets (reading chosen partitions commits outside \
+                     the group's membership, which a broker refuses while the group has members)",
+                )
+            }
             Err(e) => return Err(e).context("committing the group's offsets"),
         }
     }
