@@ -65,6 +65,19 @@ pub fn unreachable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Writes `text` to standard output; a reader that closed the pipe (`| head -1`) is no
+/// failure, so the command ends quietly with exit code 0 instead of a panic or an error.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

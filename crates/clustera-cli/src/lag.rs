@@ -102,21 +102,22 @@ pub fn run(args: LagArgs) -> anyhow::Result<()> {
         );
     }
     rows.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    println!(
-        "{:<30} {:>9} {:>12} {:>12} {:>10}",
+    let mut table = format!(
+        "{:<30} {:>9} {:>12} {:>12} {:>10}\n",
         "TOPIC", "PARTITION", "COMMITTED", "HIGH", "LAG"
     );
     for r in &rows {
         let c = r.committed.map_or("-".to_owned(), |c| c.to_string());
-        println!(
-            "{:<30} {:>9} {c:>12} {:>12} {:>10}",
+        table.push_str(&format!(
+            "{:<30} {:>9} {c:>12} {:>12} {:>10}\n",
             r.topic, r.partition, r.high, r.lag
-        );
+        ));
     }
     let total: i64 = rows.iter().map(|r| r.lag).sum();
-    println!(
-        "{:<30} {:>9} {:>12} {:>12} {total:>10}",
+    table.push_str(&format!(
+        "{:<30} {:>9} {:>12} {:>12} {total:>10}\n",
         "TOTAL", "", "", ""
-    );
+    ));
+    crate::exit::print(&table)?;
     Ok(())
 }

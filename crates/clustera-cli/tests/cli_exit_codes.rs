@@ -321,3 +321,56 @@ fn other_failures_exit_1_and_properties_reach_every_client() {
         );
     }
 }
+
+#[test]
+fn listings_into_a_closed_pipe_exit_0_quietly() {
+    let dev = Dev::start(&["listed:1"]);
+    let b = dev.addr.as_str();
+    let (code, stderr) = run(
+        &["produce", "--brokers", b, "--topic", "listed"],
+        &[],
+        b"a\n",
+    );
+    assert_eq!(
+        (code, stderr.as_str()),
+        (Some(0), "produced 1 messages to listed\n")
+    );
+    let (code, _) = run(
+        &[
+            "consume",
+            "--brokers",
+            b,
+            "--topic",
+            "listed",
+            "--group",
+            "g",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    for args in [
+        &["topics", "--brokers", b][..],
+        &["lag", "--brokers", b, "--group", "g"],
+        &[
+            "consume",
+            "--brokers",
+            b,
+            "--topic",
+            "listed",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ],
+    ] {
+        let mut child = start(args, &[], b"");
+        // The reader leaves before the command has connected, let alone printed (and were it
+        // slower, the output would only fit in the pipe).
+        drop(child.stdout.take());
+        let (code, stderr) = finish(child);
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?}");
+    }
+}
