@@ -129,17 +129,16 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             if args.exit_at_end { "true" } else { "false" },
         )
         .set(
-            "auto.offset.reset",
-            if args.from_beginning || args.offset == Some(StartOffset::Beginning) {
-                "earliest"
-            } else {
-                "latest"
-            },
-        )
-        .set(
             "group.id",
             args.group.as_deref().unwrap_or("clustera-cli-reader"),
         );
+    // Where a group without a commit starts: the flags say, else -X or KAFKA_AUTO_OFFSET_RESET,
+    // else only new records.
+    if args.from_beginning || args.offset == Some(StartOffset::Beginning) {
+        config.set("auto.offset.reset", "earliest");
+    } else if config.get("auto.offset.reset").is_none() {
+        config.set("auto.offset.reset", "latest");
+    }
     let consumer: BaseConsumer<QuietEnd> = config.create_with_context(QuietEnd)?;
     // Alone, --group joins the group; otherwise the partitions are assigned directly.
     let subscribed = args.group.is_some()
@@ -341,7 +340,8 @@ impl Reader<'_> {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     at_end.insert(p);
                 }
-                Some(Err(e)) => bail!("consuming {}: {e}", args.topic),
+                // The error itself travels on: a broker that is gone exits with 69.
+                Some(Err(e)) => return Err(e).context(format!("consuming {}", args.topic)),
                 Some(Ok(m)) => {
                     last = Instant::now();
                     at_end.remove(&m.partition());

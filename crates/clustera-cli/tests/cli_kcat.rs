@@ -427,6 +427,19 @@ fn partition_offset_count_and_exit_at_end_choose_what_is_read() {
     first.sort();
     assert_eq!(first, both);
     assert_eq!(offsets(&dev, &group), Vec::<String>::new());
+    // A new group starts where -X auto.offset.reset says, when no flag says otherwise.
+    let fresh = [
+        "--group",
+        "fresh",
+        "-X",
+        "group.protocol=consumer",
+        "--exit-at-end",
+        "-X",
+        "auto.offset.reset=earliest",
+    ];
+    let mut from_reset = offsets(&dev, &fresh);
+    from_reset.sort();
+    assert_eq!(from_reset, both);
     // Reading chosen partitions as a group commits for it outside the group's membership
     // (the mock refuses that for a group that has had members, as g has, so h is used), and
     // --offset stored resumes there.
