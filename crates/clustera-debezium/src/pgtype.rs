@@ -31,7 +31,6 @@
 //! | one-dimensional arrays of the above | `array` | the element's | elements mapped alike |
 
 use base64::Engine as _;
-use chrono::{Datelike, NaiveDate, Timelike};
 
 use crate::connect::Schema;
 use crate::json_out::Json;
@@ -353,7 +352,7 @@ impl Mapped {
                     ("value", Json::Str(base64(&d.unscaled_bytes()))),
                 ])
             }
-            Mapped::Date => Json::Int(i64::from(days_since_epoch(parse_date(text)?)?)),
+            Mapped::Date => Json::Int(i64::from(parse_date(text)?)),
             Mapped::TimeMillis => Json::Int(parse_time(text)? / 1_000),
             Mapped::TimeMicros => Json::Int(parse_time(text)?),
             Mapped::TimestampMillis => Json::Int(match text {
@@ -368,7 +367,7 @@ impl Mapped {
             }),
             Mapped::ZonedTimestamp(fraction) => Json::Str(match text {
                 "infinity" | "-infinity" => text.to_owned(),
-                _ => format_utc_timestamp(parse_timestamptz(text)?, *fraction)?,
+                _ => format_utc_timestamp(parse_timestamptz(text)?, *fraction),
             }),
             Mapped::ZonedTime => Json::Str(parse_timetz(text)?),
             Mapped::Interval => Json::Int(parse_interval(text)?),
@@ -526,9 +525,45 @@ fn strip_bc(text: &str) -> (&str, bool) {
     }
 }
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (the civil-from-days algorithm of
+/// Howard Hinnant's "chrono-compatible low-level date algorithms", in 64-bit arithmetic so
+/// PostgreSQL's whole range, 4713 BC to 5874897 AD, fits; Rust's chrono stops at ±262143).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`]: `(year, month, day)`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// `YYYY-MM-DD` (`DateStyle=ISO`), the year possibly longer; `bc` makes year `y` the
-/// proleptic year `1 - y`.
-fn parse_ymd(text: &str, bc: bool) -> Result<NaiveDate, String> {
+/// proleptic year `1 - y`. Returns days since 1970-01-01.
+fn parse_ymd(text: &str, bc: bool) -> Result<i64, String> {
     let bad = || format!("{text:?} is not an ISO date (is DateStyle ISO?)");
     let mut parts = text.splitn(3, '-');
     let (y, m, d) = match (parts.next(), parts.next(), parts.next()) {
@@ -536,32 +571,26 @@ fn parse_ymd(text: &str, bc: bool) -> Result<NaiveDate, String> {
         _ => return Err(bad()),
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(y) || m.len() != 2 || d.len() != 2 || !digits(m) || !digits(d) {
+    if !digits(y) || y.len() > 7 || m.len() != 2 || d.len() != 2 || !digits(m) || !digits(d) {
         return Err(bad());
     }
-    let year: i32 = y.parse().map_err(|_| bad())?;
+    let year: i64 = y.parse().map_err(|_| bad())?;
     let year = if bc { 1 - year } else { year };
-    NaiveDate::from_ymd_opt(
-        year,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    )
-    .ok_or_else(bad)
+    let month: u32 = m.parse().map_err(|_| bad())?;
+    let day: u32 = d.parse().map_err(|_| bad())?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Err(bad());
+    }
+    Ok(days_from_civil(year, month, day))
 }
 
-fn parse_date(text: &str) -> Result<NaiveDate, String> {
+/// A `date` → days since the epoch, Debezium's `io.debezium.time.Date`.
+fn parse_date(text: &str) -> Result<i32, String> {
     if text == "infinity" || text == "-infinity" {
-        return Err(format!(
-            "date {text} is not supported (Debezium maps it to a date outside Rust's calendar)"
-        ));
+        return Err(format!("date {text} is not supported"));
     }
     let (rest, bc) = strip_bc(text);
-    parse_ymd(rest, bc)
-}
-
-fn days_since_epoch(date: NaiveDate) -> Result<i32, String> {
-    let days = date.num_days_from_ce() - 719_163;
-    Ok(days)
+    i32::try_from(parse_ymd(rest, bc)?).map_err(|_| format!("{text:?} is out of range"))
 }
 
 /// `HH:MM:SS[.ffffff]` → microseconds past midnight (`24:00:00` allowed, as PostgreSQL does).
@@ -602,10 +631,9 @@ fn parse_timestamp(text: &str) -> Result<i64, String> {
     let (date, time) = rest
         .split_once(' ')
         .ok_or_else(|| format!("{text:?} is not an ISO timestamp (is DateStyle ISO?)"))?;
-    let date = parse_ymd(date, bc)?;
+    let days = parse_ymd(date, bc)?;
     let micros = parse_time(time)?;
-    i64::from(days_since_epoch(date)?)
-        .checked_mul(86_400_000_000)
+    days.checked_mul(86_400_000_000)
         .and_then(|d| d.checked_add(micros))
         .ok_or_else(|| format!("{text:?} is out of range"))
 }
@@ -655,15 +683,17 @@ fn parse_timestamptz(text: &str) -> Result<i64, String> {
     } else {
         parse_timestamp(local)?
     };
-    Ok(local - parse_offset(offset)? * 1_000_000)
+    local
+        .checked_sub(parse_offset(offset)? * 1_000_000)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// Java's `ISO_LOCAL_DATE` year: four digits, `+` beyond 9999, `-` before year 0.
-fn iso_year(year: i32) -> String {
+fn iso_year(year: i64) -> String {
     if year > 9999 {
         format!("+{year}")
     } else if year < 0 {
-        format!("-{:04}", -i64::from(year))
+        format!("-{:04}", -year)
     } else {
         format!("{year:04}")
     }
@@ -687,20 +717,21 @@ fn fraction(micros: u32, width: u32) -> String {
 }
 
 /// Debezium's `ZonedTimestamp`: ISO-8601 in UTC (`Z`).
-fn format_utc_timestamp(micros: i64, width: u32) -> Result<String, String> {
-    let t = chrono::DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| "timestamp out of range".to_owned())?
-        .naive_utc();
-    Ok(format!(
+fn format_utc_timestamp(micros: i64, width: u32) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let of_day = micros.rem_euclid(86_400_000_000);
+    let (year, month, day) = civil_from_days(days);
+    let seconds = of_day / 1_000_000;
+    format!(
         "{}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z",
-        iso_year(t.year()),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        fraction(t.nanosecond() / 1_000, width)
-    ))
+        iso_year(year),
+        month,
+        day,
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        fraction((of_day % 1_000_000) as u32, width)
+    )
 }
 
 /// `HH:MM:SS[.ffffff]±HH[:MM[:SS]]` → Debezium's `ZonedTime`: the same instant of the day in
@@ -748,10 +779,10 @@ fn parse_interval(text: &str) -> Result<i64, String> {
             hours = sign * h.parse::<i64>().map_err(|_| bad("hours"))?;
             minutes = sign * m.parse::<i64>().map_err(|_| bad("minutes"))?;
             let s: f64 = s.parse().map_err(|_| bad("seconds"))?;
-            if !s.is_finite() || s.is_sign_negative() {
+            if !s.is_finite() || s.is_sign_negative() || s >= 60.0 {
                 return Err(bad("seconds"));
             }
-            seconds = if negative { -s } else { s };
+            seconds = pg_interval_seconds(if negative { -s } else { s });
             continue;
         }
         let n: i64 = token.parse().map_err(|_| bad("number"))?;
@@ -776,6 +807,22 @@ fn parse_interval(text: &str) -> Result<i64, String> {
     let number_of_seconds =
         (((number_of_days * 24.0 + hours as f64) * 60.0) + minutes as f64) * 60.0 + seconds;
     Ok((number_of_seconds * 1e6 + 0.0) as i64)
+}
+
+/// The seconds the JDBC driver's `PGInterval` hands Debezium: it keeps whole seconds and
+/// microseconds (`Math.round(seconds * 1e6)`, ties towards positive infinity) and gives back
+/// `whole + micros / 1e6`, which is not always the double that was parsed.
+fn pg_interval_seconds(parsed: f64) -> f64 {
+    let scaled = parsed * 1e6;
+    let floor = scaled.floor();
+    let total = if scaled - floor >= 0.5 {
+        floor + 1.0
+    } else {
+        floor
+    } as i64;
+    let whole = total / 1_000_000;
+    let micros = total % 1_000_000;
+    whole as f64 + micros as f64 / 1_000_000.0
 }
 
 /// `bytea_output=hex`: `\x0a0b…`. Debezium supports only the hex form.
@@ -945,8 +992,7 @@ mod tests {
             parse_timestamptz("2024-01-15 10:30:00+00").unwrap()
         );
         assert_eq!(
-            format_utc_timestamp(parse_timestamptz("0044-03-15 12:00:00+00 BC").unwrap(), 6)
-                .unwrap(),
+            format_utc_timestamp(parse_timestamptz("0044-03-15 12:00:00+00 BC").unwrap(), 6),
             "-0043-03-15T12:00:00.000000Z"
         );
         assert_eq!(iso_year(12345), "+12345");

@@ -956,7 +956,9 @@ fn type_mapping_fixtures() {
             Value::Null,
         ),
     ];
-    for (type_oid, typmod, text, value, schema) in cases {
+    for (type_oid, typmod, text, value, schema) in
+        cases.into_iter().chain(debeziums_own_expectations())
+    {
         let (got_value, got_schema) = mapped(type_oid, typmod, text);
         assert_eq!(
             got_value, value,
@@ -969,6 +971,163 @@ fn type_mapping_fixtures() {
             );
         }
     }
+}
+
+/// The values Debezium's own test suite expects for its `time_table`
+/// (`AbstractRecordsProducerTest.schemaAndValuesForDateTimeTypes`, Debezium 3.4), fed with the
+/// text pgoutput sends for the inserted values under `DateStyle=ISO, TimeZone=UTC`.
+fn debeziums_own_expectations() -> Vec<(u32, i32, &'static str, Value, Value)> {
+    let none = Value::Null;
+    vec![
+        // ts: '2016-11-04T13:51:30.123456'::TIMESTAMP
+        (
+            oid::TIMESTAMP,
+            -1,
+            "2016-11-04 13:51:30.123456",
+            json!(1_478_267_490_123_456i64),
+            none.clone(),
+        ),
+        // tsneg: TIMESTAMP(6) '1936-10-25T22:10:12.608'
+        (
+            oid::TIMESTAMP,
+            6,
+            "1936-10-25 22:10:12.608",
+            json!(-1_047_174_587_392_000i64),
+            none.clone(),
+        ),
+        // ts_ms: TIMESTAMP(3), rounded by PostgreSQL to .123
+        (
+            oid::TIMESTAMP,
+            3,
+            "2016-11-04 13:51:30.123",
+            json!(1_478_267_490_123i64),
+            none.clone(),
+        ),
+        // tz: '2016-11-04T13:51:30.123456+02:00'::TIMESTAMPTZ → "2016-11-04T11:51:30.123456Z"
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "2016-11-04 11:51:30.123456+00",
+            json!("2016-11-04T11:51:30.123456Z"),
+            none.clone(),
+        ),
+        // date: '2016-11-04'
+        (oid::DATE, -1, "2016-11-04", json!(17_109), none.clone()),
+        // ti: TIME '13:51:30' (MicroTime); tip: TIME(3) '13:51:30.123' (Time); ttf: '24:00:00'
+        (
+            oid::TIME,
+            -1,
+            "13:51:30",
+            json!(49_890_000_000i64),
+            none.clone(),
+        ),
+        (
+            oid::TIME,
+            3,
+            "13:51:30.123",
+            json!(49_890_123),
+            none.clone(),
+        ),
+        // ttz: TIMETZ '13:51:30.123789+02:00' → "11:51:30.123789Z"; tptz: TIMETZ(3)
+        (
+            oid::TIMETZ,
+            -1,
+            "13:51:30.123789+02",
+            json!("11:51:30.123789Z"),
+            none.clone(),
+        ),
+        (
+            oid::TIMETZ,
+            3,
+            "13:51:30.123+02",
+            json!("11:51:30.123Z"),
+            none.clone(),
+        ),
+        // it: 'P1Y2M3DT4H5M6.78S' → MicroDuration.durationMicros(1, 2, 3, 4, 5, 6, 780000, …)
+        (
+            oid::INTERVAL,
+            -1,
+            "1 year 2 mons 3 days 04:05:06.78",
+            json!(37_091_106_780_000i64),
+            none.clone(),
+        ),
+        // ts_large, ts_large_ms: year 21016
+        (
+            oid::TIMESTAMP,
+            -1,
+            "21016-11-04 13:51:30.123456",
+            json!(601_060_312_290_123_456i64),
+            none.clone(),
+        ),
+        (
+            oid::TIMESTAMP,
+            3,
+            "21016-11-04 13:51:30.124",
+            json!(601_060_312_290_124i64),
+            none.clone(),
+        ),
+        // tz_large: "+21016-11-04T06:51:30.123456Z"; tz_zero: "+21016-11-04T06:51:30.000000Z"
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "21016-11-04 06:51:30.123456+00",
+            json!("+21016-11-04T06:51:30.123456Z"),
+            none.clone(),
+        ),
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "21016-11-04 06:51:30+00",
+            json!("+21016-11-04T06:51:30.000000Z"),
+            none.clone(),
+        ),
+        // ts_max: 9223371331200000000 - 1; tz_max: "+294247-01-01T23:59:59.999999Z"
+        (
+            oid::TIMESTAMP,
+            -1,
+            "294247-01-01 23:59:59.999999",
+            json!(9_223_371_331_199_999_999i64),
+            none.clone(),
+        ),
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "294247-01-01 23:59:59.999999+00",
+            json!("+294247-01-01T23:59:59.999999Z"),
+            none.clone(),
+        ),
+        // tz_min, streamed: "-4713-12-31T23:59:59.999999Z"
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "4714-12-31 23:59:59.999999+00 BC",
+            json!("-4713-12-31T23:59:59.999999Z"),
+            none.clone(),
+        ),
+        // tz_pinf, tz_ninf
+        (
+            oid::TIMESTAMPTZ,
+            -1,
+            "-infinity",
+            json!("-infinity"),
+            none.clone(),
+        ),
+        // timetza element: "11:51:02Z"; timestamptza element: "2020-04-01T11:51:02.000000Z"
+        (
+            oid::TIMETZ_ARRAY,
+            -1,
+            "{11:51:02+00}",
+            json!(["11:51:02Z"]),
+            none.clone(),
+        ),
+        (
+            oid::TIMESTAMPTZ_ARRAY,
+            -1,
+            r#"{"2020-04-01 11:51:02+00"}"#,
+            json!(["2020-04-01T11:51:02.000000Z"]),
+            none,
+        ),
+    ]
 }
 
 #[test]
