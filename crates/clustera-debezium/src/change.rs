@@ -10,7 +10,9 @@
 //! (`provide.transaction.metadata`, off by default, is always `null` here).
 
 use crate::connect::Schema;
-use crate::json_out::Json;
+use std::fmt::Write as _;
+
+use crate::json_out::{write_string, Json};
 use crate::pgtype::{self, ColumnDef, Mapped};
 use crate::EncodeError;
 
@@ -202,36 +204,6 @@ pub(crate) fn map_columns(
         .collect()
 }
 
-/// The row's values as Debezium's `after` struct, in column order.
-pub(crate) fn row_struct(
-    columns: &[MappedColumn],
-    values: &[Option<String>],
-) -> Result<Vec<(String, Json)>, EncodeError> {
-    if columns.len() != values.len() {
-        return Err(EncodeError::ColumnCount {
-            columns: columns.len(),
-            values: values.len(),
-        });
-    }
-    let mut out = Vec::with_capacity(columns.len());
-    for (column, value) in columns.iter().zip(values) {
-        let Some(mapped) = &column.mapped else {
-            continue;
-        };
-        let json = match value {
-            None => Json::Null,
-            Some(text) => mapped
-                .value(text)
-                .map_err(|problem| EncodeError::InvalidValue {
-                    column: column.def.name.clone(),
-                    problem,
-                })?,
-        };
-        out.push((column.def.name.clone(), json));
-    }
-    Ok(out)
-}
-
 /// The `JsonConverter` output for `payload` under `schema` (pre-rendered), with or without
 /// the `{schema, payload}` wrapper.
 pub(crate) fn converted(schema_text: Option<&str>, payload: &Json) -> Vec<u8> {
@@ -326,75 +298,164 @@ impl ChangeEventEncoder {
         source: &SourcePosition,
         emitted_at_ns: i64,
     ) -> Result<KafkaRecord, EncodeError> {
-        let after = row_struct(&self.columns, values)?;
+        if self.columns.len() != values.len() {
+            return Err(EncodeError::ColumnCount {
+                columns: self.columns.len(),
+                values: values.len(),
+            });
+        }
+        // Written straight to text rather than through a value tree: this runs for every
+        // relayed row.
+        let mut out = String::with_capacity(self.value_capacity(values));
+        if let Some(schema) = &self.value_schema {
+            out.push_str("{\"schema\":");
+            out.push_str(schema);
+            out.push_str(",\"payload\":");
+        }
+        out.push_str("{\"before\":null,\"after\":");
+        self.write_row(&mut out, values, |_| true)?;
+        out.push_str(",\"source\":");
+        self.write_source(&mut out, source);
+        out.push_str(",\"transaction\":null,\"op\":\"");
+        out.push_str(source.snapshot.op());
+        out.push_str("\",");
+        write_times(&mut out, emitted_at_ns);
+        out.push('}');
+        if self.value_schema.is_some() {
+            out.push('}');
+        }
         let key = match (&self.config.key, self.key_column) {
             (RawKey::Column(_), Some(i)) => values[i].clone().map(String::into_bytes),
+            _ if !self.columns.iter().any(|c| c.def.key && c.mapped.is_some()) => None,
             _ => {
-                let fields: Vec<(String, Json)> = self
-                    .columns
-                    .iter()
-                    .filter(|c| c.def.key && c.mapped.is_some())
-                    .filter_map(|c| after.iter().find(|(name, _)| *name == c.def.name))
-                    .cloned()
-                    .collect();
-                (!fields.is_empty())
-                    .then(|| converted(self.key_schema.as_deref(), &Json::Object(fields)))
+                let mut key = String::new();
+                if let Some(schema) = &self.key_schema {
+                    key.push_str("{\"schema\":");
+                    key.push_str(schema);
+                    key.push_str(",\"payload\":");
+                }
+                self.write_row(&mut key, values, |c| c.def.key)?;
+                if self.key_schema.is_some() {
+                    key.push('}');
+                }
+                Some(key.into_bytes())
             }
         };
-        let (ts_ms, ts_us, ts_ns) = times_ns(emitted_at_ns);
-        let payload = Json::object([
-            ("before", Json::Null),
-            ("after", Json::Object(after)),
-            ("source", self.source(source)),
-            ("transaction", Json::Null),
-            ("op", Json::str(source.snapshot.op())),
-            ("ts_ms", ts_ms),
-            ("ts_us", ts_us),
-            ("ts_ns", ts_ns),
-        ]);
         Ok(KafkaRecord {
             topic: self.topic.clone(),
             key,
-            value: Some(converted(self.value_schema.as_deref(), &payload)),
+            value: Some(out.into_bytes()),
             headers: Vec::new(),
             timestamp_ms: None,
         })
     }
 
-    fn source(&self, s: &SourcePosition) -> Json {
-        let (ts_ms, ts_us, ts_ns) = times_ns(s.commit_time_us.saturating_mul(1_000));
-        let lsn_text = |lsn: Option<u64>| lsn.map_or(Json::Null, |l| Json::Str(l.to_string()));
-        // A JSON array of strings, itself carried as a string.
-        let sequence = Json::Array(vec![lsn_text(s.last_commit_lsn), lsn_text(Some(s.lsn))]);
-        let opt = |v: Option<i64>| v.map_or(Json::Null, Json::Int);
-        Json::object([
-            ("version", Json::str(self.config.version.clone())),
-            ("connector", Json::str("postgresql")),
-            ("name", Json::str(self.config.topic_prefix.clone())),
-            ("ts_ms", ts_ms),
-            ("snapshot", Json::str(s.snapshot.as_str())),
-            ("db", Json::str(self.config.database.clone())),
-            ("sequence", Json::Str(sequence.to_text())),
-            ("ts_us", ts_us),
-            ("ts_ns", ts_ns),
-            ("schema", Json::str(self.relation.schema.clone())),
-            ("table", Json::str(self.relation.table.clone())),
-            ("txId", opt(s.tx_id)),
-            // An LSN is below 2^63 in practice; Debezium writes it as a Java long too.
-            ("lsn", Json::Int(s.lsn as i64)),
-            ("xmin", opt(s.xmin)),
-        ])
+    /// A guess at the value's size, so the text is allocated once.
+    fn value_capacity(&self, values: &[Option<String>]) -> usize {
+        let text: usize = values.iter().flatten().map(|v| v.len() + 8).sum();
+        let names: usize = self.columns.iter().map(|c| c.def.name.len() + 4).sum();
+        text + names + 512 + self.value_schema.as_ref().map_or(0, String::len)
+    }
+
+    /// The row's columns that `include` selects, as a JSON object.
+    fn write_row(
+        &self,
+        out: &mut String,
+        values: &[Option<String>],
+        include: impl Fn(&MappedColumn) -> bool,
+    ) -> Result<(), EncodeError> {
+        out.push('{');
+        let mut first = true;
+        for (column, value) in self.columns.iter().zip(values) {
+            let Some(mapped) = &column.mapped else {
+                continue;
+            };
+            if !include(column) {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            write_string(out, &column.def.name);
+            out.push(':');
+            match value {
+                None => out.push_str("null"),
+                Some(text) => {
+                    mapped
+                        .write_value(text, out)
+                        .map_err(|problem| EncodeError::InvalidValue {
+                            column: column.def.name.clone(),
+                            problem,
+                        })?
+                }
+            }
+        }
+        out.push('}');
+        Ok(())
+    }
+
+    /// The source block, its fields in the order of Debezium's PostgreSQL source schema.
+    fn write_source(&self, out: &mut String, s: &SourcePosition) {
+        out.push_str("{\"version\":");
+        write_string(out, &self.config.version);
+        out.push_str(",\"connector\":\"postgresql\",\"name\":");
+        write_string(out, &self.config.topic_prefix);
+        let ns = s.commit_time_us.saturating_mul(1_000);
+        let _ = write!(
+            out,
+            ",\"ts_ms\":{},\"snapshot\":\"",
+            ns.div_euclid(1_000_000)
+        );
+        out.push_str(s.snapshot.as_str());
+        out.push_str("\",\"db\":");
+        write_string(out, &self.config.database);
+        // A JSON array of two strings (last commit LSN, this LSN), itself carried as a string.
+        out.push_str(",\"sequence\":\"[");
+        match s.last_commit_lsn {
+            Some(lsn) => {
+                let _ = write!(out, "\\\"{lsn}\\\"");
+            }
+            None => out.push_str("null"),
+        }
+        let _ = write!(out, ",\\\"{}\\\"]\"", s.lsn);
+        let _ = write!(
+            out,
+            ",\"ts_us\":{},\"ts_ns\":{},\"schema\":",
+            ns.div_euclid(1_000),
+            ns
+        );
+        write_string(out, &self.relation.schema);
+        out.push_str(",\"table\":");
+        write_string(out, &self.relation.table);
+        out.push_str(",\"txId\":");
+        write_optional(out, s.tx_id);
+        // An LSN is below 2^63 in practice; Debezium writes it as a Java long too.
+        let _ = write!(out, ",\"lsn\":{},\"xmin\":", s.lsn as i64);
+        write_optional(out, s.xmin);
+        out.push('}');
     }
 }
 
-/// `ts_ms`, `ts_us`, `ts_ns` of a time in nanoseconds (flooring, as Debezium's arithmetic on
-/// an `Instant` does).
-fn times_ns(ns: i64) -> (Json, Json, Json) {
-    (
-        Json::Int(ns.div_euclid(1_000_000)),
-        Json::Int(ns.div_euclid(1_000)),
-        Json::Int(ns),
-    )
+fn write_optional(out: &mut String, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// `"ts_ms":…,"ts_us":…,"ts_ns":…` of a time in nanoseconds (flooring, as Debezium's
+/// arithmetic on an `Instant` does).
+fn write_times(out: &mut String, ns: i64) {
+    let _ = write!(
+        out,
+        "\"ts_ms\":{},\"ts_us\":{},\"ts_ns\":{}",
+        ns.div_euclid(1_000_000),
+        ns.div_euclid(1_000),
+        ns
+    );
 }
 
 /// The struct of a row's columns (`<prefix>.<schema>.<table>.Value`).

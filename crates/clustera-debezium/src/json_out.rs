@@ -41,7 +41,8 @@ impl Json {
         out
     }
 
-    fn write(&self, out: &mut String) {
+    /// Appends the compact JSON text to `out`.
+    pub(crate) fn write(&self, out: &mut String) {
         match self {
             Json::Null => out.push_str("null"),
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -83,7 +84,16 @@ impl Json {
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string.
+pub(crate) fn write_string(out: &mut String, s: &str) {
+    // Most strings need no escaping: copy them as they are.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's escaping: `"`, `\` and control characters, nothing else (as Jackson).
     match serde_json::to_string(s) {
         Ok(quoted) => out.push_str(&quoted),

@@ -330,6 +330,24 @@ impl Mapped {
         s.with_optional(optional)
     }
 
+    /// Appends the JSON of a non-null value to `out`; the common types without building a
+    /// value first.
+    pub(crate) fn write_value(&self, text: &str, out: &mut String) -> Result<(), String> {
+        match self {
+            Mapped::Text | Mapped::NamedText(_) | Mapped::Enum(_) => {
+                crate::json_out::write_string(out, text)
+            }
+            Mapped::Int16 | Mapped::Int32 | Mapped::Int64 => match self.value(text)? {
+                Json::Int(n) => {
+                    let _ = std::fmt::Write::write_fmt(out, format_args!("{n}"));
+                }
+                other => other.write(out),
+            },
+            _ => self.value(text)?.write(out),
+        }
+        Ok(())
+    }
+
     /// The value for the text form of a non-null value.
     pub(crate) fn value(&self, text: &str) -> Result<Json, String> {
         Ok(match self {

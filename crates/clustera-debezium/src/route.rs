@@ -351,14 +351,45 @@ impl RouterEncoder {
         let Json::Str(text) = &raw else {
             return (raw, column_schema);
         };
-        match Json::parse(text) {
-            Ok(parsed) => match expanded(&self.config.payload, parsed) {
-                Some((value, schema)) => (value, schema),
-                // A JSON null, or nothing Debezium keeps: a null payload.
-                None => (Json::Null, Schema::primitive("string").optional()),
-            },
-            Err(_) => (raw, column_schema),
+        let Ok(parsed) = Json::parse(text) else {
+            return (raw, column_schema);
+        };
+        if !self.config.schemas {
+            // The schema would be thrown away: only drop what Debezium drops.
+            return (pruned(parsed).unwrap_or(Json::Null), column_schema);
         }
+        match expanded(&self.config.payload, parsed) {
+            Some((value, schema)) => (value, schema),
+            // A JSON null, or nothing Debezium keeps: a null payload.
+            None => (Json::Null, Schema::primitive("string").optional()),
+        }
+    }
+}
+
+/// [`expanded`]'s value without its schema: null object fields and empty arrays dropped.
+fn pruned(value: Json) -> Option<Json> {
+    match value {
+        Json::Null => None,
+        Json::Array(items) if items.is_empty() => None,
+        Json::Array(items) => Some(Json::Array(
+            items
+                .into_iter()
+                .map(|i| pruned(i).unwrap_or(Json::Null))
+                .collect(),
+        )),
+        Json::Object(fields) => {
+            let mut out: Vec<(String, Json)> = Vec::with_capacity(fields.len());
+            for (name, v) in fields {
+                if out.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                if let Some(v) = pruned(v) {
+                    out.push((name, v));
+                }
+            }
+            Some(Json::Object(out))
+        }
+        other => Some(other),
     }
 }
 
