@@ -200,7 +200,12 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::Number(v.to_string()))
+        // Past a Java long, Jackson reads a BigInteger, which Debezium's JSON expansion types
+        // as a double.
+        Ok(match i64::try_from(v) {
+            Ok(_) => Json::Number(v.to_string()),
+            Err(_) => Json::Double(v as f64),
+        })
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
@@ -267,7 +272,15 @@ mod tests {
             parsed.to_text(),
             r#"{"b":1,"a":[true,null,"x\"y"],"c":2.5}"#
         );
-        // Past u64, serde_json reads a double: written as Java would print that double.
+        // Past a Java long, a double, written as Java prints it.
+        assert_eq!(
+            Json::parse("18446744073709551615").unwrap().to_text(),
+            "1.8446744073709552E19"
+        );
+        assert_eq!(
+            Json::parse("9223372036854775807").unwrap().to_text(),
+            "9223372036854775807"
+        );
         assert_eq!(
             Json::parse("123456789012345678901234567890")
                 .unwrap()

@@ -312,17 +312,21 @@ impl RouterEncoder {
             Some(converted(schema.as_deref(), &Json::Object(fields)))
         };
 
-        let timestamp_ms = match self.timestamp.map(value_of).transpose()? {
-            Some(Json::Int(t)) => Some(match self.columns[self.timestamp.unwrap_or(0)].mapped {
-                Some(Mapped::TimestampMicros) => t.div_euclid(1_000),
-                _ => t,
-            }),
-            Some(Json::Str(iso)) => {
-                crate::outbox::parse_timestamp_us(&iso).map(|us| us.div_euclid(1_000))
-            }
-            _ => None,
-        }
-        .or(Some(emitted_at_ns.div_euclid(1_000_000)));
+        // Debezium's `getEventTimestampMs`: the column's value in ms when it has one, else
+        // the event's processing time.
+        let from_column = match self.timestamp {
+            None => None,
+            Some(i) => match (value_of(i)?, &self.columns[i].mapped) {
+                (Json::Int(us), Some(Mapped::TimestampMicros)) => Some(us.div_euclid(1_000)),
+                (Json::Int(ms), _) => Some(ms),
+                // timestamptz (a Clustera extension: Debezium refuses a ZonedTimestamp here).
+                (Json::Str(iso), _) => {
+                    crate::outbox::parse_timestamp_us(&iso).map(|us| us.div_euclid(1_000))
+                }
+                _ => None,
+            },
+        };
+        let timestamp_ms = from_column.or(Some(emitted_at_ns.div_euclid(1_000_000)));
 
         Ok(KafkaRecord {
             topic,
