@@ -8,6 +8,32 @@
 //! `JsonConverter`'s `{schema, payload}` wrapper, topic `<prefix>.<schema>.<table>`) or the
 //! Outbox Event Router's form. Bad values and unknown types are typed [`EncodeError`]s.
 //!
+//! ```
+//! use clustera_debezium::pgtype::oid;
+//! use clustera_debezium::{ColumnDef, OutputFormat, Relation, SourcePosition};
+//!
+//! // Once, from the environment (here a map): the format and its settings.
+//! let vars = |name: &str| (name == "CLUSTERA_OUTBOX_TOPIC_PREFIX").then(|| "shop".to_owned());
+//! let format = OutputFormat::from_vars(vars)?;
+//! // Once per Relation message: the table's encoder.
+//! let relation = Relation {
+//!     schema: "public".into(),
+//!     table: "outbox".into(),
+//!     columns: vec![
+//!         ColumnDef::new("id", oid::UUID, -1).key(),
+//!         ColumnDef::new("payload", oid::JSONB, -1),
+//!     ],
+//! };
+//! let encoder = format.prepare(&relation)?;
+//! // Per inserted row: pgoutput's text values, where the row comes from, the time now.
+//! let row = [Some("7f1c1d3e-0000-4000-8000-000000000001".to_owned()), Some(r#"{"a": 1}"#.to_owned())];
+//! let source = SourcePosition { lsn: 24_023_128, tx_id: Some(555), commit_time_us: 1_559_033_904_863_123, ..Default::default() };
+//! let record = encoder.encode(&row, &source, 1_559_033_904_863_841_257)?;
+//! assert_eq!(record.topic, "shop.public.outbox");
+//! assert_eq!(record.key.as_deref(), Some(br#"{"id":"7f1c1d3e-0000-4000-8000-000000000001"}"#.as_slice()));
+//! # Ok::<(), clustera_debezium::EncodeError>(())
+//! ```
+//!
 //! **Decoding** accepts what Debezium really emits: with or without the JSON converter's
 //! `{schema, payload}` wrapper; every `op` (`c`, `u`, `d`, `r`, `t`, `m`); `source.snapshot` as
 //! a string enum (current Debezium) or a boolean (old examples); `ts_ms`/`ts_us`/`ts_ns`;
