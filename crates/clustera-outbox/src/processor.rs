@@ -663,6 +663,113 @@ mod tests {
         assert_eq!(events[0].payload, json!({"to": "Lyon"}));
     }
 
+    /// What the relay's encoder writes for a seed outbox row, in each form, the processor
+    /// reads back as the same event.
+    #[tokio::test]
+    async fn every_form_the_encoder_writes_is_processed() {
+        use clustera_debezium::pgtype::oid;
+        use clustera_debezium::{ColumnDef, OutputFormat, Relation, SourcePosition};
+
+        let relation = Relation {
+            schema: "activity".into(),
+            table: "event_outbox".into(),
+            columns: vec![
+                ColumnDef::new("event_id", oid::UUID, -1).key(),
+                ColumnDef::new("aggregate_id", oid::UUID, -1).not_null(),
+                ColumnDef::new("aggregate_type", oid::TEXT, -1).not_null(),
+                ColumnDef::new("event_type", oid::TEXT, -1).not_null(),
+                ColumnDef::new("payload", oid::JSONB, -1).not_null(),
+                ColumnDef::new("status", oid::TEXT, -1).not_null(),
+                ColumnDef::new("created_at", oid::TIMESTAMPTZ, -1).not_null(),
+            ],
+        };
+        let row: Vec<Option<String>> = [
+            "8a4d2b1e-3f5c-4e7a-9b1d-2c3e4f5a6b7c",
+            "11111111-2222-4333-8444-555555555555",
+            "User",
+            "UserCreated",
+            r#"{"email": "test@example.com", "username": "testuser"}"#,
+            "pending",
+            "2024-01-15 10:30:00.123456+00",
+        ]
+        .iter()
+        .map(|s| Some((*s).to_owned()))
+        .collect();
+        let forms: [&[(&str, &str)]; 4] = [
+            &[("CLUSTERA_OUTBOX_KEY_COLUMN", "aggregate_id")],
+            &[("CLUSTERA_OUTBOX_SCHEMAS", "true")],
+            &[
+                ("CLUSTERA_OUTBOX_FORMAT", "router"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_ID", "event_id"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_KEY", "aggregate_id"),
+                ("CLUSTERA_OUTBOX_ROUTER_ROUTE_BY_FIELD", "aggregate_type"),
+                (
+                    "CLUSTERA_OUTBOX_ROUTER_ADDITIONAL_PLACEMENT",
+                    "event_type:header:eventType",
+                ),
+            ],
+            &[
+                ("CLUSTERA_OUTBOX_FORMAT", "router"),
+                ("CLUSTERA_OUTBOX_SCHEMAS", "true"),
+                ("CLUSTERA_OUTBOX_ROUTER_EXPAND_JSON_PAYLOAD", "false"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_ID", "event_id"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_KEY", "aggregate_id"),
+                ("CLUSTERA_OUTBOX_ROUTER_ROUTE_BY_FIELD", "aggregate_type"),
+                (
+                    "CLUSTERA_OUTBOX_ROUTER_ADDITIONAL_PLACEMENT",
+                    "event_type:header:eventType",
+                ),
+            ],
+        ];
+        for vars in forms {
+            let get = |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            };
+            let record = OutputFormat::from_vars(get)
+                .unwrap()
+                .prepare(&relation)
+                .unwrap()
+                .encode(&row, &SourcePosition::default(), 0)
+                .unwrap();
+            let mut msg = Message::new(&record.topic, 0, 0);
+            if let Some(k) = record.key {
+                msg = msg.with_key(k);
+            }
+            if let Some(v) = record.value {
+                msg = msg.with_value(v);
+            }
+            for (name, value) in record.headers {
+                msg = msg.with_header(name, value.unwrap_or_default());
+            }
+            let (p, seen) = processor(&["UserCreated"], ProcessorSettings::default());
+            let run = TestDriver::new(p).process(&msg).await;
+            assert_eq!(run.outcome, Outcome::Ack, "{vars:?}: {:?}", run.error);
+            let events = taken(&seen);
+            assert_eq!(events.len(), 1, "{vars:?}");
+            let e = &events[0];
+            assert_eq!(
+                (
+                    e.event_id.as_str(),
+                    e.aggregate_id.as_str(),
+                    e.aggregate_type.as_str()
+                ),
+                (
+                    "8a4d2b1e-3f5c-4e7a-9b1d-2c3e4f5a6b7c",
+                    "11111111-2222-4333-8444-555555555555",
+                    "User"
+                ),
+                "{vars:?}"
+            );
+            assert_eq!(
+                e.payload,
+                json!({"email": "test@example.com", "username": "testuser"}),
+                "{vars:?}"
+            );
+        }
+    }
+
     #[test]
     fn settings_defaults_and_errors_name_the_variable() {
         let none = |_: &str| None;
