@@ -134,6 +134,9 @@ pub enum RawKey {
 pub struct ChangeEventConfig {
     /// `topic.prefix`: the topic's first part and `source.name`.
     pub topic_prefix: String,
+    /// The whole topic name, instead of `<prefix>.<schema>.<table>` (Clustera's option;
+    /// Debezium would need a routing transformation).
+    pub topic: Option<String>,
     /// The database name (`source.db`).
     pub database: String,
     /// `source.version`.
@@ -150,6 +153,7 @@ impl Default for ChangeEventConfig {
     fn default() -> Self {
         Self {
             topic_prefix: "postgres".into(),
+            topic: None,
             database: "postgres".into(),
             version: DEBEZIUM_VERSION.into(),
             schemas: false,
@@ -242,10 +246,13 @@ impl ChangeEventEncoder {
     /// Prepares the encoding of `relation`'s rows.
     pub fn new(config: ChangeEventConfig, relation: Relation) -> Result<Self, EncodeError> {
         let columns = map_columns(&relation, config.unknown_types)?;
-        let topic = sanitize_topic(&format!(
-            "{}.{}.{}",
-            config.topic_prefix, relation.schema, relation.table
-        ));
+        let topic = match &config.topic {
+            Some(topic) => topic.clone(),
+            None => sanitize_topic(&format!(
+                "{}.{}.{}",
+                config.topic_prefix, relation.schema, relation.table
+            )),
+        };
         let record_prefix = format!(
             "{}.{}.{}",
             config.topic_prefix, relation.schema, relation.table
@@ -284,7 +291,7 @@ impl ChangeEventEncoder {
         })
     }
 
-    /// The topic: `<prefix>.<schema>.<table>`.
+    /// The topic: `<prefix>.<schema>.<table>`, unless configured whole.
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -13,7 +13,11 @@
 //! use clustera_debezium::{ColumnDef, OutputFormat, Relation, SourcePosition};
 //!
 //! // Once, from the environment (here a map): the format and its settings.
-//! let vars = |name: &str| (name == "CLUSTERA_OUTBOX_TOPIC_PREFIX").then(|| "shop".to_owned());
+//! let vars = |name: &str| match name {
+//!     "CLUSTERA_OUTBOX_TOPIC_PREFIX" => Some("shop".to_owned()),
+//!     "CLUSTERA_OUTBOX_KEY_COLUMN" => Some("primary-key".to_owned()),
+//!     _ => None,
+//! };
 //! let format = OutputFormat::from_vars(vars)?;
 //! // Once per Relation message: the table's encoder.
 //! let relation = Relation {

@@ -79,7 +79,8 @@ impl OutputFormat {
     /// | `CLUSTERA_OUTBOX_SCHEMAS` | `false` | converter `schemas.enable` |
     /// | `CLUSTERA_OUTBOX_UNKNOWN_TYPES` | `fail` (or `omit`) | `include.unknown.datatypes` |
     /// | `CLUSTERA_OUTBOX_TOPIC_PREFIX` | `postgres` | `topic.prefix` |
-    /// | `CLUSTERA_OUTBOX_KEY_COLUMN` | unset: the primary key | `message.key.columns` (differs: the column's text) |
+    /// | `CLUSTERA_OUTBOX_TOPIC` | unset | the whole topic name, instead of `<prefix>.<schema>.<table>` |
+    /// | `CLUSTERA_OUTBOX_KEY_COLUMN` | `aggregate_id` | the column whose text keys the record, or `primary-key` for Debezium's key (a struct of the key columns) |
     /// | `CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_ID` | `id` | `table.field.event.id` |
     /// | `CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_KEY` | `aggregateid` | `table.field.event.key` |
     /// | `CLUSTERA_OUTBOX_ROUTER_FIELD_PAYLOAD` | `payload` | `table.field.event.payload` |
@@ -127,9 +128,15 @@ impl OutputFormat {
             "debezium" => Ok(OutputFormat::Debezium(ChangeEventConfig {
                 topic_prefix: text("CLUSTERA_OUTBOX_TOPIC_PREFIX", "postgres")?,
                 schemas,
-                key: match get("CLUSTERA_OUTBOX_KEY_COLUMN") {
-                    None => RawKey::PrimaryKey,
-                    Some(_) => RawKey::Column(text("CLUSTERA_OUTBOX_KEY_COLUMN", "")?),
+                topic: match get("CLUSTERA_OUTBOX_TOPIC") {
+                    None => None,
+                    Some(_) => Some(text("CLUSTERA_OUTBOX_TOPIC", "")?),
+                },
+                // Clustera keys by aggregate by default, so that one aggregate's events share
+                // a partition; `primary-key` gives Debezium's own key.
+                key: match text("CLUSTERA_OUTBOX_KEY_COLUMN", "aggregate_id")?.as_str() {
+                    "primary-key" => RawKey::PrimaryKey,
+                    column => RawKey::Column(column.to_owned()),
                 },
                 unknown_types,
                 ..ChangeEventConfig::default()

@@ -1245,10 +1245,24 @@ fn output_format_from_variables() {
                 .map(|(_, v)| (*v).to_owned())
         }
     };
+    // Defaults: Debezium's raw form, keyed by aggregate (Clustera's default).
     assert_eq!(
         OutputFormat::from_vars(vars(&[])).unwrap(),
-        OutputFormat::default()
+        OutputFormat::Debezium(ChangeEventConfig {
+            key: RawKey::Column("aggregate_id".into()),
+            ..ChangeEventConfig::default()
+        })
     );
+    let OutputFormat::Debezium(c) = OutputFormat::from_vars(vars(&[
+        ("CLUSTERA_OUTBOX_KEY_COLUMN", "primary-key"),
+        ("CLUSTERA_OUTBOX_TOPIC", "outbox-events"),
+    ]))
+    .unwrap() else {
+        panic!("not debezium")
+    };
+    assert_eq!(c.key, RawKey::PrimaryKey);
+    let encoder = ChangeEventEncoder::new(c, seed_outbox()).unwrap();
+    assert_eq!(encoder.topic(), "outbox-events");
     let OutputFormat::Debezium(c) = OutputFormat::from_vars(vars(&[
         ("CLUSTERA_OUTBOX_TOPIC_PREFIX", "shop"),
         ("CLUSTERA_OUTBOX_SCHEMAS", "true"),
