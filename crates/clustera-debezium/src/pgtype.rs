@@ -157,6 +157,16 @@ pub mod oid {
     pub const TSTZRANGE: u32 = 3910;
     pub const DATERANGE: u32 = 3912;
     pub const INT8RANGE: u32 = 3926;
+    pub const CIDR_ARRAY: u32 = 651;
+    pub const MACADDR8_ARRAY: u32 = 775;
+    pub const MACADDR_ARRAY: u32 = 1040;
+    pub const INET_ARRAY: u32 = 1041;
+    pub const INT4RANGE_ARRAY: u32 = 3905;
+    pub const NUMRANGE_ARRAY: u32 = 3907;
+    pub const TSRANGE_ARRAY: u32 = 3909;
+    pub const TSTZRANGE_ARRAY: u32 = 3911;
+    pub const DATERANGE_ARRAY: u32 = 3913;
+    pub const INT8RANGE_ARRAY: u32 = 3927;
 }
 
 /// How a column is mapped.
@@ -271,7 +281,9 @@ pub(crate) fn mapping(column: &ColumnDef) -> Result<Option<Mapped>, EncodeError>
         INT8_ARRAY | OID_ARRAY => array(Mapped::Int64),
         FLOAT4_ARRAY => array(Mapped::Float32),
         FLOAT8_ARRAY => array(Mapped::Float64),
-        TEXT_ARRAY | VARCHAR_ARRAY | BPCHAR_ARRAY | CHAR_ARRAY => array(Mapped::Text),
+        TEXT_ARRAY | VARCHAR_ARRAY | BPCHAR_ARRAY | CHAR_ARRAY | INET_ARRAY | CIDR_ARRAY
+        | MACADDR_ARRAY | MACADDR8_ARRAY | TSRANGE_ARRAY | TSTZRANGE_ARRAY | DATERANGE_ARRAY
+        | INT4RANGE_ARRAY | NUMRANGE_ARRAY | INT8RANGE_ARRAY => array(Mapped::Text),
         JSON_ARRAY | JSONB_ARRAY => array(Mapped::NamedText("io.debezium.data.Json")),
         UUID_ARRAY => array(Mapped::NamedText("io.debezium.data.Uuid")),
         NUMERIC_ARRAY => array(numeric_mapping(column)?),

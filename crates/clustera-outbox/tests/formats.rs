@@ -211,3 +211,75 @@ async fn pgoutput_values_map_as_debezium_maps_them() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Debezium's `array_table` (`postgres_create_tables.ddl`, without the `citext` extension) and
+/// the values its `schemasAndValuesForArrayTypes` expects.
+#[tokio::test]
+async fn arrays_map_as_debezium_maps_them() {
+    let pg = Postgres::start().unwrap();
+    let setup = connect(pg.url()).await;
+    setup
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('pending', 'sent', 'failed');
+             CREATE TABLE types (pk SERIAL, int_array INT[], bigint_array BIGINT[], text_array TEXT[],
+                 char_array CHAR(10)[], varchar_array VARCHAR(10)[], date_array DATE[],
+                 numeric_array NUMERIC(10, 2)[], varnumeric_array NUMERIC[3], inet_array INET[],
+                 cidr_array CIDR[], macaddr_array MACADDR[], tsrange_array TSRANGE[],
+                 tstzrange_array TSTZRANGE[], daterange_array DATERANGE[], int4range_array INT4RANGE[],
+                 numerange_array NUMRANGE[], int8range_array INT8RANGE[], uuid_array UUID[],
+                 json_array json[], jsonb_array jsonb[], oid_array OID[], PRIMARY KEY(pk));
+             CREATE PUBLICATION types_pub FOR TABLE types;",
+        )
+        .await
+        .unwrap();
+    setup
+        .batch_execute("SELECT pg_create_logical_replication_slot('types_slot', 'pgoutput')")
+        .await
+        .unwrap();
+    setup
+        .batch_execute(
+            r#"INSERT INTO types (int_array, bigint_array, text_array, char_array, varchar_array, date_array, numeric_array, varnumeric_array, inet_array, cidr_array, macaddr_array, tsrange_array, tstzrange_array, daterange_array, int4range_array, numerange_array, int8range_array, uuid_array, json_array, jsonb_array, oid_array)
+            VALUES ('{1,2,3}', '{1550166368505037572}', '{"one","two","three"}', '{"cone","ctwo","cthree"}', '{"vcone","vctwo","vcthree"}', '{2016-11-04,2016-11-05,2016-11-06}', '{1.2,3.4,5.6}', '{1.1,2.22,3.333}', '{"192.168.2.0/12","192.168.1.1","192.168.0.2/1"}', '{"192.168.100.128/25", "192.168.0.0/25", "192.168.1.0/24"}', '{"08:00:2b:01:02:03", "08-00-2b-01-02-03", "08002b:010203"}',
+            '{"[2019-03-31 15:30:00, infinity)", "[2019-03-31 15:30:00, 2019-04-30 15:30:00]"}', '{"[2017-06-05 11:29:12.549426+00,)", "[2017-06-05 11:29:12.549426+00, 2017-06-05 12:34:56.789012+00]"}', '{"[2019-03-31, infinity)", "[2019-03-31, 2019-04-30)"}', '{"[1,6)", "[1,4)"}', '{"[5.3,6.3)", "[10.0,20.0)"}', '{"[1000000,6000000)", "[5000,9000)"}', '{"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "f0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}',
+            array['{"bar": "baz"}','{"foo": "qux"}']::json[], array['{"bar": "baz"}','{"foo": "qux"}']::jsonb[], '{3,4000000000}')"#,
+        )
+        .await
+        .unwrap();
+    let session = connect(pg.url()).await;
+    session
+        .batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = postgres")
+        .await
+        .unwrap();
+    let rows = decoded_rows(&session, &setup).await.unwrap();
+    // BigDecimal("1.20").unscaledValue() = 120 = 0x78 ("eA=="), 340 = 0x0154 ("AVQ="),
+    // 560 = 0x0230 ("AjA="); 1.1 → 11 ("Cw=="), 2.22 → 222 = 0x00DE ("AN4="),
+    // 3.333 → 3333 = 0x0D05 ("DQU=").
+    let expected = json!({
+        "pk": 1,
+        "int_array": [1, 2, 3],
+        "bigint_array": [1_550_166_368_505_037_572i64],
+        "text_array": ["one", "two", "three"],
+        "char_array": ["cone      ", "ctwo      ", "cthree    "],
+        "varchar_array": ["vcone", "vctwo", "vcthree"],
+        "date_array": [17_109, 17_110, 17_111],
+        "numeric_array": ["eA==", "AVQ=", "AjA="],
+        "varnumeric_array": [{"scale": 1, "value": "Cw=="}, {"scale": 2, "value": "AN4="},
+                             {"scale": 3, "value": "DQU="}],
+        "inet_array": ["192.168.2.0/12", "192.168.1.1", "192.168.0.2/1"],
+        "cidr_array": ["192.168.100.128/25", "192.168.0.0/25", "192.168.1.0/24"],
+        "macaddr_array": ["08:00:2b:01:02:03", "08:00:2b:01:02:03", "08:00:2b:01:02:03"],
+        "tsrange_array": ["[\"2019-03-31 15:30:00\",infinity)",
+                          "[\"2019-03-31 15:30:00\",\"2019-04-30 15:30:00\"]"],
+        "tstzrange_array": ["[\"2017-06-05 11:29:12.549426+00\",)",
+                            "[\"2017-06-05 11:29:12.549426+00\",\"2017-06-05 12:34:56.789012+00\"]"],
+        "daterange_array": ["[2019-03-31,infinity)", "[2019-03-31,2019-04-30)"],
+        "int4range_array": ["[1,6)", "[1,4)"],
+        "numerange_array": ["[5.3,6.3)", "[10.0,20.0)"],
+        "int8range_array": ["[1000000,6000000)", "[5000,9000)"],
+        "uuid_array": ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "f0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"],
+        "json_array": ["{\"bar\": \"baz\"}", "{\"foo\": \"qux\"}"],
+        "jsonb_array": ["{\"bar\": \"baz\"}", "{\"foo\": \"qux\"}"],
+        "oid_array": [3, 4_000_000_000i64]
+    });
+    assert_eq!(rows, [expected]);
+}
