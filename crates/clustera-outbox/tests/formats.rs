@@ -283,3 +283,63 @@ async fn arrays_map_as_debezium_maps_them() {
     });
     assert_eq!(rows, [expected]);
 }
+
+/// Debezium's `numeric_table` and `numeric_decimal_table` (`INSERT_NUMERIC_TYPES_STMT`,
+/// `INSERT_NUMERIC_DECIMAL_TYPES_STMT_NO_NAN`) and the values and Decimal schemas its
+/// `schemasAndValuesForNumericType` and `schemasAndValuesForBigDecimalEncodedNumericTypes`
+/// expect.
+#[tokio::test]
+async fn numbers_map_as_debezium_maps_them() {
+    let pg = Postgres::start().unwrap();
+    let setup = connect(pg.url()).await;
+    setup
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('pending', 'sent', 'failed');
+             CREATE TABLE types (pk SERIAL, si SMALLINT, i INTEGER, bi BIGINT,
+                 r REAL, db DOUBLE PRECISION, r_int REAL, db_int DOUBLE PRECISION,
+                 r_nan REAL, db_nan DOUBLE PRECISION, r_pinf REAL, db_pinf DOUBLE PRECISION,
+                 r_ninf REAL, db_ninf DOUBLE PRECISION, ss SMALLSERIAL, bs BIGSERIAL, b BOOLEAN, o OID,
+                 d DECIMAL(3,2), dzs DECIMAL(4), dvs DECIMAL, d_nn DECIMAL(3,2) NOT NULL,
+                 n NUMERIC(6,4), nzs NUMERIC(4), nvs NUMERIC,
+                 d_int DECIMAL(3,2), dzs_int DECIMAL(4), dvs_int DECIMAL, n_int NUMERIC(6,4),
+                 nzs_int NUMERIC(4), nvs_int NUMERIC, PRIMARY KEY(pk));
+             CREATE PUBLICATION types_pub FOR TABLE types;",
+        )
+        .await
+        .unwrap();
+    setup
+        .batch_execute("SELECT pg_create_logical_replication_slot('types_slot', 'pgoutput')")
+        .await
+        .unwrap();
+    setup
+        .batch_execute(
+            "INSERT INTO types (si, i, bi, r, db, r_int, db_int, r_nan, db_nan, r_pinf, db_pinf,
+                 r_ninf, db_ninf, ss, bs, b, o, d, dzs, dvs, d_nn, n, nzs, nvs,
+                 d_int, dzs_int, dvs_int, n_int, nzs_int, nvs_int)
+             VALUES (1, 123456, 1234567890123, 3.3, 4.44, 3, 4, 'NaN', 'NaN', 'Infinity',
+                 'Infinity', '-Infinity', '-Infinity', 1, 123, true, 4000000000,
+                 1.1, 10.11, 10.1111, 3.30, 22.22, 22.2, 22.2222, 1, 10, 10, 22, 22, 22)",
+        )
+        .await
+        .unwrap();
+    let session = connect(pg.url()).await;
+    session
+        .batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'")
+        .await
+        .unwrap();
+    let rows = decoded_rows(&session, &setup).await.unwrap();
+    // Unscaled values, two's complement, base64: 110 "bg==", 10 "Cg==", 101111 "AYr3",
+    // 330 "AUo=", 222200 "A2P4", 22 "Fg==", 222222 "A2QO", 100 "ZA==", 220000 "A1tg".
+    let expected = json!({
+        "pk": 1, "si": 1, "i": 123_456, "bi": 1_234_567_890_123i64,
+        "r": 3.3, "db": 4.44, "r_int": 3.0, "db_int": 4.0,
+        "r_nan": "NaN", "db_nan": "NaN", "r_pinf": "Infinity", "db_pinf": "Infinity",
+        "r_ninf": "-Infinity", "db_ninf": "-Infinity",
+        "ss": 1, "bs": 123, "b": true, "o": 4_000_000_000i64,
+        "d": "bg==", "dzs": "Cg==", "dvs": {"scale": 4, "value": "AYr3"}, "d_nn": "AUo=",
+        "n": "A2P4", "nzs": "Fg==", "nvs": {"scale": 4, "value": "A2QO"},
+        "d_int": "ZA==", "dzs_int": "Cg==", "dvs_int": {"scale": 0, "value": "Cg=="},
+        "n_int": "A1tg", "nzs_int": "Fg==", "nvs_int": {"scale": 0, "value": "Fg=="}
+    });
+    assert_eq!(rows, [expected]);
+}
