@@ -265,8 +265,9 @@ impl RouterEncoder {
             (Json::Null, _) => None,
             (_, KeyConverter::String) => values[self.event_key].clone().map(String::into_bytes),
             (v, KeyConverter::Json) => {
+                // The key's schema is the column's own (optional when it is nullable).
                 let schema = self.config.schemas.then(|| {
-                    self.column_schema(self.event_key, false)
+                    self.column_schema(self.event_key, true)
                         .to_json()
                         .to_text()
                 });
