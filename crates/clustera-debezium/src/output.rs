@@ -173,6 +173,7 @@ impl OutputFormat {
                         None => None,
                         Some(_) => Some(text("CLUSTERA_OUTBOX_ROUTER_FIELD_TIMESTAMP", "")?),
                     },
+                    topic_prefix: text("CLUSTERA_OUTBOX_TOPIC_PREFIX", &d.topic_prefix)?,
                     route_by: text("CLUSTERA_OUTBOX_ROUTER_ROUTE_BY_FIELD", &d.route_by)?,
                     topic_replacement,
                     additional,

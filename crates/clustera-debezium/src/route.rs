@@ -108,6 +108,9 @@ pub struct RouterConfig {
     pub payload: String,
     /// `table.field.event.timestamp` (default none: the event's processing time).
     pub timestamp: Option<String>,
+    /// `topic.prefix` of the connector (default `postgres`): only in the name of the value's
+    /// schema when envelope fields and schemas are on.
+    pub topic_prefix: String,
     /// `route.by.field` (default `aggregatetype`).
     pub route_by: String,
     /// `route.topic.replacement` (default `outbox.event.${routedByValue}`).
@@ -134,6 +137,7 @@ impl Default for RouterConfig {
             event_key: "aggregateid".into(),
             payload: "payload".into(),
             timestamp: None,
+            topic_prefix: "postgres".into(),
             route_by: "aggregatetype".into(),
             topic_replacement: "outbox.event.${routedByValue}".into(),
             additional: Vec::new(),
@@ -161,6 +165,8 @@ pub struct RouterEncoder {
     timestamp: Option<usize>,
     /// `(index, field)` of each additional column.
     additional: Vec<(usize, AdditionalField)>,
+    /// `<prefix>.<schema>.<table>`: the row schema's name without `.Value`.
+    record_prefix: String,
 }
 
 impl RouterEncoder {
@@ -207,6 +213,10 @@ impl RouterEncoder {
             .map(|f| Ok((find("additional", &f.column)?, f.clone())))
             .collect::<Result<_, EncodeError>>()?;
         Ok(Self {
+            record_prefix: format!(
+                "{}.{}.{}",
+                config.topic_prefix, relation.schema, relation.table
+            ),
             config,
             columns,
             event_id,
@@ -266,11 +276,10 @@ impl RouterEncoder {
             (_, KeyConverter::String) => values[self.event_key].clone().map(String::into_bytes),
             (v, KeyConverter::Json) => {
                 // The key's schema is the column's own (optional when it is nullable).
-                let schema = self.config.schemas.then(|| {
-                    self.column_schema(self.event_key, true)
-                        .to_json()
-                        .to_text()
-                });
+                let schema = self
+                    .config
+                    .schemas
+                    .then(|| self.column_schema(self.event_key, true).to_json().to_text());
                 Some(converted(schema.as_deref(), v))
             }
         };
@@ -306,10 +315,14 @@ impl RouterEncoder {
                 fields.push((field.alias.clone(), v));
                 schema_fields.push((field.alias.clone(), self.column_schema(i, true)));
             }
-            let schema = self
-                .config
-                .schemas
-                .then(|| Schema::structure(None, schema_fields).to_json().to_text());
+            let schema = self.config.schemas.then(|| {
+                // Debezium's getSchemaName: the row schema's name with the routed value
+                // before its last part, `<prefix>.<schema>.<table>.<routedBy>.Value`.
+                let name = format!("{}.{routed_by}.Value", self.record_prefix);
+                Schema::structure(Some(name), schema_fields)
+                    .to_json()
+                    .to_text()
+            });
             Some(converted(schema.as_deref(), &Json::Object(fields)))
         };
 

@@ -461,6 +461,26 @@ fn router_options_topic_headers_envelope_timestamp_and_string_keys() {
     assert_eq!(v["kind"], "Order");
     assert_eq!(v["payload"]["customerId"], 123);
     assert_eq!(v.as_object().unwrap().len(), 2);
+    // With schemas, the envelope's schema is named as Debezium's getSchemaName does.
+    let with_schema = RouterEncoder::new(
+        RouterConfig {
+            topic_prefix: "dbserver1".into(),
+            additional: AdditionalField::parse_list("test", "aggregatetype:envelope:kind").unwrap(),
+            schemas: true,
+            ..RouterConfig::default()
+        },
+        &debezium_outbox(),
+    )
+    .unwrap()
+    .encode(&documented_order_row(), &customers_source(), 0)
+    .unwrap();
+    let v = json_of(&with_schema.value);
+    assert_eq!(
+        v["schema"]["name"],
+        "dbserver1.inventory.outboxevent.Order.Value"
+    );
+    assert_eq!(v["schema"]["fields"][1]["field"], "kind");
+    assert_eq!(v["payload"]["kind"], "Order");
 }
 
 #[test]
