@@ -8,14 +8,14 @@
 //! broker's commit adds a marker per partition and a round trip to the transaction
 //! coordinator, so this ratio is an upper bound of what a real cluster gives.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use clustera::testing::{kafka, MockBroker};
 
-use crate::bench_memory::transform_bin;
+use crate::bench::median;
+use crate::bench_kernel::{spawn, stop, transform_bin, transform_command};
 
 /// Arguments of `clustera bench-guarantee`.
 #[derive(Args)]
@@ -53,31 +53,20 @@ pub async fn run(args: BenchGuaranteeArgs) -> anyhow::Result<()> {
             let output = format!("guarantee-out-{side}-{round}");
             broker.create_topic(&output, args.partitions)?;
             let started = Instant::now();
-            let mut child = Command::new(&transform)
-                .env_clear()
-                .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-                .env("KAFKA_TOPIC", "guarantee-in")
-                .env("OUTPUT_TOPIC", &output)
-                .env("KAFKA_CONSUMER_GROUP", format!("guarantee-{side}-{round}"))
-                .env("KAFKA_GROUP_PROTOCOL", "consumer")
+            let group = format!("guarantee-{side}-{round}");
+            let mut command =
+                transform_command(&transform, &bootstrap, "guarantee-in", &output, &group);
+            command
                 .env("CLUSTERA_GUARANTEE", side)
                 .env("CLUSTERA_TRANSACTIONAL_ID", format!("bench-{round}"))
                 .env(
                     "CLUSTERA_COMMIT_INTERVAL_MS",
                     args.commit_interval_ms.to_string(),
-                )
-                .env("CLUSTERA_HTTP_ADDR", "off")
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("starting {}", transform.display()))?;
+                );
+            let mut child = spawn(&mut command, &transform)?;
             let done = wait_for_outputs(&mut child, &bootstrap, &output, args.messages).await;
             let elapsed = started.elapsed();
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            stop(child).await;
             done?;
             let rate = args.messages as f64 / elapsed.as_secs_f64();
             println!(
@@ -121,9 +110,4 @@ async fn wait_for_outputs(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_guarantee;
+mod bench_kernel;
 mod bench_memory;
 mod bench_ordering;
 mod bench_send;
