@@ -478,55 +478,57 @@ fn partition_offset_count_and_exit_at_end_choose_what_is_read() {
 }
 
 #[test]
-fn ctrl_c_commits_what_was_printed() {
+fn ctrl_c_and_sigterm_commit_what_was_printed() {
     let dev = Dev::start(&["sig:1"]);
     dev.ok(&["produce", "--topic", "sig"], b"one\ntwo\nthree\n");
-    let mut child = Command::new(BIN)
-        .args([
-            "consume",
-            "--brokers",
-            &dev.addr,
-            "--topic",
-            "sig",
-            "--group",
-            "stopper",
-        ])
-        // Bounded: it stops by itself after a minute without records.
-        .args(["--from-beginning", "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        lines.read_line(&mut line).unwrap();
-        seen.push(line);
+    for (signal, group) in [("INT", "interrupted"), ("TERM", "terminated")] {
+        let mut child = Command::new(BIN)
+            .args([
+                "consume",
+                "--brokers",
+                &dev.addr,
+                "--topic",
+                "sig",
+                "--group",
+                group,
+            ])
+            // Bounded: it stops by itself after a minute without records.
+            .args(["--from-beginning", "--timeout", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            lines.read_line(&mut line).unwrap();
+            seen.push(line);
+        }
+        assert_eq!(seen, ["\tone\n", "\ttwo\n", "\tthree\n"]);
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        lines.read_to_string(&mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(rest, "");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lag =
+            String::from_utf8(dev.ok(&["lag", "--group", group, "--topic", "sig"], b"")).unwrap();
+        let rows: Vec<Vec<&str>> = lag
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[1], ["sig", "0", "3", "3", "0"], "SIG{signal}: {lag}");
     }
-    assert_eq!(seen, ["\tone\n", "\ttwo\n", "\tthree\n"]);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(rest, "");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lag =
-        String::from_utf8(dev.ok(&["lag", "--group", "stopper", "--topic", "sig"], b"")).unwrap();
-    let rows: Vec<Vec<&str>> = lag
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(rows[1], ["sig", "0", "3", "3", "0"], "{lag}");
 }
 
 #[test]
