@@ -125,6 +125,13 @@ fn format_strings_give_the_same_bytes_as_kcat() {
         "%R%s",
         "\\x41\\x4f \\65 \\0101 \\q \\xff %o\\n",
         "offset %o: key %k: %s\\n",
+        // Corners of kcat's escapes: a number read as far as it goes, cut to a byte; a NUL
+        // ending the run; a lone backslash at the end; unknown escapes kept as the letter.
+        "\\x4g|\\\\|ü%o\\n",
+        "a\\08b%o\\n",
+        "\\x0x41|\\0x41|\\999|\\12345%o\\n",
+        "%o\\",
+        "%%%o%%\\e\\a\\n",
     ];
     for partition in ["0", "1"] {
         for format in formats {
