@@ -93,7 +93,11 @@ pub fn run(args: LagArgs) -> anyhow::Result<()> {
     }
     if rows.is_empty() {
         bail!(
-            "unknown consumer group {:?}: it has no committed offsets{}",
+            // Brokers answer an offset fetch alike for a group that does not exist and for one
+            // that has joined but not committed; telling them apart needs the group APIs,
+            // which the development broker does not serve.
+            "unknown consumer group {:?}: it has no committed offsets{} (a group that has \
+             not committed yet looks the same)",
             args.group,
             args.topic
                 .as_deref()
