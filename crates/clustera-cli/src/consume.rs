@@ -75,7 +75,7 @@ pub struct ConsumeArgs {
     /// records before the end of each partition) or @TIMESTAMP_MS (the first record at or
     /// after that time). Default: end, or stored with --group.
     #[arg(long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true,
-          conflicts_with = "from_beginning")]
+          conflicts_with = "from_beginning", requires_if("stored", "group"))]
     offset: Option<StartOffset>,
     /// Start at the beginning: --offset beginning, except that a group resumes where it was.
     #[arg(long)]
@@ -106,9 +106,6 @@ enum End {
 /// Prints messages until `--count`, `--exit-at-end`, `--timeout`, Ctrl-C or a closed pipe,
 /// then commits what was printed when reading as a group (nothing after a closed pipe).
 pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    if args.offset == Some(StartOffset::Stored) && args.group.is_none() {
-        bail!("--offset stored needs --group: only a group has committed offsets");
-    }
     let mut config = connect(&args.brokers)?;
     let partitions = require_topic(&config, &args.topic)?;
     if let Some(p) = args.partition {
