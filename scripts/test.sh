@@ -12,6 +12,8 @@ command -v make >/dev/null || missing+=(make)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# The CLI's tests compare `clustera consume` with kcat on the same records.
+command -v kcat >/dev/null || missing+=(kcat)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -36,7 +36,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         Some(TopicsAction::Create { name, partitions }) => {
             kafka::create_topic(&config, &name, partitions)
                 .with_context(|| format!("creating topic {name} (the development broker creates topics on first produce instead)"))?;
-            println!("created {name} with {partitions} partition(s)");
+            crate::exit::print(&format!("created {name} with {partitions} partition(s)\n"))?;
         }
         None => {
             let probe: BaseConsumer = config.create()?;
@@ -47,9 +47,11 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                 .map(|t| (t.name().to_owned(), t.partitions().len()))
                 .collect();
             topics.sort();
-            for (name, partitions) in topics {
-                println!("{name}\t{partitions}");
-            }
+            let list: String = topics
+                .iter()
+                .map(|(name, partitions)| format!("{name}\t{partitions}\n"))
+                .collect();
+            crate::exit::print(&list)?;
         }
     }
     Ok(())

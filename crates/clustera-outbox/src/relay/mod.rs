@@ -349,8 +349,10 @@ pub struct Relay {
     telemetry: Option<Arc<RelayTelemetry>>,
 }
 
-/// The SQL session's settings: values in ISO format and UTC, whatever the database says.
-const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'";
+/// The SQL session's settings (the peek path decodes in it): values as the walsender session
+/// writes them, whatever the database says.
+const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'; \
+     SET IntervalStyle = postgres; SET bytea_output = hex";
 
 impl Relay {
     /// A relay reading PostgreSQL at `url` (connected now: an unreachable server at start is

@@ -8,8 +8,9 @@
 //! Connection settings come from `DATABASE_URL`, parsed by [`crate::pg::Target`] (which
 //! also gives the TLS settings: see [`crate::pg`]).
 //!
-//! The session is opened with `DateStyle=ISO` and `TimeZone=UTC`, whatever the database or
-//! role says, because pgoutput writes column values as text in the session's settings.
+//! The session is opened with `DateStyle=ISO`, `TimeZone=UTC`, `IntervalStyle=postgres` and
+//! `bytea_output=hex`, whatever the database or role says, because pgoutput writes column
+//! values as text in the session's settings.
 
 use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -148,9 +149,12 @@ impl Walsender {
                 config.get_application_name().unwrap_or("clustera-relay"),
             ),
             ("client_encoding", "UTF8"),
-            // pgoutput writes values as text in the session's settings.
+            // pgoutput writes values as text in the session's settings; these are the
+            // ones the relay's event building (and clustera-debezium's encoders) read.
             ("DateStyle", "ISO"),
             ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("bytea_output", "hex"),
             ("extra_float_digits", "3"),
         ];
         if let Some(options) = config.get_options() {
