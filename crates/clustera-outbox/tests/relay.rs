@@ -305,7 +305,10 @@ async fn the_relay_reports_events_wal_commit_to_ack_and_health() {
     assert!(text.contains("clustera_relay_events_total 100"), "{text}");
     assert!(text.contains("clustera_relay_rounds_total"), "{text}");
     // Streaming: retained WAL (restart_lsn), commit-to-acknowledgement per transaction.
-    assert!(text.contains("clustera_relay_retained_wal_bytes "), "{text}");
+    assert!(
+        text.contains("clustera_relay_retained_wal_bytes "),
+        "{text}"
+    );
     let confirmed_transactions = text
         .lines()
         .find_map(|l| l.strip_prefix("clustera_relay_commit_to_ack_seconds_count "))
