@@ -291,3 +291,24 @@ async fn bench_relay(events: usize, batch: usize, rounds: usize) -> anyhow::Resu
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_listens_beside_a_kernel_by_default() {
+        assert_eq!(relay_http_addr(&|_| None).unwrap(), Some(RELAY_HTTP_ADDR));
+        assert_ne!(
+            Some(RELAY_HTTP_ADDR),
+            http_addr_from_vars(&|_| None).unwrap(),
+            "a kernel's default"
+        );
+        let set = |v: &'static str| move |n: &str| (n == HTTP_ADDR_VARIABLE).then(|| v.to_owned());
+        assert_eq!(
+            relay_http_addr(&set("127.0.0.1:9999")).unwrap(),
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(relay_http_addr(&set("off")).unwrap(), None);
+    }
+}
