@@ -38,6 +38,19 @@ pub enum OAuthError {
     },
 }
 
+impl OAuthError {
+    /// What a client may be told: nothing of the token endpoint's address or answer (those
+    /// are logged).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Http(_) => "the token endpoint could not be reached".to_owned(),
+            Self::Refused { status, .. } => {
+                format!("the token endpoint refused to issue a token (HTTP {status})")
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,

@@ -50,6 +50,7 @@ async fn ten_concurrent_jobs_each_get_their_own_response() {
         &[
             ("KAFKASEND_CHUNK_SIZE", "65536"),
             ("CLUSTERA_HTTP_ADDR", metrics_addr.as_str()),
+            ("PORTAL_ALLOWED_RESPONSE_HEADERS", "*"),
         ],
     )
     .await;
@@ -85,6 +86,10 @@ async fn ten_concurrent_jobs_each_get_their_own_response() {
             .headers
             .iter()
             .any(|(k, v)| k == "x-echo" && v == "yes"));
+        assert!(
+            !response.headers.iter().any(|(k, _)| k == "set-cookie"),
+            "credentials only when listed by name"
+        );
     }
     assert_eq!(
         api.seen().len(),

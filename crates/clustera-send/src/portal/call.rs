@@ -39,17 +39,6 @@ impl Failure {
     }
 }
 
-/// Headers of the API's response that describe the portal's connection, not the response.
-const FRAMING: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
 /// The header naming a job to the API (IETF httpapi, "The Idempotency-Key HTTP Header Field").
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
@@ -64,16 +53,13 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
     let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
         .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("method: {e}")))?;
     for attempt in 0..2 {
-        let token = shared
-            .tokens
-            .token()
-            .await
-            .map_err(|e| Failure::new(ErrorCode::Upstream, format!("OAuth2: {e}")))?;
+        let token = shared.tokens.token().await.map_err(|e| {
+            tracing::warn!(job_id = %job.head.job_id, error = %e, "no OAuth2 token");
+            Failure::new(ErrorCode::Upstream, e.public_message())
+        })?;
         let body = job.spool.http_body().map_err(|e| {
-            Failure::new(
-                ErrorCode::Internal,
-                format!("reading the spooled body: {e}"),
-            )
+            tracing::error!(job_id = %job.head.job_id, error = %e, "cannot read the spooled body");
+            Failure::new(ErrorCode::Internal, "the portal could not read the body")
         })?;
         let mut request = shared
             .http
@@ -89,10 +75,10 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
             request = request.bearer_auth(t);
         }
         let response = request.send().await.map_err(|e| {
-            Failure::new(
-                ErrorCode::Upstream,
-                format!("calling the API: {}", clustera::infra::error_chain(&e)),
-            )
+            // The error names the API's URL: logged, not returned.
+            tracing::warn!(job_id = %job.head.job_id, error = %clustera::infra::error_chain(&e),
+                "calling the API failed");
+            Failure::new(ErrorCode::Upstream, "the API could not be reached")
         })?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
             if let Some(t) = &token {
@@ -101,7 +87,7 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
                 continue;
             }
         }
-        return read_answer(shared, response).await;
+        return read_answer(shared, job.head.job_id, response).await;
     }
     Err(Failure::new(
         ErrorCode::Upstream,
@@ -109,26 +95,35 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
     ))
 }
 
-async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Answer, Failure> {
+async fn read_answer(
+    shared: &Shared,
+    job_id: clustera_send_protocol::JobId,
+    response: reqwest::Response,
+) -> Result<Answer, Failure> {
     let status = response.status().as_u16();
+    let policy = &shared.config.policy;
     let headers = response
         .headers()
         .iter()
-        .filter(|(name, _)| !FRAMING.contains(&name.as_str()))
+        .filter(|(name, _)| policy.returns_response_header(name.as_str()))
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    let mut body = Spool::for_size(0, &shared.config.spool)
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
+    let spool_failed = |e: std::io::Error| {
+        tracing::error!(%job_id, error = %e, "cannot spool the response");
+        Failure::new(
+            ErrorCode::Internal,
+            "the portal could not store the response",
+        )
+    };
+    let mut body = Spool::for_size(0, &shared.config.spool).map_err(spool_failed)?;
     let mut hasher = Sha256::new();
     let mut stream = response.bytes_stream();
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| {
-            Failure::new(
-                ErrorCode::Upstream,
-                format!("reading the response: {}", clustera::infra::error_chain(&e)),
-            )
+            tracing::warn!(%job_id, error = %clustera::infra::error_chain(&e), "reading the response failed");
+            Failure::new(ErrorCode::Upstream, "the API's response broke off")
         })?;
         if body.len() + piece.len() as u64 > shared.config.max_body_bytes {
             return Err(Failure::new(
@@ -141,7 +136,7 @@ async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Ans
         }
         hasher.update(&piece);
         body.append(&piece, &shared.config.spool)
-            .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
+            .map_err(spool_failed)?;
     }
     Ok(Answer {
         status,

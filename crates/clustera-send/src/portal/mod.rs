@@ -73,6 +73,7 @@ use crate::config::PortalConfig;
 use crate::oauth::TokenSource;
 use crate::spool::Spool;
 use crate::ssrf::{Guard, GuardedResolver, Resolve, SystemResolver};
+use crate::target::Refusal;
 
 /// Why the portal could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +116,8 @@ impl Portal {
         kafka: &clustera::Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, PortalError> {
-        let guard = Guard::new(config.api_base_url.clone(), resolver);
+        let guard =
+            Guard::new(config.api_base_url.clone(), resolver).with_rules(config.path_rules.clone());
         // No redirects (a 3xx goes back to the client as it is), no proxies from the
         // environment, and names resolved only through the guard.
         let roots = match &config.api_ca_pem {
@@ -199,21 +201,42 @@ impl Kernel for Portal {
     }
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        // The key says which job a message belongs to; the portal answers only that job, so a
+        // message cannot make it answer (or refuse) someone else's job.
+        let keyed = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<JobId>().ok());
         let envelope = match Envelope::decode(msg.value().unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
                 // Answer the job if the key names one; otherwise it is a poison pill.
-                let job = msg
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.parse::<JobId>().ok());
-                let Some(job) = job else {
+                let Some(job) = keyed else {
                     return Err(KernelError::permanent(e));
                 };
-                self.shared.refuse(ctx, job, None, e.code(), e.to_string());
+                self.shared
+                    .refuse(ctx, None, job, None, e.code(), e.to_string());
                 return Ok(Outcome::Ack);
             }
         };
+        match keyed {
+            Some(job) if job == envelope.job_id() => {}
+            Some(job) => {
+                let message = format!(
+                    "the message's key {job} is not its job_id {}",
+                    envelope.job_id()
+                );
+                tracing::warn!(%job, "{message}");
+                self.shared
+                    .refuse(ctx, None, job, None, ErrorCode::InvalidRequest, message);
+                return Ok(Outcome::Ack);
+            }
+            None => {
+                return Err(KernelError::permanent(
+                    "a KafkaSend message whose key is not a job id: it cannot be answered",
+                ))
+            }
+        }
         let origin = Origin {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
@@ -234,6 +257,23 @@ impl Shared {
     /// Validates a request head, adds its job to the table and defers the job's task.
     fn start(self: &Arc<Self>, ctx: &mut Context, head: RequestHead, origin: Origin) {
         let job_id = head.job_id;
+        let reply_topic = match &head.reply_to {
+            None => self.config.wire.response_topic.clone(),
+            Some(topic) if self.config.reply_topics.is_match(topic) => topic.clone(),
+            Some(topic) => {
+                let message = format!("reply_to topic {topic:?} is not allowed");
+                tracing::warn!(%job_id, "{message}");
+                self.refuse(
+                    ctx,
+                    None,
+                    job_id,
+                    Some(origin),
+                    ErrorCode::InvalidRequest,
+                    message,
+                );
+                return;
+            }
+        };
         {
             let jobs = self.lock();
             let here = jobs.get(&job_id).map(|j| &j.origin);
@@ -253,7 +293,7 @@ impl Shared {
             Ok(admitted) => admitted,
             Err((code, message)) => {
                 tracing::warn!(%job_id, ?code, %message, "request refused");
-                self.refuse(ctx, job_id, Some(origin), code, message);
+                self.refuse(ctx, Some(&reply_topic), job_id, Some(origin), code, message);
                 return;
             }
         };
@@ -262,6 +302,7 @@ impl Shared {
             job_id,
             generation,
             origin,
+            reply_topic,
             ended,
         ));
         ctx.defer(move |out| {
@@ -283,29 +324,22 @@ impl Shared {
         let max_chunk = u32::try_from(config.wire.max_message_bytes).unwrap_or(u32::MAX);
         let reassembly = Reassembly::new(head.body.clone(), max_chunk, config.max_body_bytes)
             .map_err(|e| (e.code(), e.to_string()))?;
-        let url = self
-            .guard
-            .endpoint_url(&head.endpoint)
-            .map_err(|e| (ErrorCode::SsrfBlocked, e.to_string()))?;
-        config
-            .policy
-            .check_target(&head.method, self.guard.relative_path(&url))
-            .map_err(|e| {
-                let code = match e {
-                    crate::policy::Violation::Method(_) => ErrorCode::InvalidRequest,
-                    _ => ErrorCode::ForbiddenEndpoint,
-                };
-                (code, e.to_string())
-            })?;
-        let filtered = config
-            .policy
-            .filter_headers(&head.headers)
-            .map_err(|e| (ErrorCode::ForbiddenHeader, e.to_string()))?;
+        let url = crate::target::target(&self.guard, &config.policy, &head.method, &head.endpoint)
+            .map_err(|r| (r.code, r.message))?;
+        let filtered = config.policy.filter_headers(&head.headers).map_err(|v| {
+            let r = Refusal::from(v);
+            (r.code, r.message)
+        })?;
         if !filtered.dropped.is_empty() {
             tracing::warn!(job_id = %head.job_id, dropped = ?filtered.dropped, "forbidden headers dropped (permissive mode)");
         }
-        let spool = Spool::for_size(head.body.size, &config.spool)
-            .map_err(|e| (ErrorCode::Internal, format!("spool: {e}")))?;
+        let spool = Spool::for_size(head.body.size, &config.spool).map_err(|e| {
+            tracing::error!(job_id = %head.job_id, error = %e, "cannot create a spool");
+            (
+                ErrorCode::Internal,
+                "the portal could not store the body".to_owned(),
+            )
+        })?;
         let job_id = head.job_id;
         let mut jobs = self.lock();
         // A redelivered head replaces its job: its old reservation does not count.
@@ -381,7 +415,14 @@ impl Shared {
             let message = "a chunk for a job whose request head this portal never received; \
                            send the job again";
             tracing::warn!(%job_id, sequence = chunk.sequence, "{message}");
-            self.refuse(ctx, job_id, None, ErrorCode::Incomplete, message.to_owned());
+            self.refuse(
+                ctx,
+                None,
+                job_id,
+                None,
+                ErrorCode::Incomplete,
+                message.to_owned(),
+            );
             return;
         };
         let State::Receiving(receiving, _) = &mut job.state else {
@@ -399,7 +440,11 @@ impl Shared {
                         (p.code(), p.to_string())
                     }
                     clustera_send_protocol::ReassemblyError::Sink(io) => {
-                        (ErrorCode::Internal, format!("spool: {io}"))
+                        tracing::error!(%job_id, error = %io, "cannot write to a spool");
+                        (
+                            ErrorCode::Internal,
+                            "the portal could not store the body".to_owned(),
+                        )
                     }
                 })
             });
@@ -431,35 +476,36 @@ impl Shared {
         }
     }
 
-    /// Answers `job_id` with an error now, with this message's effects, and remembers it as
-    /// finished so its later chunks are ignored.
+    /// Answers `job_id` with an error now, with this message's effects, on `topic` (the
+    /// response topic by default), and remembers it as finished so its later chunks are
+    /// ignored.
     fn refuse(
         &self,
         ctx: &mut Context,
+        topic: Option<&str>,
         job_id: JobId,
         origin: Option<Origin>,
         code: ErrorCode,
         message: String,
     ) {
         self.lock().finish(job_id, origin);
-        ctx.send(self.error_record(job_id, code, message));
+        let topic = topic.unwrap_or(&self.config.wire.response_topic);
+        ctx.send(self.error_record(topic, job_id, code, message));
     }
 
-    /// A record of `job_id`'s answer on the response topic.
-    fn answer_record(&self, job_id: JobId, payload: Vec<u8>) -> Record {
-        Record::to(self.config.wire.response_topic.as_str())
-            .key(job_id.key())
-            .value(payload)
+    /// A record of `job_id`'s answer on `topic`.
+    fn answer_record(&self, topic: &str, job_id: JobId, payload: Vec<u8>) -> Record {
+        Record::to(topic).key(job_id.key()).value(payload)
     }
 
-    /// The error envelope answering `job_id`.
-    fn error_record(&self, job_id: JobId, code: ErrorCode, message: String) -> Record {
+    /// The error envelope answering `job_id` on `topic`.
+    fn error_record(&self, topic: &str, job_id: JobId, code: ErrorCode, message: String) -> Record {
         let error = Envelope::Error(ErrorResponse {
             job_id,
             code,
             message,
         });
-        self.answer_record(job_id, error.encode())
+        self.answer_record(topic, job_id, error.encode())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {

@@ -21,6 +21,8 @@ pub(super) struct JobTask {
     job_id: JobId,
     generation: u64,
     origin: Origin,
+    /// Where the job is answered.
+    reply_topic: String,
     /// How the job's request ended; taken by the first attempt.
     ended: Mutex<Option<oneshot::Receiver<Ended>>>,
 }
@@ -32,6 +34,7 @@ impl JobTask {
         job_id: JobId,
         generation: u64,
         origin: Origin,
+        reply_topic: String,
         ended: oneshot::Receiver<Ended>,
     ) -> Self {
         Self {
@@ -39,6 +42,7 @@ impl JobTask {
             job_id,
             generation,
             origin,
+            reply_topic,
             ended: Mutex::new(Some(ended)),
         }
     }
@@ -73,7 +77,10 @@ impl JobTask {
         match ended {
             Ok(Ended::Complete(job)) => self.execute(*job, &out).await,
             Ok(Ended::Failed(code, message)) => {
-                out.send(self.shared.error_record(job_id, code, message));
+                out.send(
+                    self.shared
+                        .error_record(&self.reply_topic, job_id, code, message),
+                );
             }
             // Its table entry was replaced by a redelivery of its head, whose task runs it.
             Err(_) => {
@@ -112,7 +119,7 @@ impl JobTask {
                 tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
                 let bytes = answer.body.len();
-                match stream_response(job_id, answer, shared, out).await {
+                match stream_response(job_id, &self.reply_topic, answer, shared, out).await {
                     Ok(()) => {
                         shared.metrics.answered("ok");
                         shared.metrics.moved("response", bytes);
@@ -120,10 +127,13 @@ impl JobTask {
                     }
                     // The head and some chunks may be out: the error replaces them (the
                     // client drops an incomplete response when another answer arrives).
-                    Err(e) => (
-                        ErrorCode::Internal,
-                        format!("reading the spooled response: {e}"),
-                    ),
+                    Err(e) => {
+                        tracing::error!(%job_id, error = %e, "cannot send the spooled response");
+                        (
+                            ErrorCode::Internal,
+                            "the portal could not send the whole response".to_owned(),
+                        )
+                    }
                 }
             }
             Ok(Err(f)) => {
@@ -139,7 +149,7 @@ impl JobTask {
                 (ErrorCode::Timeout, message)
             }
         };
-        out.send(shared.error_record(job_id, code, message));
+        out.send(shared.error_record(&self.reply_topic, job_id, code, message));
     }
 }
 
@@ -167,6 +177,7 @@ impl Drop for JobTask {
 /// job's head once acknowledged.
 async fn stream_response(
     job_id: JobId,
+    topic: &str,
     answer: call::Answer,
     shared: &Shared,
     out: &DeferredContext,
@@ -182,7 +193,7 @@ async fn stream_response(
     })
     .encode();
     let ended = |_| std::io::Error::other("the job's task ended while answering");
-    out.send_now(shared.answer_record(job_id, head))
+    out.send_now(shared.answer_record(topic, job_id, head))
         .await
         .map_err(ended)?;
     let body = Arc::new(answer.body);
@@ -205,7 +216,7 @@ async fn stream_response(
             ));
         }
         let payload = chunker.encode(sequence, info.total_chunks, &data);
-        out.send_now(shared.answer_record(job_id, payload))
+        out.send_now(shared.answer_record(topic, job_id, payload))
             .await
             .map_err(ended)?;
     }

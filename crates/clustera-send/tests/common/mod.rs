@@ -87,7 +87,15 @@ impl Api {
                     if let Err(r) = record(&s, "POST", "/api/v1/echo", &h) {
                         return r.into_response();
                     }
-                    ([("content-type", "application/octet-stream"), ("x-echo", "yes")], body).into_response()
+                    (
+                        [
+                            ("content-type", "application/octet-stream"),
+                            ("x-echo", "yes"),
+                            ("set-cookie", "session=secret"),
+                        ],
+                        body,
+                    )
+                        .into_response()
                 }),
             )
             .route(
@@ -251,8 +259,13 @@ impl Drop for RunningPortal {
 
 /// Starts a portal for `api` on `bootstrap` with these extra variables.
 pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> RunningPortal {
+    portal_at(bootstrap, &format!("{}/api", api.url), vars).await
+}
+
+/// Starts a portal for the API at `base_url` on `bootstrap` with these extra variables.
+pub async fn portal_at(bootstrap: &str, base_url: &str, vars: &[(&str, &str)]) -> RunningPortal {
     let mut map: HashMap<String, String> = HashMap::from([
-        ("PORTAL_API_BASE_URL".to_owned(), format!("{}/api", api.url)),
+        ("PORTAL_API_BASE_URL".to_owned(), base_url.to_owned()),
         (
             "PORTAL_ALLOWED_ENDPOINTS".to_owned(),
             "/v1/echo,/v1/upload,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect".to_owned(),
@@ -293,6 +306,75 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
     RunningPortal {
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// An HTTP API on loopback that records each request line exactly as it arrived (bytes up to
+/// the first CR LF) and answers `200 ok`. Written on a bare socket on purpose: an HTTP
+/// framework would parse and normalise the request target before a handler could see it.
+pub struct RawApi {
+    pub url: String,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawApi {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = lines.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut piece = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&piece[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let line = head.split("\r\n").next().unwrap_or_default().to_owned();
+                    recorded.lock().unwrap().push(line);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = buf.len() - head_end;
+                    while body < length {
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body += n,
+                        }
+                    }
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                              Content-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            lines,
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 }
 
