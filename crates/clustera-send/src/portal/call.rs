@@ -48,15 +48,19 @@ pub fn idempotency_key(job: clustera_send_protocol::JobId) -> String {
     format!("\"{job}\"")
 }
 
-/// Calls the API for `job`; on a 401, fetches a fresh token and calls once more.
+/// Calls the API for `job`; on a 401, calls once more with the next token (see
+/// [`crate::oauth`] for when a 401 refreshes the token).
 pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
     let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
         .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("method: {e}")))?;
-    for attempt in 0..2 {
+    let mut retry = false;
+    loop {
         let token = shared.tokens.token().await.map_err(|e| {
             tracing::warn!(job_id = %job.head.job_id, error = %e, "no OAuth2 token");
             Failure::new(ErrorCode::Upstream, e.public_message())
         })?;
+        // Each attempt streams the body from its own start: a spooled body is read by
+        // position, never through a shared file cursor.
         let body = job.spool.http_body().map_err(|e| {
             tracing::error!(job_id = %job.head.job_id, error = %e, "cannot read the spooled body");
             Failure::new(ErrorCode::Internal, "the portal could not read the body")
@@ -72,7 +76,7 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
         // module docs of `portal`). The policy never forwards a client's own.
         request = request.header(IDEMPOTENCY_KEY, idempotency_key(job.head.job_id));
         if let Some(t) = &token {
-            request = request.bearer_auth(t);
+            request = request.bearer_auth(&t.value);
         }
         let response = request.send().await.map_err(|e| {
             // The error names the API's URL: logged, not returned.
@@ -80,19 +84,18 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
                 "calling the API failed");
             Failure::new(ErrorCode::Upstream, "the API could not be reached")
         })?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             if let Some(t) = &token {
-                tracing::info!(job_id = %job.head.job_id, "the API refused the token; refreshing it once");
-                shared.tokens.invalidate(t).await;
-                continue;
+                if shared.tokens.unauthorized(t, retry).await {
+                    tracing::info!(job_id = %job.head.job_id, generation = t.generation,
+                        "the API refused the token; calling again with the next one");
+                    retry = true;
+                    continue;
+                }
             }
         }
         return read_answer(shared, job.head.job_id, response).await;
     }
-    Err(Failure::new(
-        ErrorCode::Upstream,
-        "the API refused a fresh token too",
-    ))
 }
 
 async fn read_answer(

@@ -110,6 +110,29 @@ impl Api {
                 }),
             )
             .route(
+                // Refuses a token before reading any of the body (the portal may still be
+                // sending it), and answers with the size and SHA-256 of what it received.
+                "/api/v1/strict-upload",
+                post(|State(s): State<Arc<ApiState>>, request: axum::extract::Request| async move {
+                    let (parts, body) = request.into_parts();
+                    if let Err(r) = record(&s, "POST", "/api/v1/strict-upload", &parts.headers) {
+                        return r.into_response();
+                    }
+                    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                    use sha2::Digest;
+                    let sha = hex::encode(sha2::Sha256::digest(&body));
+                    axum::Json(serde_json::json!({"size": body.len(), "sha256": sha})).into_response()
+                }),
+            )
+            .route(
+                // Answers 401 whatever the token.
+                "/api/v1/unauthorized",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
+                    let _ = record(&s, "GET", "/api/v1/unauthorized", &h);
+                    StatusCode::UNAUTHORIZED.into_response()
+                }),
+            )
+            .route(
                 "/api/v1/blob/{n}",
                 get(|State(s): State<Arc<ApiState>>, h: HeaderMap, Path(n): Path<usize>| async move {
                     if let Err(r) = record(&s, "GET", "/api/v1/blob", &h) {
@@ -268,7 +291,8 @@ pub async fn portal_at(bootstrap: &str, base_url: &str, vars: &[(&str, &str)]) -
         ("PORTAL_API_BASE_URL".to_owned(), base_url.to_owned()),
         (
             "PORTAL_ALLOWED_ENDPOINTS".to_owned(),
-            "/v1/echo,/v1/upload,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect".to_owned(),
+            "/v1/echo,/v1/upload,/v1/strict-upload,/v1/unauthorized,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect"
+                .to_owned(),
         ),
         (
             "PORTAL_ALLOWED_HEADERS".to_owned(),
