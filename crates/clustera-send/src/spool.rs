@@ -42,14 +42,13 @@ pub enum Spool {
 }
 
 impl Spool {
-    /// A spool for a body of `size` bytes (0 if not known yet).
+    /// A spool for a body of `size` bytes (0 if not known yet). Nothing is allocated for the
+    /// size: a spool grows with what is written to it.
     pub fn for_size(size: u64, config: &SpoolConfig) -> io::Result<Self> {
         if size > config.threshold {
             Ok(Self::File(Arc::new(tempfile::tempfile_in(&config.dir)?), 0))
         } else {
-            Ok(Self::Memory(Vec::with_capacity(
-                usize::try_from(size).unwrap_or(0),
-            )))
+            Ok(Self::Memory(Vec::new()))
         }
     }
 

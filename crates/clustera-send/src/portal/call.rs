@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use clustera_send_protocol::ErrorCode;
 
-use super::jobs::Receiving;
+use super::jobs::Complete;
 use super::Shared;
 use crate::spool::Spool;
 
@@ -50,7 +50,7 @@ pub fn idempotency_key(job: clustera_send_protocol::JobId) -> String {
 
 /// Calls the API for `job`; on a 401, calls once more with the next token (see
 /// [`crate::oauth`] for when a 401 refreshes the token).
-pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
+pub async fn call(shared: &Shared, job: &Complete, generation: u64) -> Result<Answer, Failure> {
     let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
         .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("method: {e}")))?;
     let mut retry = false;
@@ -94,13 +94,16 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
                 }
             }
         }
-        return read_answer(shared, job.head.job_id, response).await;
+        return read_answer(shared, job.head.job_id, generation, response).await;
     }
 }
 
+/// Reads the API's response into a spool, counting its bytes against the portal's limits as
+/// they arrive (the job holds them until the response is sent).
 async fn read_answer(
     shared: &Shared,
     job_id: clustera_send_protocol::JobId,
+    generation: u64,
     response: reqwest::Response,
 ) -> Result<Answer, Failure> {
     let status = response.status().as_u16();
@@ -137,6 +140,14 @@ async fn read_answer(
                 ),
             ));
         }
+        shared
+            .reserve(job_id, generation, piece.len() as u64)
+            .map_err(|m| {
+                Failure::new(
+                    ErrorCode::Busy,
+                    format!("the response does not fit the portal's limits: {m}"),
+                )
+            })?;
         hasher.update(&piece);
         body.append(&piece, &shared.config.spool)
             .map_err(spool_failed)?;

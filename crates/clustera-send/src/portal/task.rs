@@ -10,7 +10,7 @@ use clustera_send_protocol::{BodyInfo, Chunker, Envelope, ErrorCode, JobId, Resp
 use tokio::sync::oneshot;
 
 use super::call;
-use super::jobs::{Ended, Job, Origin, Receiving, State};
+use super::jobs::{Complete, Ended, Job, Origin, State};
 use super::Shared;
 
 /// The state a job's deferred task shares across its attempts. Dropping it (the task ended,
@@ -92,22 +92,18 @@ impl JobTask {
         Ok(Outcome::Ack)
     }
 
-    /// Calls the API for the complete job and states its answer.
-    async fn execute(&self, job: Receiving, out: &DeferredContext) {
+    /// Calls the API for the complete job and states its answer. The job keeps its place
+    /// until its answer is handed to the producer; its request bytes are given back once the
+    /// call is over, its response bytes (counted as they are read) once they are sent.
+    async fn execute(&self, job: Complete, out: &DeferredContext) {
         let (shared, job_id) = (&self.shared, self.job_id);
         let started = Instant::now();
-        let answer =
-            tokio::time::timeout(shared.config.job_timeout, call::call(shared, &job)).await;
-        // The call is over: its place and its bytes are free before the answer goes out, so a
-        // client that sends its next job on receiving it finds room.
-        {
-            let mut jobs = shared.lock();
-            jobs.remove(&job_id, Some(self.generation));
-            jobs.finish(job_id, Some(self.origin.clone()));
-            shared
-                .metrics
-                .occupancy(jobs.active(), jobs.inflight_bytes());
-        }
+        let answer = tokio::time::timeout(
+            shared.config.job_timeout,
+            call::call(shared, &job, self.generation),
+        )
+        .await;
+        shared.release(job_id, self.generation, job.head.body.size);
         shared
             .metrics
             .calls
@@ -119,7 +115,9 @@ impl JobTask {
                 tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
                 let bytes = answer.body.len();
-                match stream_response(job_id, &self.reply_topic, answer, shared, out).await {
+                let sent = stream_response(job_id, &self.reply_topic, answer, shared, out).await;
+                self.leave_table();
+                match sent {
                     Ok(()) => {
                         shared.metrics.answered("ok");
                         shared.metrics.moved("response", bytes);
@@ -138,6 +136,7 @@ impl JobTask {
             }
             Ok(Err(f)) => {
                 tracing::warn!(%job_id, code = ?f.code, message = %f.message, "call failed");
+                self.leave_table();
                 (f.code, f.message)
             }
             Err(_) => {
@@ -146,10 +145,25 @@ impl JobTask {
                     shared.config.job_timeout.as_secs()
                 );
                 tracing::warn!(%job_id, %message, "call timed out");
+                self.leave_table();
                 (ErrorCode::Timeout, message)
             }
         };
         out.send(shared.error_record(&self.reply_topic, job_id, code, message));
+    }
+
+    /// Takes the job out of the table (its place and bytes) and remembers it as finished. An
+    /// error answer is small: its place is free before it is sent, so a client that sends its
+    /// next job on receiving it finds room.
+    fn leave_table(&self) {
+        let mut jobs = self.shared.lock();
+        let removed = jobs.remove(&self.job_id, Some(self.generation));
+        jobs.finish(self.job_id, Some(self.origin.clone()));
+        self.shared
+            .metrics
+            .occupancy(jobs.active(), jobs.inflight_bytes());
+        drop(jobs);
+        drop(removed);
     }
 }
 
@@ -223,8 +237,8 @@ async fn stream_response(
     Ok(())
 }
 
-/// Every second: jobs idle too long (missing chunks) or too old are taken out of the table,
-/// and their tasks answer why.
+/// Every second: jobs whose first chunk is late, idle too long (missing chunks) or too old
+/// are taken out of the table, and their tasks answer why.
 pub(super) async fn sweep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -236,8 +250,8 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
             let expired: Vec<(JobId, ErrorCode, String)> = jobs
                 .receiving()
                 .filter_map(|(id, j)| {
-                    let total = j.reassembly.body().total_chunks;
-                    let received = j.reassembly.received();
+                    let total = j.head.body.total_chunks;
+                    let received = j.received;
                     if now - j.started > config.job_max_age {
                         Some((
                             *id,
@@ -246,6 +260,15 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
                             "the job is older than {} s with {received} of {total} chunks received",
                             config.job_max_age.as_secs()
                         ),
+                        ))
+                    } else if received == 0 && now - j.started > config.first_chunk_timeout {
+                        Some((
+                            *id,
+                            ErrorCode::Incomplete,
+                            format!(
+                                "no chunk within {} s of the head: 0 of {total} chunks received",
+                                config.first_chunk_timeout.as_secs()
+                            ),
                         ))
                     } else if now - j.last_activity > config.job_idle_timeout {
                         Some((
