@@ -39,6 +39,9 @@ impl Failure {
     }
 }
 
+/// Response bytes hashed and spooled per blocking task.
+const STORE_BATCH: usize = 256 * 1024;
+
 /// The header naming a job to the API (IETF httpapi, "The Idempotency-Key HTTP Header Field").
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
@@ -123,35 +126,68 @@ async fn read_answer(
             "the portal could not store the response",
         )
     };
-    let mut body = Spool::for_size(0, &shared.config.spool).map_err(spool_failed)?;
-    let mut hasher = Sha256::new();
+    let mut store = Some((
+        Spool::for_size(0, &shared.config.spool).map_err(spool_failed)?,
+        Sha256::new(),
+    ));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut total = 0u64;
     let mut stream = response.bytes_stream();
-    while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| {
+    loop {
+        let piece = stream.next().await.transpose().map_err(|e| {
             tracing::warn!(%job_id, error = %clustera::infra::error_chain(&e), "reading the response failed");
             Failure::new(ErrorCode::Upstream, "the API's response broke off")
         })?;
-        if body.len() + piece.len() as u64 > shared.config.max_body_bytes {
-            return Err(Failure::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "the response is larger than {} bytes",
-                    shared.config.max_body_bytes
-                ),
-            ));
+        if let Some(piece) = &piece {
+            total += piece.len() as u64;
+            if total > shared.config.max_body_bytes {
+                return Err(Failure::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the response is larger than {} bytes",
+                        shared.config.max_body_bytes
+                    ),
+                ));
+            }
+            shared
+                .reserve(job_id, generation, piece.len() as u64)
+                .map_err(|m| {
+                    Failure::new(
+                        ErrorCode::Busy,
+                        format!("the response does not fit the portal's limits: {m}"),
+                    )
+                })?;
+            pending.extend_from_slice(piece);
         }
-        shared
-            .reserve(job_id, generation, piece.len() as u64)
-            .map_err(|m| {
+        // Hashing and writing run off the async threads, a batch at a time.
+        if pending.len() >= STORE_BATCH || (piece.is_none() && !pending.is_empty()) {
+            let batch = std::mem::take(&mut pending);
+            let (mut spool, mut hasher) = store.take().ok_or_else(|| {
                 Failure::new(
-                    ErrorCode::Busy,
-                    format!("the response does not fit the portal's limits: {m}"),
+                    ErrorCode::Internal,
+                    "the portal could not store the response",
                 )
             })?;
-        hasher.update(&piece);
-        body.append(&piece, &shared.config.spool)
+            let config = shared.config.spool.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                hasher.update(&batch);
+                spool.append(&batch, &config).map(|()| (spool, hasher))
+            })
+            .await
+            .map_err(|e| spool_failed(std::io::Error::other(e.to_string())))?
             .map_err(spool_failed)?;
+            store = Some(stored);
+        }
+        if piece.is_none() {
+            break;
+        }
     }
+    let (body, hasher) = store.ok_or_else(|| {
+        Failure::new(
+            ErrorCode::Internal,
+            "the portal could not store the response",
+        )
+    })?;
     Ok(Answer {
         status,
         headers,

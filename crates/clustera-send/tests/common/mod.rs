@@ -194,6 +194,128 @@ impl Api {
     }
 }
 
+/// An upload API on a bare socket that answers 401 to a refused token *before* reading the
+/// request body, then reads the rest of it (so the client sees the 401 while still sending),
+/// and otherwise answers `{"size", "sha256"}` of the body it received. The request line and
+/// headers are recorded in `state.seen`. Bare because an HTTP framework closes the connection
+/// on an unread body, which the client may see as an error rather than the 401.
+pub struct EarlyRefusalApi {
+    pub url: String,
+    pub state: Arc<ApiState>,
+}
+
+impl EarlyRefusalApi {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ApiState::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut piece = vec![0u8; 64 * 1024];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&piece[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let line = lines.next().unwrap_or_default().to_owned();
+                    let mut headers = HeaderMap::new();
+                    for l in lines {
+                        if let Some((k, v)) = l.split_once(':') {
+                            if let (Ok(k), Ok(v)) = (
+                                axum::http::HeaderName::from_bytes(k.trim().as_bytes()),
+                                axum::http::HeaderValue::from_str(v.trim()),
+                            ) {
+                                headers.insert(k, v);
+                            }
+                        }
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let refused = record(&state, "POST", &path, &headers).is_err();
+                    if refused {
+                        let _ = socket
+                            .write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\
+                                  Connection: close\r\n\r\n",
+                            )
+                            .await;
+                    }
+                    // The body: as long as Content-Length says, or chunked to its last chunk.
+                    let length: Option<usize> = headers
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    let mut body = buf[head_end..].to_vec();
+                    let complete = |b: &[u8]| match length {
+                        Some(n) => b.len() >= n,
+                        None => b.ends_with(b"\r\n0\r\n\r\n") || b == b"0\r\n\r\n",
+                    };
+                    while !complete(&body) {
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body.extend_from_slice(&piece[..n]),
+                        }
+                    }
+                    if refused {
+                        return;
+                    }
+                    let body = if length.is_some() {
+                        body
+                    } else {
+                        dechunk(&body)
+                    };
+                    use sha2::Digest;
+                    let json = serde_json::json!({
+                        "size": body.len(),
+                        "sha256": hex::encode(sha2::Sha256::digest(&body)),
+                    })
+                    .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                        json.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+/// The bytes of a complete chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
 /// An OAuth2 token endpoint (client credentials, HTTP Basic), issuing `token-1`, `token-2`…
 pub struct TokenServer {
     pub url: String,
@@ -203,9 +325,13 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub async fn start(api: &Api) -> Self {
+        Self::start_for(api.state.clone()).await
+    }
+
+    /// A token endpoint whose tokens the API with `api_state` accepts.
+    pub async fn start_for(api_state: Arc<ApiState>) -> Self {
         let issued = Arc::new(AtomicU64::new(0));
         let expires_in = Arc::new(AtomicU64::new(3600));
-        let api_state = api.state.clone();
         *api_state.accepted.lock().unwrap() = Some(HashSet::new());
         let (i, e) = (issued.clone(), expires_in.clone());
         let app = Router::new().route(
