@@ -147,8 +147,9 @@ pub struct Jobs {
 /// What a head's admission found.
 pub enum Admission {
     /// Admitted as this generation; jobs evicted to make room (to answer `busy`, outside the
-    /// lock).
-    Admitted(u64, Vec<Job>),
+    /// lock); and the earlier admission of the same job that a redelivered head replaced (to
+    /// drop outside the lock, unanswered: the new admission runs the job).
+    Admitted(u64, Vec<Job>, Option<Job>),
     /// Another head of a job here or finished here: ignored.
     Duplicate,
     /// No room for this client.
@@ -229,9 +230,7 @@ impl Jobs {
         }
         self.next_generation += 1;
         let generation = self.next_generation;
-        if let Some(old) = self.remove(&id, None) {
-            evicted.push(old);
-        }
+        let replaced = self.remove(&id, None);
         self.finished.remove(&id);
         self.clients.entry(client.to_owned()).or_default().jobs += 1;
         self.jobs.insert(
@@ -244,7 +243,7 @@ impl Jobs {
                 state: state(),
             },
         );
-        Admission::Admitted(generation, evicted)
+        Admission::Admitted(generation, evicted, replaced)
     }
 
     /// Counts `n` more bytes for the job admitted as `generation`, within the portal's limit
@@ -451,7 +450,10 @@ mod tests {
 
     fn admitted(a: Admission) -> (u64, Vec<Job>) {
         match a {
-            Admission::Admitted(g, e) => (g, e),
+            Admission::Admitted(g, mut e, replaced) => {
+                e.extend(replaced);
+                (g, e)
+            }
             Admission::Duplicate => panic!("duplicate"),
             Admission::Busy(m) => panic!("busy: {m}"),
         }

@@ -398,8 +398,8 @@ impl Shared {
                 tell,
             )
         });
-        let (generation, evicted) = match admission {
-            Admission::Admitted(generation, evicted) => (generation, evicted),
+        let (generation, evicted, replaced) = match admission {
+            Admission::Admitted(generation, evicted, replaced) => (generation, evicted, replaced),
             Admission::Duplicate => {
                 tracing::debug!(%job_id, offset = origin.offset, "duplicate request head ignored");
                 return Ok(None);
@@ -410,6 +410,11 @@ impl Shared {
         self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
         drop(jobs);
         tracing::info!(%job_id, %method, bytes, chunks, generation, "job admitted");
+        if replaced.is_some() {
+            tracing::info!(%job_id, offset = origin.offset, "request head redelivered; running the job again");
+        }
+        // The replaced admission's task learns it was taken over (its channel closes).
+        drop(replaced);
         self.end_evicted(evicted);
         Ok(Some((generation, ended)))
     }
