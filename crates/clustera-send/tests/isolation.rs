@@ -171,6 +171,10 @@ async fn error_answers_name_no_internal_address_or_upstream_body() {
         panic!("{e}")
     };
     assert_eq!(code, ErrorCode::Upstream);
+    assert_eq!(
+        message,
+        "the API could not be reached: the connection failed"
+    );
     let port = closed.rsplit(':').next().unwrap();
     assert!(
         !message.contains("127.0.0.1") && !message.contains(port),

@@ -39,6 +39,20 @@ impl Failure {
     }
 }
 
+/// What a client is told when the API cannot be reached: the kind of failure, never the
+/// address or the lower layers' text.
+fn unreachable_message(e: &reqwest::Error, chain: &str) -> &'static str {
+    if chain.contains("certificate") {
+        "the API could not be reached: its TLS certificate was not accepted"
+    } else if e.is_timeout() {
+        "the API could not be reached: the connection timed out"
+    } else if e.is_connect() {
+        "the API could not be reached: the connection failed"
+    } else {
+        "the API could not be reached"
+    }
+}
+
 /// Response bytes hashed and spooled per blocking task.
 const STORE_BATCH: usize = 256 * 1024;
 
@@ -82,10 +96,10 @@ pub async fn call(shared: &Shared, job: &Complete, generation: u64) -> Result<An
             request = request.bearer_auth(&t.value);
         }
         let response = request.send().await.map_err(|e| {
-            // The error names the API's URL: logged, not returned.
-            tracing::warn!(job_id = %job.head.job_id, error = %clustera::infra::error_chain(&e),
-                "calling the API failed");
-            Failure::new(ErrorCode::Upstream, "the API could not be reached")
+            // The error names the API's URL: logged, and only its kind returned.
+            let chain = clustera::infra::error_chain(&e);
+            tracing::warn!(job_id = %job.head.job_id, error = %chain, "calling the API failed");
+            Failure::new(ErrorCode::Upstream, unreachable_message(&e, &chain))
         })?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             if let Some(t) = &token {
