@@ -8,12 +8,13 @@
 //! start-up, the same for both sides. Both sides use a 10 ms `fetch.wait.max.ms`, since the
 //! embedded broker does not answer a waiting fetch when data arrives.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Args;
 use clustera::testing::{kafka, process_memory, MockBroker};
+
+use crate::bench_kernel::{spawn, stop, transform_bin, transform_command, wait_committed};
 
 use crate::bench::median;
 
@@ -143,25 +144,17 @@ async fn run_once(
         messages,
     } = *setup;
     let started = Instant::now();
-    let mut command = Command::new(transform);
-    command.env_clear();
-    command
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-        .env("KAFKA_TOPIC", input)
-        .env("OUTPUT_TOPIC", format!("mem-out-{partitions}"))
-        .env("KAFKA_CONSUMER_GROUP", group)
-        .env("KAFKA_GROUP_PROTOCOL", "consumer")
-        // The embedded broker answers a waiting fetch only when its wait expires, not when
-        // data arrives as Kafka does; with small queues its 500 ms default would starve both
-        // sides.
-        .env("KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "10")
-        .env("CLUSTERA_COMMIT_INTERVAL_MS", "100")
-        .env("CLUSTERA_HTTP_ADDR", "off")
-        .env(
-            "CLUSTERA_MEMORY_BYTES",
-            if with_budget { "16MiB" } else { "off" },
-        )
-        .env("RUST_LOG", "error");
+    let mut command = transform_command(
+        transform,
+        bootstrap,
+        input,
+        &format!("mem-out-{partitions}"),
+        group,
+    );
+    command.env(
+        "CLUSTERA_MEMORY_BYTES",
+        if with_budget { "16MiB" } else { "off" },
+    );
     // Last, so they can override the settings above.
     for pair in extra {
         let (k, v) = pair
@@ -169,72 +162,14 @@ async fn run_once(
             .with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
         command.env(k, v);
     }
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", transform.display()))?;
+    let mut child = spawn(&mut command, transform)?;
     let done = wait_committed(&mut child, bootstrap, group, input, None).await;
     let elapsed = started.elapsed();
     let peak = process_memory(child.id()).map(|m| m.peak_kb);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    stop(child).await;
     done?;
     Ok(Sample {
         peak_mb: peak? as f64 / 1024.0,
         rate: messages as f64 / elapsed.as_secs_f64(),
     })
-}
-
-/// Waits until the group's commits reach the input's high watermarks, or, with `at_least`,
-/// until that many messages are committed.
-pub(crate) async fn wait_committed(
-    child: &mut Child,
-    bootstrap: &str,
-    group: &str,
-    input: &str,
-    at_least: Option<i64>,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("the transform example exited early: {status}");
-        }
-        let (b, g, t) = (bootstrap.to_owned(), group.to_owned(), input.to_owned());
-        let committed = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-            let high = kafka::high_watermarks(&b, &t)?;
-            let committed = kafka::committed_offsets(&b, &g, &t).unwrap_or_default();
-            Ok(match at_least {
-                Some(n) => committed.values().sum::<i64>() >= n,
-                None => high.iter().all(|(p, h)| committed.get(p) == Some(h)),
-            })
-        })
-        .await??;
-        if committed {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the transform example did not commit everything within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The transform example built next to this binary (`cargo build --release --examples`).
-pub(crate) fn transform_bin() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe
-        .parent()
-        .context("no directory for this executable")?
-        .join("examples")
-        .join("transform");
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it first with `cargo build --release -p clustera --examples`",
-            path.display()
-        );
-    }
-    Ok(path)
 }

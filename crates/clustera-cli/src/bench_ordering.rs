@@ -10,14 +10,13 @@
 //! key side).
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use clustera::testing::{kafka, MockBroker};
 
-use crate::bench_memory::{transform_bin, wait_committed};
+use crate::bench_kernel::{spawn, stop, transform_bin, transform_command, wait_committed};
 
 /// Arguments of `clustera bench-ordering`.
 #[derive(Args)]
@@ -74,30 +73,22 @@ pub async fn run(args: BenchOrderingArgs) -> anyhow::Result<()> {
         ("key", None),
     ] {
         let started = Instant::now();
-        let mut child = Command::new(&transform)
-            .env_clear()
-            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-            .env("KAFKA_TOPIC", "order-in")
-            .env("OUTPUT_TOPIC", format!("order-out-{side}"))
-            .env("KAFKA_CONSUMER_GROUP", format!("order-{side}"))
-            .env("KAFKA_GROUP_PROTOCOL", "consumer")
-            .env("KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "10")
+        let group = format!("order-{side}");
+        let mut command = transform_command(
+            &transform,
+            &bootstrap,
+            "order-in",
+            &format!("order-out-{side}"),
+            &group,
+        );
+        command
             .env("TRANSFORM_DELAY_MS", args.delay_ms.to_string())
             .env("CLUSTERA_ORDERING", side)
-            .env("CLUSTERA_MAX_IN_FLIGHT", args.max_in_flight.to_string())
-            .env("CLUSTERA_HTTP_ADDR", "off")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", transform.display()))?;
-        let group = format!("order-{side}");
+            .env("CLUSTERA_MAX_IN_FLIGHT", args.max_in_flight.to_string());
+        let mut child = spawn(&mut command, &transform)?;
         let done = wait_committed(&mut child, &bootstrap, &group, "order-in", target).await;
         let elapsed = started.elapsed();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        stop(child).await;
         done?;
         let (b, g) = (bootstrap.clone(), group.clone());
         let committed: i64 = tokio::task::spawn_blocking(move || {

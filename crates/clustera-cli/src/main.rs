@@ -1,6 +1,8 @@
 //! The `clustera` command: a development broker, the demo, and benchmarks.
 
 mod bench;
+mod bench_guarantee;
+mod bench_kernel;
 mod bench_memory;
 mod bench_ordering;
 mod bench_send;
@@ -64,6 +66,8 @@ enum Command {
     /// Benchmark key-ordered concurrency (P3): one partition with simulated I/O, processed
     /// one message at a time and key by key.
     BenchOrdering(bench_ordering::BenchOrderingArgs),
+    /// Benchmark exactly-once against at-least-once: the transform example, alternately.
+    BenchGuarantee(bench_guarantee::BenchGuaranteeArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,7 +78,8 @@ fn main() -> ExitCode {
         | Command::Bench(_)
         | Command::BenchSend(_)
         | Command::BenchMemory(_)
-        | Command::BenchOrdering(_) => clustera::telemetry::init_logging_with_default("off"),
+        | Command::BenchOrdering(_)
+        | Command::BenchGuarantee(_) => clustera::telemetry::init_logging_with_default("off"),
         Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
             clustera::telemetry::init_logging()
         }
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             Command::BenchSend(args) => bench_send::run(args).await,
             Command::BenchMemory(args) => bench_memory::run(args).await,
             Command::BenchOrdering(args) => bench_ordering::run(args).await,
+            Command::BenchGuarantee(args) => bench_guarantee::run(args).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -70,6 +70,13 @@
 //!    that are *already fetched* (a batch never waits to fill), takes the final outcomes in
 //!    order, and processes whatever the batch left undecided (a retry, a transient error, a
 //!    panic) one message at a time, so guarantees 1 to 4 hold unchanged.
+//! 8. **Exactly-once, on request.** With `CLUSTERA_GUARANTEE=exactly-once` each message's
+//!    records and its input offset are committed in one Kafka transaction (one transactional
+//!    producer per instance, offsets sent with the consumer group's metadata, as Kafka
+//!    Streams' `exactly_once_v2`). A failed transaction is aborted and every partition rewound
+//!    to its last commit; retries never reach a transaction. It covers effects on Kafka as
+//!    `read_committed` consumers see them, not a kernel's own I/O; it refuses `key` and `none`
+//!    ordering at start-up and [`Context::defer`] when used.
 //!
 //! Failed deliveries are never dropped and never freeze a partition: transient failures (an
 //! outage longer than `message.timeout.ms`) are sent again in bulk, in each input partition's

@@ -18,7 +18,7 @@ use crate::infra::env::{env_vars, flag, split_list};
 pub use crate::infra::env::{load_dotenv, ConfigError};
 
 pub(crate) use runtime::dead_letter_topic;
-pub use runtime::{ProcessingOrder, RuntimeSettings};
+pub use runtime::{Guarantee, ProcessingOrder, RuntimeSettings};
 pub use secret::Secret;
 pub use tls::TlsConfig;
 
@@ -68,6 +68,9 @@ const OWNED_PROPERTIES: &[&str] = &[
     "enable.auto.offset.store",
     "group.id",
     "bootstrap.servers",
+    // Set from CLUSTERA_TRANSACTIONAL_ID under exactly-once; a transactional producer
+    // anywhere else would refuse every record sent outside a transaction.
+    "transactional.id",
 ];
 
 /// Opts out of the producer settings that "acknowledged by the broker" relies on.
@@ -195,6 +198,18 @@ impl Config {
             properties,
             runtime: runtime::runtime_from_vars(&var)?,
         };
+        if config.runtime.guarantee == Guarantee::ExactlyOnce
+            && config
+                .properties
+                .get("isolation.level")
+                .is_some_and(|v| v.expose().trim() != "read_committed")
+        {
+            return Err(ConfigError::invalid(
+                variable_or_prefix("isolation.level", vars),
+                "exactly-once reads its inputs with isolation.level=read_committed; records of \
+                 aborted transactions would otherwise be processed",
+            ));
+        }
         config.validate_properties(vars)?;
         Ok(config)
     }
@@ -298,6 +313,9 @@ impl Config {
         c.set("enable.auto.offset.store", "false");
         c.set("auto.offset.reset", "earliest");
         c.set("enable.partition.eof", "false");
+        // librdkafka's default too; stated because exactly-once depends on it (an operator's
+        // read_uncommitted is refused under exactly-once when the configuration is read).
+        c.set("isolation.level", "read_committed");
         // Each partition has its own queue (see runtime::dispatch), and librdkafka applies
         // these caps per queue: the budget is divided by the partitions (config::budget).
         // Without a budget, memory ahead of the kernel stays under about 8 MiB × partitions.
@@ -338,13 +356,33 @@ impl Config {
         c
     }
 
-    /// The producer's librdkafka configuration: idempotent, acknowledged by all replicas
-    /// (see [`crate::infra::producer`]).
+    /// The kernel's producer's librdkafka configuration: idempotent, acknowledged by all
+    /// replicas (see [`crate::infra::producer`]), and transactional under exactly-once.
     pub fn producer_config(&self) -> ClientConfig {
-        crate::infra::producer::idempotent_producer_config(
+        let mut c = crate::infra::producer::idempotent_producer_config(
             self,
             crate::infra::producer::DEFAULT_LINGER,
-        )
+        );
+        if self.runtime.guarantee == Guarantee::ExactlyOnce {
+            let timeout = self.runtime.transaction_timeout.as_millis().to_string();
+            c.set("transactional.id", self.transactional_id());
+            c.set("transaction.timeout.ms", &timeout);
+            // librdkafka wants every record settled within the transaction's life; a record
+            // that times out fails its transaction, which is then aborted and redone.
+            if !self.properties.contains_key("message.timeout.ms") {
+                c.set("message.timeout.ms", &timeout);
+            }
+        }
+        c
+    }
+
+    /// The `transactional.id` of this instance under exactly-once: `CLUSTERA_TRANSACTIONAL_ID`,
+    /// or `<group>-<client id>`.
+    pub fn transactional_id(&self) -> String {
+        self.runtime
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", self.group_id, self.client_id))
     }
 
     /// Asks librdkafka to parse both configurations, so an unknown property or a bad value is

@@ -6,6 +6,7 @@ use super::{valid_topic_name, ConfigError};
 use crate::infra::env::number;
 use crate::infra::http::{http_addr_from_vars, DEFAULT_HTTP_ADDR};
 pub use crate::runtime::lanes::ProcessingOrder;
+pub use crate::runtime::transaction::Guarantee;
 
 /// How the runtime processes messages; the `CLUSTERA_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,17 @@ pub struct RuntimeSettings {
     /// (`CLUSTERA_MAX_UNCOMMITTED`): behind a message that is not done (a slow deferred task,
     /// outputs held by an outage) the partition is read no further past this many.
     pub max_uncommitted: usize,
+    /// At-least-once or exactly-once (`CLUSTERA_GUARANTEE`); see `runtime::transaction`.
+    pub guarantee: Guarantee,
+    /// Under exactly-once, this instance's `transactional.id` (`CLUSTERA_TRANSACTIONAL_ID`);
+    /// `None` uses `<group>-<client id>`. A stable id per instance lets a restarted instance
+    /// abort its predecessor's open transaction at once instead of after
+    /// `transaction_timeout`.
+    pub transactional_id: Option<String>,
+    /// Under exactly-once, how long a transaction may stay open before the broker aborts it
+    /// (`CLUSTERA_TRANSACTION_TIMEOUT_MS`, librdkafka's `transaction.timeout.ms`); also the
+    /// bound on each transactional call.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -68,6 +80,9 @@ impl Default for RuntimeSettings {
             ordering: ProcessingOrder::Partition,
             max_in_flight: 256,
             max_uncommitted: 10_000,
+            guarantee: Guarantee::AtLeastOnce,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -119,6 +134,14 @@ pub(super) fn runtime_from_vars(
         },
         max_in_flight: number(var, "CLUSTERA_MAX_IN_FLIGHT")?.unwrap_or(d.max_in_flight),
         max_uncommitted: number(var, "CLUSTERA_MAX_UNCOMMITTED")?.unwrap_or(d.max_uncommitted),
+        guarantee: match var("CLUSTERA_GUARANTEE").filter(|v| !v.is_empty()) {
+            None => d.guarantee,
+            Some(v) => v
+                .parse()
+                .map_err(|e| ConfigError::invalid("CLUSTERA_GUARANTEE", e))?,
+        },
+        transactional_id: var("CLUSTERA_TRANSACTIONAL_ID").filter(|v| !v.trim().is_empty()),
+        transaction_timeout: ms("CLUSTERA_TRANSACTION_TIMEOUT_MS", d.transaction_timeout)?,
         memory_bytes: match var("CLUSTERA_MEMORY_BYTES").filter(|v| !v.is_empty()) {
             None => d.memory_bytes,
             Some(v) if v.eq_ignore_ascii_case("off") => None,
@@ -165,6 +188,35 @@ pub(super) fn runtime_from_vars(
             "CLUSTERA_COMMIT_EVERY",
             "must be at least 1",
         ));
+    }
+    if settings.guarantee == Guarantee::ExactlyOnce {
+        if settings.ordering != ProcessingOrder::Partition {
+            // A transaction's offsets must cover exactly the messages whose records it holds;
+            // with messages finishing out of order, records of a message after the committed
+            // offset would be committed with it and produced again after a crash.
+            return Err(ConfigError::invalid(
+                "CLUSTERA_ORDERING",
+                format!(
+                    "{:?} ordering cannot be combined with CLUSTERA_GUARANTEE=exactly-once: a \
+                     transaction commits a contiguous prefix of each partition, which needs \
+                     CLUSTERA_ORDERING=partition",
+                    settings.ordering
+                ),
+            ));
+        }
+        if settings.transaction_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "CLUSTERA_TRANSACTION_TIMEOUT_MS",
+                "must be at least 1000",
+            ));
+        }
+        if settings.commit_interval >= settings.transaction_timeout {
+            return Err(ConfigError::invalid(
+                "CLUSTERA_COMMIT_INTERVAL_MS",
+                "must be shorter than CLUSTERA_TRANSACTION_TIMEOUT_MS: a transaction is \
+                 committed every interval and the broker aborts one open longer than the timeout",
+            ));
+        }
     }
     if settings.retry_max_delay < settings.retry_initial_delay {
         return Err(ConfigError::invalid(

@@ -88,7 +88,11 @@ impl<K: Kernel> ClientContext for KernelConsumerContext<K> {
 impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.dispatcher().revoke(consumer, tpl);
+            let registered = self.consumer.get().and_then(Weak::upgrade);
+            self.dispatcher()
+                .revoke(consumer, tpl, &|topic, partition| {
+                    split(&registered, topic, partition)
+                });
         }
     }
 
@@ -96,14 +100,11 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let consumer = self.consumer.get().and_then(Weak::upgrade);
-                let split = |topic: &str, partition: i32| -> Option<Box<dyn QueueHandle>> {
-                    let queue = consumer.as_ref()?.split_partition_queue(topic, partition)?;
-                    Some(Box::new(queue))
-                };
                 if consumer.is_none() {
                     tracing::error!("assignment before the consumer was registered; ignoring it");
                 }
-                self.dispatcher().assign(tpl, &split);
+                self.dispatcher()
+                    .assign(tpl, &|topic, partition| split(&consumer, topic, partition));
                 // In the group with an assignment, even an empty one.
                 self.telemetry.health.set_ready(true);
             }
@@ -142,6 +143,16 @@ impl<K: Kernel> ConsumerContext for KernelConsumerContext<K> {
             }
         }
     }
+}
+
+/// Splits `partition`'s queue off `consumer`'s main queue.
+fn split<K: Kernel>(
+    consumer: &Option<Arc<KernelConsumer<K>>>,
+    topic: &str,
+    partition: i32,
+) -> Option<Box<dyn QueueHandle>> {
+    let queue = consumer.as_ref()?.split_partition_queue(topic, partition)?;
+    Some(Box::new(queue))
 }
 
 /// The consumer, ready to be moved onto its thread.
@@ -219,7 +230,10 @@ impl<K: Kernel> PollLoop<K> {
                 {
                     d.commit_failed();
                 }
-                d.maybe_commit(&consumer);
+                let registered = Some(consumer.clone());
+                d.maybe_commit(&consumer, &|topic, partition| {
+                    split(&registered, topic, partition)
+                });
                 d.watch();
                 next_housekeeping = now + HOUSEKEEPING;
             }

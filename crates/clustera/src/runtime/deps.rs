@@ -6,6 +6,7 @@ use super::fatal::Fatal;
 use super::producer::OutputProducer;
 use super::retry::RetryPolicy;
 use super::stats::RuntimeStats;
+use super::transaction::Transactions;
 use crate::config::RuntimeSettings;
 use crate::telemetry::Telemetry;
 
@@ -26,6 +27,8 @@ pub(crate) struct WorkerDeps<K> {
     /// The memory budget's share for inputs kept while their outputs are in flight, in KiB
     /// permits, and how many permits it holds; `None` without a budget.
     pub retained: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+    /// The open transaction, under exactly-once.
+    pub transactions: Option<Arc<Transactions>>,
 }
 
 impl<K> Clone for WorkerDeps<K> {
@@ -42,6 +45,7 @@ impl<K> Clone for WorkerDeps<K> {
             batch: self.batch,
             fatal: self.fatal.clone(),
             retained: self.retained.clone(),
+            transactions: self.transactions.clone(),
         }
     }
 }

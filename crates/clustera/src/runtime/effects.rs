@@ -79,6 +79,12 @@ pub(crate) async fn settle<K: Kernel>(
 ) -> Result<Option<Launch>, Stopped> {
     let offset = message.offset();
     let result = async {
+        // Under exactly-once, a message's records and its offset go into one transaction: the
+        // guard keeps a commit from starting between them.
+        let _transaction = match &deps.transactions {
+            None => None,
+            Some(t) => Some(t.enter(&shared.stop).await.ok_or(Stopped)?),
+        };
         let counters = &shared.counters;
         let (effects, attempts) = match decision {
             Final::Done { effects, attempts } => {
@@ -103,6 +109,17 @@ pub(crate) async fn settle<K: Kernel>(
             }
         };
         let tasks = effects.deferred.len();
+        if tasks > 0 && deps.transactions.is_some() {
+            // A task's records would land in whatever transaction is open when it sends them,
+            // not in the one that commits its message's offset.
+            deps.fatal.raise(
+                "Context::defer cannot be used with CLUSTERA_GUARANTEE=exactly-once: a deferred \
+                 task's records cannot join its message's transaction; use at-least-once for this \
+                 kernel"
+                    .to_owned(),
+            );
+            return Err(Stopped);
+        }
         let reserved = if tasks > 0 {
             Some(slots.reserve(tasks, &shared.stop).await.ok_or(Stopped)?)
         } else {

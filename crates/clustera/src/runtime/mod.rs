@@ -27,6 +27,7 @@ mod retry;
 mod shutdown;
 mod stats;
 pub mod trace;
+pub(crate) mod transaction;
 mod worker;
 
 use std::future::Future;
@@ -152,6 +153,13 @@ impl<K: Kernel> Runtime<K> {
             topic: settings.dead_letter_topic.clone(),
             max_bytes: config.max_message_bytes(),
         };
+        let transactions = (settings.guarantee == transaction::Guarantee::ExactlyOnce).then(|| {
+            Arc::new(transaction::Transactions::new(
+                settings.commit_every,
+                settings.transaction_timeout,
+                config.transactional_id(),
+            ))
+        });
         let (producer, resender) = OutputProducer::start(
             &config.producer_config(),
             self.stats.clone(),
@@ -159,7 +167,11 @@ impl<K: Kernel> Runtime<K> {
             dead_letters,
             fatal.clone(),
             settings.retry_max_delay,
+            transactions.clone(),
         )?;
+        if let Some(t) = &transactions {
+            open_first_transaction(&producer, t).await?;
+        }
         let deps = WorkerDeps {
             kernel: self.kernel.clone(),
             producer: producer.clone(),
@@ -185,6 +197,7 @@ impl<K: Kernel> Runtime<K> {
                     permits,
                 )
             }),
+            transactions,
         };
         if deps.batch > 1 && settings.ordering != lanes::ProcessingOrder::Partition {
             return Err(crate::config::ConfigError::invalid(
@@ -287,6 +300,34 @@ impl<K: Kernel> Runtime<K> {
             dead_lettered = summary.dead_lettered, retries = summary.retries, "kernel stopped");
         Ok(summary)
     }
+}
+
+/// Registers the transactional producer (fencing any earlier producer with the same
+/// `transactional.id` and aborting its open transaction) and opens the first transaction.
+async fn open_first_transaction(
+    producer: &Arc<OutputProducer>,
+    transactions: &Arc<transaction::Transactions>,
+) -> Result<(), RuntimeError> {
+    use rdkafka::producer::Producer as _;
+    let (p, timeout, id) = (
+        producer.clone(),
+        transactions.timeout,
+        transactions.id.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        p.transactional().init_transactions(timeout)?;
+        p.transactional().begin_transaction()
+    })
+    .await
+    .map_err(|e| RuntimeError::Thread(e.to_string()))?
+    .map_err(|e| {
+        RuntimeError::Fatal(format!(
+            "cannot start transactions with transactional.id {id:?}: {e}"
+        ))
+    })?;
+    transactions.opened();
+    tracing::info!(transactional_id = %transactions.id, "exactly-once: transactional producer registered");
+    Ok(())
 }
 
 /// tokio's semaphore holds at most `usize::MAX >> 3` permits; a KiB each, this is 16 GiB.

@@ -34,6 +34,9 @@ pub(crate) struct PartitionShared {
     /// consumer's position (which moves past transaction markers the kernel never sees) is
     /// safe to commit.
     pub holding: AtomicBool,
+    /// The first offset the worker took; -1 until then. Exactly-once rewinds here when the
+    /// partition has no commit of its own yet.
+    pub first_taken: AtomicI64,
 }
 
 impl PartitionShared {
@@ -48,7 +51,24 @@ impl PartitionShared {
             retrying: AtomicBool::new(false),
             lag: AtomicI64::new(-1),
             holding: AtomicBool::new(true),
+            first_taken: AtomicI64::new(-1),
         })
+    }
+
+    /// Notes that the worker took `offset` (only the first one is kept).
+    pub(crate) fn taken(&self, offset: i64) {
+        use std::sync::atomic::Ordering;
+        if self.first_taken.load(Ordering::Relaxed) < 0 {
+            let _ =
+                self.first_taken
+                    .compare_exchange(-1, offset, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The first offset the worker took, if any.
+    pub(crate) fn first_taken(&self) -> Option<i64> {
+        let first = self.first_taken.load(std::sync::atomic::Ordering::Relaxed);
+        (first >= 0).then_some(first)
     }
 
     /// The tracker. A poisoned lock only means a panic elsewhere while holding it; the tracker's

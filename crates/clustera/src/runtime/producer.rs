@@ -17,6 +17,10 @@
 //! - a permanent refusal of a dead letter is retried once cut down to its provenance and a
 //!   reference to the original if it was refused for its size, and otherwise stops the kernel
 //!   ([`super::fatal`]), as does a fatal producer error.
+//!
+//! Under exactly-once ([`super::transaction`]) nothing is sent again or dead-lettered here: a
+//! failed record fails its transaction, which the poll thread aborts and redoes from the last
+//! commit; a refused output is remembered so that its input is dead-lettered the second time.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -36,6 +40,7 @@ use super::produce_error::{
     classify, is_outage, is_size_refusal, ProduceErrorClass, MAX_UNEXPLAINED_FAILURES,
 };
 use super::stats::RuntimeStats;
+use super::transaction::Transactions;
 use crate::context::Record;
 use crate::message::{Header, Message};
 use crate::telemetry::Telemetry;
@@ -155,6 +160,8 @@ pub(crate) struct OutputProducer {
     gate: RwLock<()>,
     dead_letters: DeadLetters,
     fatal: Arc<Fatal>,
+    /// The open transaction, under exactly-once.
+    transactions: Option<Arc<Transactions>>,
 }
 
 impl OutputProducer {
@@ -167,6 +174,7 @@ impl OutputProducer {
         dead_letters: DeadLetters,
         fatal: Arc<Fatal>,
         max_backoff: Duration,
+        transactions: Option<Arc<Transactions>>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), KafkaError> {
         let (tx, rx) = mpsc::unbounded_channel::<Failed>();
         let context = DeliveryContext {
@@ -183,6 +191,7 @@ impl OutputProducer {
             gate: RwLock::new(()),
             dead_letters,
             fatal,
+            transactions,
         });
         let triage = tokio::spawn(triage_failures(Arc::downgrade(&producer), rx, max_backoff));
         Ok((producer, triage))
@@ -264,6 +273,45 @@ impl OutputProducer {
             token.offset,
         );
         let mut class = classify(code);
+        if let Some(txn) = &self.transactions {
+            // Whatever else the transaction holds is aborted with it and redone.
+            txn.doom();
+            token.partition.track(|o| o.abandon(offset));
+            match (class, &token.kind) {
+                (ProduceErrorClass::Permanent, RecordKind::Output { .. }) => {
+                    RuntimeStats::bump(&self.stats.outputs_refused);
+                    tracing::error!(topic = %record.topic, %input_topic, input_partition,
+                        input_offset = offset, %error,
+                        "output refused for good by the broker; the transaction is aborted and its input will be dead-lettered");
+                    txn.refuse(
+                        input_topic,
+                        input_partition,
+                        offset,
+                        format!(
+                            "output to topic {} refused by the broker: {error}",
+                            record.topic
+                        ),
+                    );
+                }
+                (ProduceErrorClass::Permanent, RecordKind::DeadLetter) => {
+                    self.fatal.raise(format!(
+                        "the dead-letter topic {} refused the dead letter of {input_topic}[{input_partition}] \
+                         offset {offset} for good: {error}; fix the topic (or CLUSTERA_DLQ_TOPIC) and restart",
+                        record.topic
+                    ))
+                }
+                (ProduceErrorClass::Fatal, _) => self.fatal.raise(format!(
+                    "the producer failed for good sending to {}: {error}",
+                    record.topic
+                )),
+                (ProduceErrorClass::Transient, _) => {
+                    tracing::warn!(topic = %record.topic, %input_topic, input_partition,
+                        input_offset = offset, %error,
+                        "delivery failed; the transaction is aborted and redone");
+                }
+            }
+            return;
+        }
         if class == ProduceErrorClass::Transient && !is_outage(code) {
             // An error that keeps coming back without being an outage would hold the
             // partition for good; past a bound it counts as a refusal.
@@ -343,6 +391,11 @@ impl OutputProducer {
         self.inner.flush(timeout)
     }
 
+    /// The transactional producer's calls, for the poll thread (they block).
+    pub(crate) fn transactional(&self) -> &ThreadedProducer<DeliveryContext> {
+        &self.inner
+    }
+
     /// Records not yet acknowledged.
     pub(crate) fn in_flight(&self) -> i32 {
         self.inner.in_flight_count()
@@ -392,7 +445,7 @@ async fn triage_failures(
                     break;
                 };
                 if let Some((code, text)) = p.inner.client().fatal_error() {
-                    p.fatal.raise(format!("the producer failed for good: {text} ({code:?})"));
+                    p.fatal.raise(fatal_text(p.transactions.as_deref(), code, &text));
                     break;
                 }
                 continue;
@@ -448,6 +501,30 @@ async fn triage_failures(
         if failures.is_empty() {
             episodes = 0;
         }
+    }
+}
+
+/// Why the producer failed for good, naming the likely cause of a fencing.
+pub(crate) fn fatal_text(
+    transactions: Option<&Transactions>,
+    code: RDKafkaErrorCode,
+    text: &str,
+) -> String {
+    match transactions {
+        Some(t)
+            if matches!(
+                code,
+                RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+            ) =>
+        {
+            format!(
+                "the transactional producer was fenced: another instance started with \
+                 transactional.id {:?} (CLUSTERA_TRANSACTIONAL_ID); this one stops and its open \
+                 transaction is aborted ({text})",
+                t.id
+            )
+        }
+        _ => format!("the producer failed for good: {text} ({code:?})"),
     }
 }
 

@@ -16,6 +16,7 @@ pub struct RuntimeStats {
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
     pub(crate) partitions_assigned: AtomicU64,
+    pub(crate) aborts: AtomicU64,
 }
 
 /// A copy of [`RuntimeStats`] at one moment.
@@ -45,6 +46,9 @@ pub struct StatsSnapshot {
     pub commit_failures: u64,
     /// Partitions assigned to this consumer, counted at every assignment.
     pub partitions_assigned: u64,
+    /// Under exactly-once, transactions aborted (each rewound every partition to its last
+    /// commit, so the messages since were processed again and counted again above).
+    pub aborts: u64,
 }
 
 impl StatsSnapshot {
@@ -74,6 +78,7 @@ impl RuntimeStats {
             commits: r(&self.commits),
             commit_failures: r(&self.commit_failures),
             partitions_assigned: r(&self.partitions_assigned),
+            aborts: r(&self.aborts),
         }
     }
 }

@@ -156,6 +156,21 @@ impl<K: Kernel> Worker<K> {
     }
 
     async fn process_message(&mut self, message: &Message) {
+        self.shared.taken(message.offset());
+        if let Some(reason) = self.refusal(message) {
+            tracing::warn!(offset = message.offset(), %reason,
+                "an output of this input was refused in an aborted transaction; dead-lettering it");
+            self.finish(
+                message,
+                Final::DeadLetter {
+                    reason,
+                    attempts: 1,
+                },
+                None,
+            )
+            .await;
+            return;
+        }
         let started = Instant::now();
         self.shared.busy.store(true, Ordering::Relaxed);
         let (decision, trace) = decide_message(&self.deps, &self.shared, message, true).await;
@@ -172,6 +187,18 @@ impl<K: Kernel> Worker<K> {
     /// Several messages through `Kernel::process_batch`; those without a final outcome there
     /// go through the one-message path, in order.
     async fn process_batch(&mut self, messages: &[Message]) {
+        if messages.iter().any(|m| self.refusal(m).is_some()) {
+            for message in messages {
+                if self.shared.stop.is_cancelled() {
+                    return;
+                }
+                self.process_message(message).await;
+            }
+            return;
+        }
+        if let Some(first) = messages.first() {
+            self.shared.taken(first.offset());
+        }
         let started = Instant::now();
         let deps = &self.deps;
         self.shared.busy.store(true, Ordering::Relaxed);
@@ -235,6 +262,15 @@ impl<K: Kernel> Worker<K> {
             }
             self.process_message(message).await;
         }
+    }
+
+    /// Under exactly-once, why an output of `message` was refused in an aborted transaction.
+    fn refusal(&self, message: &Message) -> Option<String> {
+        self.deps.transactions.as_ref()?.refusal(
+            &self.shared.topic,
+            self.shared.partition,
+            message.offset(),
+        )
     }
 
     /// Records how long a message took to process, and from its timestamp to now.

@@ -9,6 +9,10 @@
 //! Messages fetched before the split still arrive on the main queue. They are older than
 //! anything in the partition queue, so they are handed to the worker first ("residual"), and the
 //! worker starts reading its partition queue only once the main queue has been seen empty.
+//!
+//! Under exactly-once, commits are transactions instead (`transactional.rs`).
+
+mod transactional;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -25,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::partition::PartitionShared;
 use super::partition_queue::{Owner, SharedQueue, Splitter};
 use super::stats::RuntimeStats;
+use super::transaction::Guarantee;
 use super::worker::{run_partition, PartitionSource, WorkerDeps};
 use crate::kernel::Kernel;
 use crate::message::Message;
@@ -49,6 +54,9 @@ struct Assigned {
     published: [u64; 5],
     /// The first unfinished offset when last looked at, and since when it has been first.
     first_unfinished: Option<(i64, u64)>,
+    /// Under exactly-once, where an abort rewinds this partition when it has no commit of its
+    /// own: the position an earlier rewind went back to.
+    rewind_floor: Option<i64>,
 }
 
 impl Assigned {
@@ -183,6 +191,7 @@ impl<K: Kernel> Dispatcher<K> {
                     metrics,
                     published: [0; 5],
                     first_unfinished: None,
+                    rewind_floor: None,
                 },
             );
         }
@@ -283,6 +292,7 @@ impl<K: Kernel> Dispatcher<K> {
         &mut self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
+        split: Splitter<'_>,
     ) {
         let mut revoked = Vec::new();
         for elem in tpl.elements() {
@@ -316,7 +326,7 @@ impl<K: Kernel> Dispatcher<K> {
             .map(|a| format!("{}[{}]", a.shared.topic, a.shared.partition))
             .collect();
         tracing::info!(kernel = %self.deps.kernel_name, partitions = ?names, "partitions revoked; draining");
-        self.stop_and_commit(consumer, revoked);
+        self.stop_and_commit(consumer, revoked, Some(split));
     }
 
     /// Shutdown: every partition is drained and committed as if revoked.
@@ -326,17 +336,21 @@ impl<K: Kernel> Dispatcher<K> {
             .drain()
             .flat_map(|(_, p)| p.into_values())
             .collect();
-        self.stop_and_commit(consumer, all);
+        self.stop_and_commit(consumer, all, None);
         // The handles hold the consumer, which owns this dispatcher.
         for (_, q) in self.queues.drain() {
             q.close();
         }
     }
 
+    /// Stops `partitions`, waits (bounded) for them to finish, and commits their final
+    /// positions: synchronously, or under exactly-once in the transaction, which `split` (to
+    /// rewind the partitions that stay should it abort) reopens; `None` at shutdown.
     fn stop_and_commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         mut partitions: Vec<Assigned>,
+        split: Option<Splitter<'_>>,
     ) {
         for a in &partitions {
             a.shared.stop.cancel();
@@ -362,6 +376,10 @@ impl<K: Kernel> Dispatcher<K> {
         for a in &mut partitions {
             a.worker.abort();
             a.publish(&self.deps.stats);
+        }
+        if self.deps.settings.guarantee == Guarantee::ExactlyOnce {
+            self.end_transaction(consumer, &mut partitions, split);
+            return;
         }
         // Every finished position, changed or not: an earlier asynchronous commit of the same
         // position may have failed without a word, and this is the last chance to make it.
@@ -422,8 +440,18 @@ impl<K: Kernel> Dispatcher<K> {
         self.unreleased = false;
     }
 
-    /// Commits asynchronously when the interval has passed or enough messages are done.
-    pub(crate) fn maybe_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    /// Commits asynchronously when the interval has passed or enough messages are done; under
+    /// exactly-once, commits the open transaction (`split` rewinds the partitions should it
+    /// abort).
+    pub(crate) fn maybe_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        split: Splitter<'_>,
+    ) {
+        if self.deps.settings.guarantee == Guarantee::ExactlyOnce {
+            self.maybe_commit_transaction(consumer, split);
+            return;
+        }
         // librdkafka reports the result of an asynchronous commit only to an offset-commit
         // callback, which rdkafka's consumer does not install: a failed commit goes unseen.
         // So every few intervals every position is sent again, changed or not (idempotent),
