@@ -354,7 +354,44 @@ fn query_part(raw: &str, rules: &PathRules) -> Result<String, Fault> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Pieces hostile endpoints are made of.
+    const PIECES: &[&str] = &[
+        "/", "a", "Z9", ".", "..", ";", "%2e", "%2E", "%2f", "%5c", "%25", "%c0%ae", "%41", "%00",
+        "%20", "*", "%2A", "\\", "?", "&", "=", "+", "#", "\u{ff0e}", "\u{200b}", "\u{e9}",
+        "e\u{301}", ":", "@", "$", "~", "-", "%", "%g", "%C3%A9",
+    ];
+
+    proptest! {
+        #[test]
+        fn canonical_forms_are_safe_fixed_points(
+            picks in prop::collection::vec(0..PIECES.len(), 1..12),
+            non_ascii in any::<bool>(),
+        ) {
+            let raw: String = std::iter::once("/")
+                .chain(picks.iter().map(|i| PIECES[*i]))
+                .collect();
+            let rules = PathRules { allow_non_ascii: non_ascii, ..PathRules::default() };
+            if let Ok(e) = Endpoint::parse(&raw, &rules) {
+                let path = e.path();
+                let again = match e.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                let reparsed = Endpoint::parse(&again, &rules);
+                prop_assert_eq!(reparsed.as_ref(), Ok(&e), "{} -> {}", raw, again);
+                prop_assert!(!path.contains("//") && !path.contains(';') && !path.contains('*'));
+                prop_assert!(!path.contains('\\') && !path.contains('?') && !path.contains('#'));
+                prop_assert!(path == "/" || path.split('/').skip(1).all(|seg| {
+                    !seg.is_empty() && !seg.ends_with('.')
+                }), "{}", path);
+                prop_assert!(path.is_ascii());
+            }
+        }
+    }
 
     fn canonical(raw: &str) -> Result<String, PathError> {
         let e = Endpoint::parse(raw, &PathRules::default())?;
