@@ -29,28 +29,39 @@
 //! timeout to finish and answer, after which it is cancelled and the job runs again elsewhere.
 //!
 //! Duplicates: a redelivered head (same topic, partition and offset as the job's head here)
-//! replaces the job and runs it again; a head at another offset (a client sending the same
-//! job twice) is ignored while the job is here, and so are chunks of a job this portal has
-//! finished.
+//! replaces the job and runs it again; a head at another offset or partition (a client sending
+//! the same job twice) is ignored while the job is here or remembered as finished, and so are
+//! chunks of a job this portal has finished. The check and the admission are one step under
+//! the table's lock ([`jobs::Jobs::admit`]).
+//!
+//! # Isolation
+//!
+//! A message is answered only as the job its Kafka key names (a `job_id` other than the key is
+//! refused as the key's job), chunks count only on their head's partition, answers go to the
+//! head's `reply_to` topic when `PORTAL_REPLY_TOPICS` allows it, and error answers never carry
+//! the API's address or an upstream's body (the log does).
 //!
 //! # Limits
 //!
-//! `PORTAL_MAX_CONCURRENT_JOBS` bounds the jobs held (receiving or calling) and
-//! `PORTAL_MAX_INFLIGHT_BYTES` their request bodies. Each job also holds one of its
+//! `PORTAL_MAX_CONCURRENT_JOBS` bounds the jobs held (receiving, calling, or sending their
+//! answer) and `PORTAL_MAX_INFLIGHT_BYTES` the bytes they hold: request bytes as they arrive,
+//! response bytes as they are read, never a size a head declares. Both are shared fairly
+//! between client ids ([`jobs`]). A head declaring chunks smaller than
+//! `PORTAL_MIN_CHUNK_BYTES` is refused, and one whose first chunk does not come within
+//! `PORTAL_FIRST_CHUNK_TIMEOUT_SECONDS` is dropped. Each job also holds one of its
 //! partition's `CLUSTERA_MAX_DEFERRED` deferred-task slots until its answer is handed to the
 //! runtime. A head that finds its partition's slots all taken is answered `busy` at once
 //! rather than deferred: the partition would otherwise wait for a slot while the chunks that
-//! would free one queue behind it. A partition therefore holds at most
-//! `min(PORTAL_MAX_CONCURRENT_JOBS, CLUSTERA_MAX_DEFERRED)` jobs; unless `CLUSTERA_MAX_DEFERRED`
-//! is set, the portal raises it to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit
-//! is the one that applies.
+//! would free one queue behind it. Unless `CLUSTERA_MAX_DEFERRED` is set, the portal raises it
+//! to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit is the one that applies.
 //!
-//! Memory: the response body is read into a spool (on disk above
-//! `PORTAL_SPOOL_THRESHOLD_BYTES`) while the API sends it, then streamed from there chunk by
-//! chunk with `DeferredContext::send_now`: each chunk message is produced at once, waiting
-//! for room in the runtime's producer queue (bounded by `CLUSTERA_MEMORY_BYTES`), so a large
-//! answer is never held whole. Its records still commit with the job's head, once
-//! acknowledged.
+//! Work: a chunk is decoded, checked, written and hashed in a blocking task, under its job's
+//! own lock only; the table's lock is held for bookkeeping, never across file I/O, hashing or
+//! an `.await`. The response is hashed and spooled in blocking tasks too, 256 KiB at a time,
+//! then streamed from its spool chunk by chunk with `DeferredContext::send_now`: each chunk
+//! message is produced at once, waiting for room in the runtime's producer queue (bounded by
+//! `CLUSTERA_MEMORY_BYTES`), so a large answer is never held whole. Its records still commit
+//! with the job's head, once acknowledged.
 
 mod call;
 pub mod jobs;
