@@ -124,7 +124,8 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
                     .await
                     .context("connecting to DATABASE_URL")?,
             );
-            let kernel = OutboxProcessor::new(activity::registry(), store);
+            let kernel = OutboxProcessor::new(activity::registry(), store)
+                .with_settings(clustera_outbox::ProcessorSettings::from_env()?);
             let config = clustera::Config::from_env(
                 clustera::Kernel::name(&kernel),
                 &clustera::Kernel::default_topics(&kernel),

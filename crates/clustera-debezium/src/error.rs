@@ -37,3 +37,61 @@ impl DecodeError {
         }
     }
 }
+
+/// Why a row cannot be encoded as a Debezium event. Permanent for that row and configuration:
+/// the relay should stop with it rather than skip the row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A column's type is not one this encoder maps (and unknown types are not omitted).
+    #[error("column `{column}`: type OID {type_oid} is not supported ({why})")]
+    UnsupportedType {
+        /// The column.
+        column: String,
+        /// Its type's OID.
+        type_oid: u32,
+        /// What is missing.
+        why: String,
+    },
+    /// A column's text is not a valid value of its type.
+    #[error("column `{column}`: {problem}")]
+    InvalidValue {
+        /// The column.
+        column: String,
+        /// What is wrong with the value.
+        problem: String,
+    },
+    /// The row has another number of values than the relation has columns.
+    #[error("the row has {values} values for {columns} columns")]
+    ColumnCount {
+        /// Columns of the relation.
+        columns: usize,
+        /// Values in the row.
+        values: usize,
+    },
+    /// A column the configuration names is not in the table.
+    #[error("{role} column `{column}` is not in {table}")]
+    MissingColumn {
+        /// What the column is for (`event id`, `route-by`, …).
+        role: &'static str,
+        /// The configured name.
+        column: String,
+        /// `schema.table`.
+        table: String,
+    },
+    /// A column the Outbox Event Router needs a value from is null in this row.
+    #[error("{role} column `{column}` is null")]
+    NullValue {
+        /// What the column is for.
+        role: &'static str,
+        /// The column.
+        column: String,
+    },
+    /// A setting has an impossible value.
+    #[error("{setting}: {problem}")]
+    Config {
+        /// The setting (an environment variable's name when read from the environment).
+        setting: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}

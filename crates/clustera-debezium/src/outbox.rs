@@ -39,6 +39,29 @@ impl Default for OutboxColumns {
     }
 }
 
+impl OutboxColumns {
+    /// The outbox table the Outbox Event Router expects by default
+    /// (`id`, `aggregatetype`, `aggregateid`, `type`, `payload`): what a Debezium user's table
+    /// has. It has no status or creation-time column.
+    pub fn debezium() -> Self {
+        Self {
+            event_id: "id".into(),
+            aggregate_id: "aggregateid".into(),
+            aggregate_type: "aggregatetype".into(),
+            event_type: "type".into(),
+            payload: "payload".into(),
+            // No such columns: an empty name is never a column.
+            status: String::new(),
+            created_at: String::new(),
+        }
+    }
+
+    /// Whether `row` has this mapping's event-id and event-type columns.
+    fn fits(&self, row: &Object) -> bool {
+        row.contains_key(&self.event_id) && row.contains_key(&self.event_type)
+    }
+}
+
 /// A typed outbox event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
@@ -77,6 +100,25 @@ impl OutboxEvent {
         Self::from_row(row, columns).map(Some)
     }
 
+    /// Like [`from_change`](Self::from_change), with the first of `mappings` whose event-id
+    /// and event-type columns are in the row: one processor reads Clustera's outbox table and
+    /// a Debezium user's standard one alike.
+    pub fn from_change_any(
+        event: &ChangeEvent,
+        mappings: &[OutboxColumns],
+    ) -> Result<Option<Self>, DecodeError> {
+        let row = match event.op {
+            Op::Create | Op::Update | Op::Read => event.after.as_ref(),
+            Op::Delete => event.before.as_ref(),
+            Op::Truncate | Op::Message => return Ok(None),
+        };
+        let row = row.ok_or_else(|| DecodeError::Missing("after".into()))?;
+        match mappings.iter().find(|m| m.fits(row)) {
+            Some(columns) => Self::from_row(row, columns).map(Some),
+            None => Err(DecodeError::NotOutbox(event.source.qualified_table())),
+        }
+    }
+
     /// Reads an outbox row as Debezium encodes it: uuids as strings, jsonb as a JSON string
     /// (or already expanded), timestamps as ISO-8601 strings or microsecond integers.
     pub fn from_row(row: &Object, columns: &OutboxColumns) -> Result<Self, DecodeError> {
@@ -105,8 +147,13 @@ impl OutboxEvent {
                 ))
             }
         };
+        // Identifiers are text or uuid columns (strings); an integer column (a `bigint`
+        // aggregate id) is taken as its decimal text.
         let id = |field: &str| -> Result<String, DecodeError> {
-            let s = value::string(row, field)?;
+            let s = match value::optional(row, field) {
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+                _ => value::string(row, field)?,
+            };
             if s.trim().is_empty() {
                 return Err(DecodeError::invalid(field, "is empty"));
             }

@@ -9,14 +9,22 @@ use crate::outbox::OutboxEvent;
 use crate::value;
 use crate::DecodeError;
 
-/// Header names the router was configured with. Defaults: `id` (the router's default for the
-/// event id) and `eventType` (the usual `table.fields.additional.placement=type:header:eventType`).
+/// Header names the router was configured with. Defaults: `id` (the router's only header by
+/// default) and `eventType` (the usual `table.fields.additional.placement=type:header:eventType`).
+///
+/// The event type is taken from the `event_type` header; without it, from the payload's
+/// `event_type_field` (when set and a string there); without either, the aggregate type
+/// stands for it, so that a router configured with nothing but its defaults (only the `id`
+/// header) is still read: handlers are then registered by aggregate type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedHeaders {
     /// Header holding the event id.
     pub event_id: String,
-    /// Header holding the event type.
+    /// Header holding the event type, if present.
     pub event_type: String,
+    /// A top-level string field of the payload holding the event type, used when the header
+    /// is absent.
+    pub event_type_field: Option<String>,
     /// Header holding the aggregate type, if placed in a header; otherwise it is taken from
     /// the topic name `<prefix>.<AggregateType>` (the router's `outbox.event.${routedByValue}`).
     pub aggregate_type: Option<String>,
@@ -27,6 +35,7 @@ impl Default for RoutedHeaders {
         Self {
             event_id: "id".into(),
             event_type: "eventType".into(),
+            event_type_field: None,
             aggregate_type: None,
         }
     }
@@ -57,8 +66,7 @@ pub fn decode_routed(
 ) -> Result<OutboxEvent, DecodeError> {
     let event_id = header_text(headers, &names.event_id)?
         .ok_or_else(|| DecodeError::Missing(format!("header {}", names.event_id)))?;
-    let event_type = header_text(headers, &names.event_type)?
-        .ok_or_else(|| DecodeError::Missing(format!("header {}", names.event_type)))?;
+    let event_type_header = header_text(headers, &names.event_type)?;
     let aggregate_type = match &names.aggregate_type {
         Some(h) => {
             header_text(headers, h)?.ok_or_else(|| DecodeError::Missing(format!("header {h}")))?
@@ -82,10 +90,23 @@ pub fn decode_routed(
         })?,
         other => other.clone(),
     };
+    let event_type = match event_type_header {
+        Some(t) => t,
+        None => match names
+            .event_type_field
+            .as_ref()
+            .and_then(|f| payload.get(f))
+            .and_then(Value::as_str)
+        {
+            Some(t) => t.to_owned(),
+            None => aggregate_type.clone(),
+        },
+    };
     for (field, v) in [
         ("event id", &event_id),
         ("event type", &event_type),
         ("aggregate id", &aggregate_id),
+        ("aggregate type", &aggregate_type),
     ] {
         if v.trim().is_empty() {
             return Err(DecodeError::invalid(field, "is empty"));

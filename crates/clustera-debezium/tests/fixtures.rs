@@ -148,6 +148,100 @@ fn outbox_event_router_forms() {
 }
 
 #[test]
+fn router_form_with_only_its_default_id_header() {
+    // Debezium's router with no options: topic outbox.event.<aggregatetype>, key the
+    // aggregate id (JsonConverter: a quoted string), the payload as value, header `id` only.
+    let id = b"406c07f3-26f0-4eea-a50c-109940064b8f".as_slice();
+    let headers: [(&str, &[u8]); 1] = [("id", id)];
+    let payload = br#"{"id": 1, "type": "OrderCreated", "customerId": 123}"#;
+    let e = decode_routed(
+        "outbox.event.Order",
+        Some(br#""1""#),
+        Some(payload),
+        &headers,
+        &RoutedHeaders::default(),
+    )
+    .unwrap();
+    assert_eq!(e.event_id, "406c07f3-26f0-4eea-a50c-109940064b8f");
+    assert_eq!(e.aggregate_id, "1");
+    assert_eq!(e.aggregate_type, "Order");
+    // No event type anywhere: the aggregate type stands for it.
+    assert_eq!(e.event_type, "Order");
+    // Told where the payload carries it, it is taken from there.
+    let names = RoutedHeaders {
+        event_type_field: Some("type".into()),
+        ..RoutedHeaders::default()
+    };
+    let e = decode_routed(
+        "outbox.event.Order",
+        Some(br#""1""#),
+        Some(payload),
+        &headers,
+        &names,
+    )
+    .unwrap();
+    assert_eq!(e.event_type, "OrderCreated");
+    assert_eq!(e.payload["customerId"], 123);
+    // A header still wins over the payload's field.
+    let with_header: [(&str, &[u8]); 2] = [("id", id), ("eventType", b"OrderShipped")];
+    let e = decode_routed(
+        "outbox.event.Order",
+        Some(b"1"),
+        Some(payload),
+        &with_header,
+        &names,
+    )
+    .unwrap();
+    assert_eq!(e.event_type, "OrderShipped");
+}
+
+#[test]
+fn debeziums_standard_outbox_columns() {
+    // The raw change event of Debezium's documented outbox example, through a processor that
+    // knows Clustera's columns first and Debezium's standard ones second.
+    let raw = br#"{"before":null,"after":{"id":"406c07f3-26f0-4eea-a50c-109940064b8f","aggregateid":"1","aggregatetype":"Order","payload":"{\"id\": 1, \"customerId\": 123}","timestamp":1556890294344,"type":"OrderCreated"},"source":{"connector":"postgresql","schema":"inventory","table":"outboxevent"},"op":"c","ts_ms":1556890294484}"#;
+    let Decoded::Change(c) = decode(Some(raw)).unwrap() else {
+        panic!("tombstone")
+    };
+    assert_eq!(
+        OutboxEvent::from_change(&c, &OutboxColumns::default()),
+        Err(DecodeError::NotOutbox("inventory.outboxevent".into()))
+    );
+    let mappings = [OutboxColumns::default(), OutboxColumns::debezium()];
+    let e = OutboxEvent::from_change_any(&c, &mappings)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            e.event_id.as_str(),
+            e.aggregate_id.as_str(),
+            e.aggregate_type.as_str(),
+            e.event_type.as_str()
+        ),
+        (
+            "406c07f3-26f0-4eea-a50c-109940064b8f",
+            "1",
+            "Order",
+            "OrderCreated"
+        )
+    );
+    assert_eq!(e.payload, json!({"id": 1, "customerId": 123}));
+    assert_eq!((e.status, e.created_at_us), (None, None));
+    // A bigint aggregate id is read as its text.
+    let numeric = json!({"id": "x", "aggregateid": 42, "aggregatetype": "Order", "type": "OrderCreated", "payload": null});
+    let e =
+        OutboxEvent::from_row(numeric.as_object().unwrap(), &OutboxColumns::debezium()).unwrap();
+    assert_eq!(e.aggregate_id, "42");
+    // Clustera's own rows still take the first mapping.
+    assert_eq!(
+        OutboxEvent::from_change_any(&change("create_no_schema.json"), &mappings)
+            .unwrap()
+            .unwrap(),
+        outbox("create_no_schema.json")
+    );
+}
+
+#[test]
 fn malformed_inputs_give_typed_errors() {
     let corpus: &[(&[u8], &str)] = &[
         (b"", "not JSON"),
@@ -197,7 +291,11 @@ fn malformed_inputs_give_typed_errors() {
             "is empty",
         ),
         (
-            json!({"event_id": 1, "aggregate_id": "a", "aggregate_type": "T", "event_type": "E"}),
+            json!({"event_id": true, "aggregate_id": "a", "aggregate_type": "T", "event_type": "E"}),
+            "expected a string",
+        ),
+        (
+            json!({"event_id": 1.5, "aggregate_id": "a", "aggregate_type": "T", "event_type": "E"}),
             "expected a string",
         ),
         (

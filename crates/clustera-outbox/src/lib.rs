@@ -23,6 +23,8 @@ mod store;
 pub mod testing;
 
 pub use handler::{field, DocOp, Handler, HandlerError};
-pub use processor::{headers as dead_letter_headers, OutboxProcessor, SkipPolicy};
+pub use processor::{
+    headers as dead_letter_headers, OutboxProcessor, ProcessorSettings, SkipPolicy,
+};
 pub use registry::{HandlerOutcome, Registry};
 pub use store::{PgStore, PoolSettings, Store, StoreError};

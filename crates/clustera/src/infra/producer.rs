@@ -28,6 +28,10 @@ pub fn idempotent_producer_config(config: &Config, linger: Duration) -> ClientCo
     // `message.timeout.ms` set by the operator wins, and then resends are best-effort in
     // order (runtime::producer).
     c.set("message.timeout.ms", "0");
+    // Java's partitioner (murmur2 of the key, random for a null key) rather than librdkafka's
+    // CRC32 default, so a key lands on the partition where a Java producer, Kafka Connect or
+    // Debezium would put it. `KAFKA_PROPERTY_PARTITIONER` still wins.
+    c.set("partitioner", "murmur2_random");
     if let Some(memory) = config.runtime.memory_bytes {
         let s = budget::split(memory, 1, config.max_message_bytes() as u64);
         c.set("queue.buffering.max.kbytes", s.producer_kbytes.to_string());
@@ -61,6 +65,16 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("linger.ms"), Some("0"));
         assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+    }
+
+    #[test]
+    fn the_operator_can_choose_another_partitioner() {
+        let c = idempotent_producer_config(
+            &config(&[("KAFKA_PROPERTY_PARTITIONER", "consistent_random")]),
+            Duration::ZERO,
+        );
+        assert_eq!(c.get("partitioner"), Some("consistent_random"));
     }
 
     #[test]
