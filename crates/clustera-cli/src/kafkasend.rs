@@ -50,6 +50,10 @@ pub struct SendArgs {
     /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
     #[arg(long)]
     brokers: Option<String>,
+    /// Who this client is to the portal, which shares its capacity fairly between clients
+    /// (default: the host name).
+    #[arg(long, env = "KAFKASEND_CLIENT_ID")]
+    client_id: Option<String>,
 }
 
 struct Bars {
@@ -134,6 +138,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let client = tokio::task::spawn_blocking(move || Client::connect(&kafka, wire))
         .await?
         .context("connecting to Kafka")?;
+    let client = match args.client_id {
+        Some(id) => client.with_client_id(id),
+        None => client,
+    };
     let bars = Bars::new();
     let request = Request {
         method,

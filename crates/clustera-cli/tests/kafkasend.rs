@@ -115,7 +115,16 @@ fn files_and_standard_input_go_through_the_portal_and_back() {
 
     let out = send(
         &bootstrap,
-        &["--endpoint", "/v1/echo", "--file", "-", "--timeout", "30"],
+        &[
+            "--endpoint",
+            "/v1/echo",
+            "--file",
+            "-",
+            "--timeout",
+            "30",
+            "--client-id",
+            "cli-test",
+        ],
         Some(b"hello portal"),
     );
     assert!(
@@ -124,6 +133,24 @@ fn files_and_standard_input_go_through_the_portal_and_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, b"hello portal");
+    // The head names the client as --client-id said, and its reply topic.
+    let heads: Vec<clustera_send_protocol::RequestHead> =
+        clustera::testing::kafka::read_topic(&bootstrap, "kafkasend-requests")
+            .unwrap()
+            .iter()
+            .filter_map(|r| {
+                match clustera_send_protocol::Envelope::decode(r.value.as_deref()?).ok()? {
+                    clustera_send_protocol::Envelope::Request(h) => Some(h),
+                    _ => None,
+                }
+            })
+            .collect();
+    let named: Vec<_> = heads
+        .iter()
+        .filter(|h| h.client_id.as_deref() == Some("cli-test"))
+        .collect();
+    assert_eq!(named.len(), 1, "{heads:?}");
+    assert_eq!(named[0].reply_to.as_deref(), Some("kafkasend-responses"));
 
     let out = send(
         &bootstrap,

@@ -141,6 +141,14 @@ pub struct RequestHead {
     pub body: BodyInfo,
     /// When the client sent it, milliseconds since the Unix epoch.
     pub sent_at_ms: i64,
+    /// Who sends it, for the portal's fair sharing (version 2; a head without one belongs
+    /// to the one anonymous client of version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The topic to answer on (version 2), if not the portal's response topic; the portal
+    /// accepts only topics its `PORTAL_REPLY_TOPICS` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// The REST API's response.
@@ -368,10 +376,27 @@ mod tests {
             headers: vec![("Content-Type".into(), "text/plain".into())],
             body: BodyInfo::of(b"hello", 650_000),
             sent_at_ms: 1,
+            client_id: Some("host-1".into()),
+            reply_to: None,
         });
         let bytes = head.encode();
         assert!(String::from_utf8_lossy(&bytes).contains("\"type\":\"request\""));
         assert_eq!(Envelope::decode(&bytes).unwrap(), head);
+        assert!(!String::from_utf8_lossy(&bytes).contains("reply_to"));
+    }
+
+    #[test]
+    fn version_1_heads_decode_without_client_or_reply_topic() {
+        let id = JobId::new();
+        let v1 = format!(
+            r#"{{"type":"request","job_id":"{id}","method":"GET","endpoint":"/x","headers":[],
+            "body":{{"size":0,"sha256":"{}","total_chunks":0,"chunk_size":650000}},"sent_at_ms":0}}"#,
+            hex::encode(Sha256::digest(b""))
+        );
+        let Envelope::Request(head) = Envelope::decode(v1.as_bytes()).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!((head.client_id, head.reply_to), (None, None));
     }
 
     #[test]

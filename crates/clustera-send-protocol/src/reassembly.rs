@@ -3,6 +3,8 @@
 //! when the sink is a file. The whole body's SHA-256 is computed over the chunks in order:
 //! directly while they arrive in order, reading back from the sink what arrived early.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use crate::envelope::{BodyInfo, Chunk, ProtocolError};
@@ -78,8 +80,9 @@ pub enum ReassemblyError<E> {
 pub struct Reassembly {
     body: BodyInfo,
     expected: [u8; 32],
-    /// Per sequence, the checksum of the chunk received there.
-    chunks: Vec<Option<u32>>,
+    /// The checksum of each chunk received, by sequence: it grows with the chunks that
+    /// arrive, never with the count a head declares.
+    chunks: BTreeMap<u32, u32>,
     received: u32,
     hasher: Sha256,
     /// Chunks `0..hashed` are in `hasher`.
@@ -101,7 +104,7 @@ impl Reassembly {
         hex::decode_to_slice(&body.sha256, &mut expected)
             .map_err(|e| ProtocolError::Invalid(format!("sha256: {e}")))?;
         let this = Self {
-            chunks: vec![None; body.total_chunks as usize],
+            chunks: BTreeMap::new(),
             body,
             expected,
             received: 0,
@@ -155,8 +158,7 @@ impl Reassembly {
             .into());
         }
         let crc = chunk.crc32;
-        let slot = &mut self.chunks[seq as usize];
-        match slot {
+        match self.chunks.get(&seq) {
             Some(seen) if *seen == crc => return Ok(Progress::Duplicate),
             Some(_) => {
                 return Err(ProtocolError::ChecksumMismatch(format!(
@@ -164,10 +166,11 @@ impl Reassembly {
                 ))
                 .into())
             }
-            None => *slot = Some(crc),
+            None => {}
         }
         let offset = u64::from(seq) * u64::from(self.body.chunk_size);
         sink.write_at(offset, data).map_err(ReassemblyError::Sink)?;
+        self.chunks.insert(seq, crc);
         self.received += 1;
         if seq == self.hashed {
             self.hasher.update(data);
@@ -192,7 +195,7 @@ impl Reassembly {
     /// Hashes the chunks that arrived early and are now next in order.
     fn hash_stored<S: Sink>(&mut self, sink: &mut S) -> Result<(), ReassemblyError<S::Error>> {
         let mut buf = Vec::new();
-        while self.hashed < self.body.total_chunks && self.chunks[self.hashed as usize].is_some() {
+        while self.hashed < self.body.total_chunks && self.chunks.contains_key(&self.hashed) {
             let len = usize::try_from(self.body.chunk_len(self.hashed)).unwrap_or(0);
             buf.resize(len, 0);
             let offset = u64::from(self.hashed) * u64::from(self.body.chunk_size);
@@ -323,6 +326,22 @@ mod tests {
         };
         let (progress, _) = feed(&info, [short]);
         assert!(progress.unwrap_err().contains("has 50 bytes, expected 100"));
+    }
+
+    #[test]
+    fn a_huge_declared_body_allocates_nothing_before_its_chunks() {
+        // 4 GiB in one-byte chunks: a per-chunk table sized by the head would take 32 GB
+        // before a single byte arrived. Nothing is set aside (the portal also refuses chunks
+        // this small, PORTAL_MIN_CHUNK_BYTES).
+        let size = u64::from(u32::MAX);
+        let info = BodyInfo {
+            size,
+            sha256: "00".repeat(32),
+            total_chunks: crate::chunking::chunk_count(size, 1),
+            chunk_size: 1,
+        };
+        let r = Reassembly::new(info, 1 << 20, u64::MAX).unwrap();
+        assert_eq!((r.received(), r.is_complete()), (0, false));
     }
 
     #[test]

@@ -165,6 +165,13 @@ pub struct Client {
     spool: SpoolConfig,
     /// The largest response body accepted.
     max_body: u64,
+    /// Who this client is to portals (their fair sharing).
+    client_id: String,
+}
+
+/// The client id unless one is given: the host name (or `anonymous` if it cannot be read).
+pub fn default_client_id() -> String {
+    whoami::hostname().unwrap_or_else(|_| "anonymous".to_owned())
 }
 
 impl Client {
@@ -224,7 +231,21 @@ impl Client {
             reader: Some(reader),
             spool: SpoolConfig::default(),
             max_body: 64 << 30,
+            client_id: default_client_id(),
         })
+    }
+
+    /// The same client, named `client_id` to portals (`clustera send --client-id`). Portals
+    /// share their job slots and bytes fairly between client ids.
+    #[must_use]
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Who this client is to portals.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// Sends a job and waits up to `timeout` for its complete response.
@@ -300,6 +321,10 @@ impl Client {
             sent_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            client_id: Some(self.client_id.clone()),
+            // The topic this client reads: a portal answers there if its PORTAL_REPLY_TOPICS
+            // allows it.
+            reply_to: Some(self.wire.response_topic.clone()),
         })
         .encode();
         let total = info.size;

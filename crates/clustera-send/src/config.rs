@@ -10,7 +10,10 @@ use clustera_send_protocol::chunking::check_chunk_size;
 use clustera_send_protocol::DEFAULT_CHUNK_SIZE;
 use url::Url;
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
 use crate::oauth::OAuthConfig;
+use crate::path::{PathRules, DEFAULT_MAX_LEN};
 use crate::policy::Policy;
 use crate::spool::SpoolConfig;
 
@@ -18,6 +21,9 @@ use crate::spool::SpoolConfig;
 pub const DEFAULT_REQUEST_TOPIC: &str = "kafkasend-requests";
 /// The response topic unless `KAFKA_RESPONSE_TOPIC` says otherwise.
 pub const DEFAULT_RESPONSE_TOPIC: &str = "kafkasend-responses";
+/// The smallest `chunk_size` a head may declare for a body of several chunks, unless
+/// `PORTAL_MIN_CHUNK_BYTES` (or a smaller `KAFKASEND_CHUNK_SIZE`) says otherwise.
+pub const DEFAULT_MIN_CHUNK_SIZE: u32 = 4096;
 /// librdkafka's default largest message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
@@ -65,6 +71,17 @@ pub struct PortalConfig {
     pub api_base_url: Url,
     /// Endpoint and header allow-lists and the mode.
     pub policy: Policy,
+    /// What endpoints may contain (`PORTAL_ALLOW_NON_ASCII_PATHS`, false;
+    /// `PORTAL_MAX_ENDPOINT_BYTES`, 2048).
+    pub path_rules: PathRules,
+    /// Topics a head's `reply_to` may name (`PORTAL_REPLY_TOPICS`, globs; default: only the
+    /// response topic).
+    pub reply_topics: GlobSet,
+    /// Smallest `chunk_size` a head with more than one chunk may declare
+    /// (`PORTAL_MIN_CHUNK_BYTES`, 4096 or `KAFKASEND_CHUNK_SIZE` if smaller).
+    pub min_chunk_size: u32,
+    /// Longest wait for a job's first chunk (`PORTAL_FIRST_CHUNK_TIMEOUT_SECONDS`, 10).
+    pub first_chunk_timeout: Duration,
     /// Longest REST call (`PORTAL_JOB_TIMEOUT_SECONDS`, 900).
     pub job_timeout: Duration,
     /// Oldest a job may get (`PORTAL_JOB_MAX_AGE_SECONDS`, 900).
@@ -136,8 +153,15 @@ impl PortalConfig {
             ));
         }
         let headers = list("PORTAL_ALLOWED_HEADERS", "Content-Type");
-        let policy = Policy::new(&endpoints, &headers, strict)
+        let mut policy = Policy::new(&endpoints, &headers, strict)
             .map_err(|m| ConfigError::invalid("PORTAL_ALLOWED_ENDPOINTS", m))?;
+        if let Some(names) = var("PORTAL_ALLOWED_RESPONSE_HEADERS") {
+            policy = policy.with_response_headers(&split_list(&names));
+        }
+        let path_rules = PathRules {
+            allow_non_ascii: flag(&var, "PORTAL_ALLOW_NON_ASCII_PATHS")?.unwrap_or(false),
+            max_len: number(&var, "PORTAL_MAX_ENDPOINT_BYTES")?.unwrap_or(DEFAULT_MAX_LEN),
+        };
         let seconds = |name: &str, default: u64| -> Result<Duration, ConfigError> {
             let s = number::<u64>(&var, name)?.unwrap_or(default);
             if s == 0 {
@@ -148,6 +172,7 @@ impl PortalConfig {
         let job_timeout = seconds("PORTAL_JOB_TIMEOUT_SECONDS", 900)?;
         let job_max_age = seconds("PORTAL_JOB_MAX_AGE_SECONDS", 900)?;
         let job_idle_timeout = seconds("PORTAL_JOB_IDLE_TIMEOUT_SECONDS", 120)?;
+        let first_chunk_timeout = seconds("PORTAL_FIRST_CHUNK_TIMEOUT_SECONDS", 10)?;
         let max_poll_interval_default = match number::<u64>(&var, "KAFKA_MAX_POLL_INTERVAL_MS")? {
             Some(ms) if u128::from(ms) <= job_timeout.as_millis() => {
                 return Err(ConfigError::invalid(
@@ -222,10 +247,43 @@ impl PortalConfig {
                 Some(pem)
             }
         };
+        let wire = Wire::from_vars(&var)?;
+        let min_chunk_size = number(&var, "PORTAL_MIN_CHUNK_BYTES")?
+            .unwrap_or_else(|| DEFAULT_MIN_CHUNK_SIZE.min(wire.chunk_size));
+        if min_chunk_size == 0 || min_chunk_size > wire.chunk_size {
+            return Err(ConfigError::invalid(
+                "PORTAL_MIN_CHUNK_BYTES",
+                format!(
+                    "must be between 1 and KAFKASEND_CHUNK_SIZE ({})",
+                    wire.chunk_size
+                ),
+            ));
+        }
+        let reply_patterns = var("PORTAL_REPLY_TOPICS")
+            .map_or_else(|| vec![wire.response_topic.clone()], |v| split_list(&v));
+        let mut reply_topics = GlobSetBuilder::new();
+        for pattern in &reply_patterns {
+            reply_topics.add(Glob::new(pattern).map_err(|e| {
+                ConfigError::invalid("PORTAL_REPLY_TOPICS", format!("{pattern:?}: {e}"))
+            })?);
+        }
+        let reply_topics = reply_topics
+            .build()
+            .map_err(|e| ConfigError::invalid("PORTAL_REPLY_TOPICS", e.to_string()))?;
+        if reply_topics.is_match(&wire.request_topic) {
+            return Err(ConfigError::invalid(
+                "PORTAL_REPLY_TOPICS",
+                "must not match KAFKA_REQUEST_TOPIC: answers would be read as requests",
+            ));
+        }
         Ok(Self {
             api_base_url,
             api_ca_pem,
             policy,
+            path_rules,
+            reply_topics,
+            min_chunk_size,
+            first_chunk_timeout,
             job_timeout,
             job_max_age,
             job_idle_timeout,
@@ -234,7 +292,7 @@ impl PortalConfig {
             max_body_bytes,
             spool,
             oauth,
-            wire: Wire::from_vars(&var)?,
+            wire,
             max_poll_interval_default,
         })
     }
@@ -268,6 +326,18 @@ mod tests {
         assert_eq!(c.wire.request_topic, "kafkasend-requests");
         assert_eq!(c.wire.response_topic, "kafkasend-responses");
         assert_eq!(c.wire.chunk_size, 650_000);
+        assert!(c.reply_topics.is_match("kafkasend-responses"));
+        assert!(!c.reply_topics.is_match("other-replies"));
+        assert!(!c.path_rules.allow_non_ascii);
+        assert_eq!(c.min_chunk_size, 4096);
+        assert!(!c.policy.returns_response_header("Set-Cookie"));
+        let c = load(&[
+            BASE,
+            ENDPOINTS,
+            ("PORTAL_REPLY_TOPICS", "replies.*,kafkasend-responses"),
+        ])
+        .unwrap();
+        assert!(c.reply_topics.is_match("replies.team-a"));
     }
 
     #[test]
@@ -322,6 +392,22 @@ mod tests {
             (
                 &[BASE, ("PORTAL_ALLOWED_ENDPOINTS", "no-slash")],
                 "PORTAL_ALLOWED_ENDPOINTS",
+            ),
+            (
+                &[BASE, ("PORTAL_ALLOWED_ENDPOINTS", "TRACE /v1/x")],
+                "PORTAL_ALLOWED_ENDPOINTS",
+            ),
+            (
+                &[BASE, ENDPOINTS, ("PORTAL_REPLY_TOPICS", "kafkasend-*")],
+                "PORTAL_REPLY_TOPICS",
+            ),
+            (
+                &[BASE, ENDPOINTS, ("PORTAL_MIN_CHUNK_BYTES", "0")],
+                "PORTAL_MIN_CHUNK_BYTES",
+            ),
+            (
+                &[BASE, ENDPOINTS, ("PORTAL_ALLOW_NON_ASCII_PATHS", "maybe")],
+                "PORTAL_ALLOW_NON_ASCII_PATHS",
             ),
         ];
         for (vars, variable) in cases {

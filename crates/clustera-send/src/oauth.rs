@@ -1,6 +1,14 @@
 //! OAuth2 client credentials. The token is cached until shortly before it expires; one
-//! request at a time refreshes it (the others wait for its result); a 401 from the API drops
-//! it so the next call fetches a new one.
+//! request at a time refreshes it (the others wait for its result).
+//!
+//! A 401 from the API refreshes the token **at most once per token generation**: the first
+//! call refused with generation `g` marks it stale and retries with the next token (one fetch,
+//! whoever asks first); calls refused with a generation already replaced just retry with the
+//! current one. When the fresh token is refused too, the API is refusing something other
+//! than the token (an endpoint that always answers 401): that generation is not refreshed on
+//! a 401 again, so such an endpoint cannot make the portal fetch a token per job; it is
+//! replaced when it expires. Expiry arithmetic saturates: an `expires_in` of any size is
+//! cached at most [`MAX_LIFETIME`].
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +46,31 @@ pub enum OAuthError {
     },
 }
 
+impl OAuthError {
+    /// What a client may be told: nothing of the token endpoint's address or answer (those
+    /// are logged).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Http(_) => "the token endpoint could not be reached".to_owned(),
+            Self::Refused { status, .. } => {
+                format!("the token endpoint refused to issue a token (HTTP {status})")
+            }
+        }
+    }
+}
+
+/// When to refresh a token fetched at `started` that expires in `expires_in` seconds (300 if
+/// not said): a little early (a tenth of the lifetime, at most a minute), never later than
+/// [`MAX_LIFETIME`], and without overflow whatever the number.
+fn refresh_at(started: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(300)).min(MAX_LIFETIME);
+    let margin = (lifetime / 10).min(Duration::from_secs(60));
+    tracing::debug!(expires_in_s = lifetime.as_secs(), "fetched an OAuth2 token");
+    started
+        .checked_add(lifetime.saturating_sub(margin))
+        .unwrap_or(started)
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -45,16 +78,39 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The longest a token is used without fetching a new one, whatever its `expires_in`.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A token and its generation (1 for the first fetched, then 2, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The bearer token.
+    pub value: String,
+    /// Which fetch it came from.
+    pub generation: u64,
+}
+
 struct Cached {
-    value: String,
+    token: Token,
     refresh_at: Instant,
+    /// A 401 asked for its replacement.
+    stale: bool,
+    /// A call refused with it right after it replaced a refused one: 401s no longer refresh
+    /// this generation.
+    exhausted: bool,
+}
+
+#[derive(Default)]
+struct Cache {
+    current: Option<Cached>,
+    generations: u64,
 }
 
 /// Tokens for the REST API calls.
 pub struct TokenSource {
     config: Option<OAuthConfig>,
     http: reqwest::Client,
-    cache: tokio::sync::Mutex<Option<Cached>>,
+    cache: tokio::sync::Mutex<Cache>,
 }
 
 impl TokenSource {
@@ -76,7 +132,7 @@ impl TokenSource {
         Ok(Self {
             config,
             http,
-            cache: tokio::sync::Mutex::new(None),
+            cache: tokio::sync::Mutex::new(Cache::default()),
         })
     }
 
@@ -86,32 +142,57 @@ impl TokenSource {
     }
 
     /// The current token (`None` without OAuth2), fetching one if needed.
-    pub async fn token(&self) -> Result<Option<String>, OAuthError> {
+    pub async fn token(&self) -> Result<Option<Token>, OAuthError> {
         let Some(config) = &self.config else {
             return Ok(None);
         };
         // Held across the fetch: concurrent callers wait for one refresh.
         let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.as_ref() {
-            if Instant::now() < c.refresh_at {
-                return Ok(Some(c.value.clone()));
+        if let Some(c) = cache.current.as_ref() {
+            if !c.stale && Instant::now() < c.refresh_at {
+                return Ok(Some(c.token.clone()));
             }
         }
-        let fresh = self.fetch(config).await?;
-        let value = fresh.value.clone();
-        *cache = Some(fresh);
-        Ok(Some(value))
+        let (value, refresh_at) = self.fetch(config).await?;
+        cache.generations += 1;
+        let token = Token {
+            value,
+            generation: cache.generations,
+        };
+        cache.current = Some(Cached {
+            token: token.clone(),
+            refresh_at,
+            stale: false,
+            exhausted: false,
+        });
+        Ok(Some(token))
     }
 
-    /// Forgets `rejected` (the API answered 401 to it), unless it was already replaced.
-    pub async fn invalidate(&self, rejected: &str) {
+    /// The API answered 401 to a call made with `token`; `retry` says whether that call was
+    /// already the retry after a 401. Returns whether to call once more (with
+    /// [`TokenSource::token`], which fetches a new token if this one was marked stale).
+    pub async fn unauthorized(&self, token: &Token, retry: bool) -> bool {
         let mut cache = self.cache.lock().await;
-        if cache.as_ref().is_some_and(|c| c.value == rejected) {
-            *cache = None;
+        let Some(current) = cache.current.as_mut() else {
+            return !retry;
+        };
+        if current.token.generation != token.generation {
+            // Already replaced: a first attempt retries with the newer token.
+            return !retry;
         }
+        if retry {
+            current.exhausted = true;
+            return false;
+        }
+        if current.exhausted {
+            return false;
+        }
+        current.stale = true;
+        true
     }
 
-    async fn fetch(&self, config: &OAuthConfig) -> Result<Cached, OAuthError> {
+    /// A new token and when to refresh it.
+    async fn fetch(&self, config: &OAuthConfig) -> Result<(String, Instant), OAuthError> {
         let mut form = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &config.scope {
             form.push(("scope", scope));
@@ -135,13 +216,23 @@ impl TokenSource {
                 })
             }
         };
-        // Refresh a little early: a tenth of the lifetime, at most a minute.
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(300));
-        let margin = (lifetime / 10).min(Duration::from_secs(60));
-        tracing::debug!(expires_in_s = lifetime.as_secs(), "fetched an OAuth2 token");
-        Ok(Cached {
-            value: token.access_token,
-            refresh_at: started + lifetime - margin,
-        })
+        Ok((token.access_token, refresh_at(started, token.expires_in)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_saturates_and_refreshes_early() {
+        let now = Instant::now();
+        assert_eq!(
+            refresh_at(now, Some(u64::MAX)),
+            now + MAX_LIFETIME - Duration::from_secs(60)
+        );
+        assert_eq!(refresh_at(now, Some(100)), now + Duration::from_secs(90));
+        assert_eq!(refresh_at(now, Some(0)), now);
+        assert_eq!(refresh_at(now, None), now + Duration::from_secs(270));
     }
 }

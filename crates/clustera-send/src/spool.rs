@@ -5,8 +5,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clustera_send_protocol::Sink;
+
+/// Bytes read from a spool file per piece of an HTTP body.
+const HTTP_PIECE: u64 = 256 * 1024;
 
 /// Where bodies go and when they leave memory.
 #[derive(Debug, Clone)]
@@ -32,19 +36,19 @@ pub enum Spool {
     /// Small: in memory.
     Memory(Vec<u8>),
     /// Large: in an unlinked temporary file (removed by the system when closed, even after a
-    /// crash), and its length.
-    File(File, u64),
+    /// crash), and its length. Shared only for positional reads (HTTP bodies), which never
+    /// use the file's cursor.
+    File(Arc<File>, u64),
 }
 
 impl Spool {
-    /// A spool for a body of `size` bytes (0 if not known yet).
+    /// A spool for a body of `size` bytes (0 if not known yet). Nothing is allocated for the
+    /// size: a spool grows with what is written to it.
     pub fn for_size(size: u64, config: &SpoolConfig) -> io::Result<Self> {
         if size > config.threshold {
-            Ok(Self::File(tempfile::tempfile_in(&config.dir)?, 0))
+            Ok(Self::File(Arc::new(tempfile::tempfile_in(&config.dir)?), 0))
         } else {
-            Ok(Self::Memory(Vec::with_capacity(
-                usize::try_from(size).unwrap_or(0),
-            )))
+            Ok(Self::Memory(Vec::new()))
         }
     }
 
@@ -67,7 +71,7 @@ impl Spool {
             if (v.len() + data.len()) as u64 > config.threshold {
                 let file = tempfile::tempfile_in(&config.dir)?;
                 file.write_all_at(v, 0)?;
-                *self = Self::File(file, v.len() as u64);
+                *self = Self::File(Arc::new(file), v.len() as u64);
             }
         }
         let at = self.len();
@@ -91,19 +95,32 @@ impl Spool {
         }
     }
 
-    /// The body as an HTTP request body, streamed from the file when spooled.
+    /// The body as an HTTP request body, streamed from the file when spooled. Every body
+    /// made this way reads the file by position from its own start, off the async threads, so
+    /// two of them (a call and its retry after a 401) never disturb each other, even while the
+    /// first is still being sent.
     pub fn http_body(&self) -> io::Result<reqwest::Body> {
         match self {
             Self::Memory(v) => Ok(reqwest::Body::from(v.clone())),
             Self::File(f, size) => {
-                // Positional reads and writes never use the cursor, so the clone's shared
-                // cursor is free to rewind for this one sequential read.
-                let mut file = f.try_clone()?;
-                std::io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
-                let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), *size);
-                Ok(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
-                ))
+                let (file, size) = (f.clone(), *size);
+                let pieces = futures::stream::try_unfold(0u64, move |offset| {
+                    let file = file.clone();
+                    async move {
+                        if offset >= size {
+                            return Ok(None);
+                        }
+                        let len = usize::try_from((size - offset).min(HTTP_PIECE)).unwrap_or(0);
+                        let piece = tokio::task::spawn_blocking(move || {
+                            let mut buf = vec![0; len];
+                            file.read_exact_at(&mut buf, offset).map(|()| buf)
+                        })
+                        .await
+                        .map_err(io::Error::other)??;
+                        Ok::<_, io::Error>(Some((bytes::Bytes::from(piece), offset + len as u64)))
+                    }
+                });
+                Ok(reqwest::Body::wrap_stream(pieces))
             }
         }
     }

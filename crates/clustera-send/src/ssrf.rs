@@ -2,9 +2,9 @@
 //! never raw strings.
 //!
 //! A client names only an endpoint: a path (and query) under the operator's configured API
-//! base URL. [`Guard::endpoint_url`] rejects anything that could leave that base: absolute
-//! URLs, scheme-relative `//host`, userinfo, backslashes, control characters, percent-encoded
-//! separators, dots or percent signs, and paths that climb out of the base path. The
+//! base URL. [`Guard::endpoint_url`] accepts only its canonical form ([`crate::path`]: no
+//! absolute or scheme-relative URL, no dot segment however encoded, no separator, escape or
+//! character a server could read otherwise), appended to the base path. The
 //! configured target itself is trusted (it may be a loopback sidecar). Any other host, should
 //! one ever reach the HTTP client, is resolved by [`GuardedResolver`] and refused if any of
 //! its addresses is internal ([`forbidden`]); the client connects only to the addresses that
@@ -16,38 +16,19 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use url::{Host, Url};
 
+use crate::path::{Endpoint, PathError, PathRules};
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SsrfError {
-    /// The endpoint is not a plain path (`/...`): an absolute or scheme-relative URL.
-    #[error("endpoint {0:?} is not a path starting with a single '/'")]
-    NotAPath(String),
-    /// A character that has no business in a path.
-    #[error("endpoint {endpoint:?} contains {what}")]
-    BadCharacter {
-        /// The endpoint.
-        endpoint: String,
-        /// What was found.
-        what: &'static str,
-    },
-    /// A percent-encoded character that could change how the URL is parsed.
-    #[error("endpoint {endpoint:?} encodes {what} ({escape})")]
-    EncodedTrick {
-        /// The endpoint.
-        endpoint: String,
-        /// The escape sequence.
-        escape: String,
-        /// What it encodes.
-        what: &'static str,
-    },
-    /// The resulting URL leaves the configured API (another host, port, scheme or base path).
-    #[error("endpoint {endpoint:?} leads to {url}, outside the configured API")]
-    OutsideTarget {
-        /// The endpoint.
-        endpoint: String,
-        /// The URL it became.
-        url: String,
-    },
+    /// The endpoint is not a canonical path ([`crate::path`]).
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The resulting URL would leave the configured API (another host, port, scheme or base
+    /// path, or a path the URL parser changed). The URL itself is logged, not returned: it
+    /// names the internal API.
+    #[error("endpoint {0:?} does not stay under the configured API")]
+    OutsideTarget(String),
     /// The URL carries a user name or password.
     #[error("URL {0} carries userinfo")]
     Userinfo(String),
@@ -163,6 +144,7 @@ impl Resolve for SystemResolver {
 pub struct Guard {
     target: Url,
     resolver: Arc<dyn Resolve>,
+    rules: PathRules,
 }
 
 impl std::fmt::Debug for Guard {
@@ -176,7 +158,17 @@ impl std::fmt::Debug for Guard {
 impl Guard {
     /// A guard for the API at `target` (the operator's `PORTAL_API_BASE_URL`).
     pub fn new(target: Url, resolver: Arc<dyn Resolve>) -> Self {
-        Self { target, resolver }
+        Self {
+            target,
+            resolver,
+            rules: PathRules::default(),
+        }
+    }
+
+    /// The same guard with `rules` for endpoints (non-ASCII, length).
+    pub fn with_rules(mut self, rules: PathRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// The configured API.
@@ -184,30 +176,36 @@ impl Guard {
         &self.target
     }
 
-    /// The URL to call for a client's `endpoint`, or why it may not be called.
+    /// The URL to call for a client's `endpoint`, or why it may not be called: the endpoint
+    /// is parsed into its canonical form ([`Endpoint`]), appended to the base path, and the
+    /// resulting URL must have exactly that path and query, and the base's scheme, host and
+    /// port.
     pub fn endpoint_url(&self, endpoint: &str) -> Result<Url, SsrfError> {
-        check_raw(endpoint)?;
-        let base = self.target.as_str().trim_end_matches('/');
-        let outside = |url: &str| SsrfError::OutsideTarget {
-            endpoint: endpoint.to_owned(),
-            url: url.to_owned(),
-        };
-        let url = Url::parse(&format!("{base}{endpoint}")).map_err(|e| outside(&e.to_string()))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(SsrfError::Userinfo(url.to_string()));
-        }
+        let parsed = Endpoint::parse(endpoint, &self.rules)?;
         let base_path = self.target.path().trim_end_matches('/');
-        let inside_base = url.path() == base_path
-            || url
-                .path()
-                .strip_prefix(base_path)
-                .is_some_and(|rest| rest.starts_with('/'));
-        if url.scheme() != self.target.scheme()
+        let path = match parsed.path().as_str() {
+            "/" if !base_path.is_empty() => base_path.to_owned(),
+            p => format!("{base_path}{p}"),
+        };
+        let query = parsed.query();
+        let mut url = self.target.clone();
+        url.set_path(&path);
+        url.set_query(query.as_deref());
+        url.set_fragment(None);
+        let outside = || {
+            tracing::warn!(endpoint, url = %url, "endpoint refused: it does not stay under the API");
+            SsrfError::OutsideTarget(endpoint.chars().take(120).collect())
+        };
+        // Defence in depth: the canonical form is one the URL parser keeps as it is.
+        if url.path() != path
+            || url.query() != query.as_deref()
+            || url.scheme() != self.target.scheme()
             || url.host() != self.target.host()
             || url.port_or_known_default() != self.target.port_or_known_default()
-            || !inside_base
+            || !url.username().is_empty()
+            || url.password().is_some()
         {
-            return Err(outside(url.as_str()));
+            return Err(outside());
         }
         Ok(url)
     }
@@ -289,62 +287,6 @@ impl Guard {
         };
         self.addresses(&host).await
     }
-}
-
-/// Checks the endpoint as text before it is parsed: what must never be there at all.
-fn check_raw(endpoint: &str) -> Result<(), SsrfError> {
-    let bad = |what| SsrfError::BadCharacter {
-        endpoint: endpoint.to_owned(),
-        what,
-    };
-    if !endpoint.starts_with('/') || endpoint.starts_with("//") {
-        return Err(SsrfError::NotAPath(endpoint.to_owned()));
-    }
-    for c in endpoint.chars() {
-        match c {
-            '\\' => return Err(bad("a backslash")),
-            '#' => return Err(bad("a fragment")),
-            c if c.is_control() => return Err(bad("a control character")),
-            c if c.is_whitespace() => return Err(bad("whitespace")),
-            _ => {}
-        }
-    }
-    let bytes = endpoint.as_bytes();
-    for (i, window) in bytes.windows(3).enumerate() {
-        if window[0] != b'%' {
-            continue;
-        }
-        let Some(decoded) = std::str::from_utf8(&window[1..])
-            .ok()
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-        else {
-            return Err(bad("a malformed percent escape"));
-        };
-        let what = match decoded {
-            b'/' => "a slash",
-            b'\\' => "a backslash",
-            b'.' => "a dot",
-            b'%' => "a percent sign (double encoding)",
-            b'@' => "an at sign",
-            b':' => "a colon",
-            b'?' | b'#' => "a URL delimiter",
-            0..=0x1f | 0x7f => "a control character",
-            _ => continue,
-        };
-        return Err(SsrfError::EncodedTrick {
-            endpoint: endpoint.to_owned(),
-            escape: endpoint[i..i + 3].to_owned(),
-            what,
-        });
-    }
-    if endpoint.ends_with('%')
-        || endpoint
-            .get(endpoint.len().saturating_sub(2)..)
-            .is_some_and(|t| t.starts_with('%'))
-    {
-        return Err(bad("a malformed percent escape"));
-    }
-    Ok(())
 }
 
 /// reqwest's resolver, through the guard: the HTTP client connects only to addresses the

@@ -25,6 +25,8 @@ fn head(job: JobId, body: &[u8]) -> Vec<u8> {
         headers: vec![],
         body: BodyInfo::of(body, CHUNK),
         sent_at_ms: 0,
+        client_id: None,
+        reply_to: None,
     })
     .encode()
 }
@@ -234,6 +236,8 @@ async fn faulty_chunk_streams() {
             chunk_size: 1000,
         },
         sent_at_ms: 0,
+        client_id: None,
+        reply_to: None,
     })
     .encode();
     produce(&bootstrap, huge, vec![head_of_huge]).await;

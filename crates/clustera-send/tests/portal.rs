@@ -50,6 +50,7 @@ async fn ten_concurrent_jobs_each_get_their_own_response() {
         &[
             ("KAFKASEND_CHUNK_SIZE", "65536"),
             ("CLUSTERA_HTTP_ADDR", metrics_addr.as_str()),
+            ("PORTAL_ALLOWED_RESPONSE_HEADERS", "*"),
         ],
     )
     .await;
@@ -85,6 +86,10 @@ async fn ten_concurrent_jobs_each_get_their_own_response() {
             .headers
             .iter()
             .any(|(k, v)| k == "x-echo" && v == "yes"));
+        assert!(
+            !response.headers.iter().any(|(k, _)| k == "set-cookie"),
+            "credentials only when listed by name"
+        );
     }
     assert_eq!(
         api.seen().len(),
@@ -335,6 +340,111 @@ async fn tokens_are_cached_refreshed_on_expiry_and_once_on_401() {
     assert_eq!(get().await.unwrap().status, 200);
     assert_eq!(issued(), 4, "expired token replaced before the call");
     assert_eq!(last_auth().as_deref(), Some("Bearer token-4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_401_before_the_spooled_body_was_read_is_retried_with_every_byte() {
+    let (_broker, bootstrap) = mock();
+    let api = EarlyRefusalApi::start().await;
+    let tokens = TokenServer::start_for(api.state.clone()).await;
+    let _portal = portal_at(
+        &bootstrap,
+        &format!("{}/api", api.url),
+        &[
+            ("PORTAL_ALLOWED_ENDPOINTS", "/v1/upload"),
+            ("OAUTH2_TOKEN_URL", tokens.url.as_str()),
+            ("OAUTH2_CLIENT_ID", "portal-client"),
+            ("OAUTH2_CLIENT_SECRET", "s3cret"),
+            ("PORTAL_SPOOL_THRESHOLD_BYTES", "1000"),
+        ],
+    )
+    .await;
+    let client = client(&bootstrap, CHUNK).await;
+    let upload = |body: Vec<u8>| {
+        client.send(
+            request("POST", "/v1/upload", &[]),
+            Body::Bytes(body),
+            T,
+            &Quiet,
+        )
+    };
+    assert_eq!(upload(b"first".to_vec()).await.unwrap().status, 200);
+    // The token is revoked; the API refuses it before reading the spooled 3 MB body, while
+    // the portal is still sending it, and the retry must send every byte from the start.
+    api.state
+        .accepted
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .remove("token-1");
+    let body = bytes(3 * 1024 * 1024 + 17, 401);
+    let response = upload(body.clone()).await.unwrap();
+    assert_eq!(response.status, 200);
+    let received: serde_json::Value = serde_json::from_slice(&body_of(&response)).unwrap();
+    use sha2::Digest;
+    assert_eq!(received["size"], body.len());
+    assert_eq!(received["sha256"], hex::encode(sha2::Sha256::digest(&body)));
+    assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let calls: Vec<_> = api
+        .seen()
+        .into_iter()
+        .map(|s| s.headers.get("authorization").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        calls,
+        ["Bearer token-1", "Bearer token-1", "Bearer token-2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_401_refreshes_the_token_at_most_once_per_generation() {
+    let (_broker, bootstrap) = mock();
+    let api = Api::start().await;
+    let tokens = TokenServer::start(&api).await;
+    // An `expires_in` too large for any clock: cached (for at most a day), no panic.
+    tokens
+        .expires_in
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    let _portal = portal(
+        &bootstrap,
+        &api,
+        &[
+            ("OAUTH2_TOKEN_URL", tokens.url.as_str()),
+            ("OAUTH2_CLIENT_ID", "portal-client"),
+            ("OAUTH2_CLIENT_SECRET", "s3cret"),
+        ],
+    )
+    .await;
+    let client = client(&bootstrap, CHUNK).await;
+    let issued = || tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    let get = |endpoint: &str| client.send(request("GET", endpoint, &[]), Body::Empty, T, &Quiet);
+    assert_eq!(get("/v1/documents/1").await.unwrap().status, 200);
+    assert_eq!(issued(), 1);
+    // An endpoint that answers 401 to every token: one refresh (token-2, refused too), then
+    // no more, however many jobs call it; the 401 goes back to the client.
+    for _ in 0..3 {
+        assert_eq!(get("/v1/unauthorized").await.unwrap().status, 401);
+    }
+    assert_eq!(issued(), 2, "one refresh for three jobs");
+    let unauthorized = api
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/api/v1/unauthorized")
+        .count();
+    assert_eq!(unauthorized, 4, "a retry for the first job only");
+    // Other endpoints go on with the current token.
+    assert_eq!(get("/v1/documents/2").await.unwrap().status, 200);
+    assert_eq!(issued(), 2);
+    assert_eq!(
+        api.seen()
+            .last()
+            .unwrap()
+            .headers
+            .get("authorization")
+            .map(String::as_str),
+        Some("Bearer token-2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -79,6 +79,10 @@ const BAD_ENDPOINTS: &[&str] = &[
     "file:///etc/passwd",
     "",
     "/v1/%3F%23",
+    "/v1/./upload",
+    "/v1/a/../upload",
+    "/v1/docs/a%20b",
+    "/v1/caf%C3%A9",
 ];
 
 /// Absolute URLs (a redirect's `Location`, say) whose host is internal, in every spelling.
@@ -218,28 +222,17 @@ async fn legitimate_requests_pass() {
             "http://api.example.test:8080/base/v1/documents/42?x=1&y=2",
         ),
         (
-            "/v1/docs/a%20b",
-            "http://api.example.test:8080/base/v1/docs/a%20b",
+            "/v1/docs/a%2Db",
+            "http://api.example.test:8080/base/v1/docs/a-b",
         ),
-        (
-            "/v1/caf%C3%A9",
-            "http://api.example.test:8080/base/v1/caf%C3%A9",
-        ),
-        (
-            "/v1/./upload",
-            "http://api.example.test:8080/base/v1/upload",
-        ),
-        (
-            "/v1/a/../upload",
-            "http://api.example.test:8080/base/v1/upload",
-        ),
+        ("/", "http://api.example.test:8080/base"),
     ] {
         let url = guard
             .endpoint_url(endpoint)
             .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
         assert_eq!(url.as_str(), expected);
     }
-    let url = guard.endpoint_url("/v1/a/../upload").unwrap();
+    let url = guard.endpoint_url("/v1/%75pload").unwrap();
     assert_eq!(guard.relative_path(&url), "/v1/upload");
     // The configured target is trusted even though it resolves to a private address.
     assert_eq!(

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use clustera_send_protocol::ErrorCode;
 
-use super::jobs::Receiving;
+use super::jobs::Complete;
 use super::Shared;
 use crate::spool::Spool;
 
@@ -39,16 +39,22 @@ impl Failure {
     }
 }
 
-/// Headers of the API's response that describe the portal's connection, not the response.
-const FRAMING: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-];
+/// What a client is told when the API cannot be reached: the kind of failure, never the
+/// address or the lower layers' text.
+fn unreachable_message(e: &reqwest::Error, chain: &str) -> &'static str {
+    if chain.contains("certificate") {
+        "the API could not be reached: its TLS certificate was not accepted"
+    } else if e.is_timeout() {
+        "the API could not be reached: the connection timed out"
+    } else if e.is_connect() {
+        "the API could not be reached: the connection failed"
+    } else {
+        "the API could not be reached"
+    }
+}
+
+/// Response bytes hashed and spooled per blocking task.
+const STORE_BATCH: usize = 256 * 1024;
 
 /// The header naming a job to the API (IETF httpapi, "The Idempotency-Key HTTP Header Field").
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -59,21 +65,22 @@ pub fn idempotency_key(job: clustera_send_protocol::JobId) -> String {
     format!("\"{job}\"")
 }
 
-/// Calls the API for `job`; on a 401, fetches a fresh token and calls once more.
-pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
+/// Calls the API for `job`; on a 401, calls once more with the next token (see
+/// [`crate::oauth`] for when a 401 refreshes the token).
+pub async fn call(shared: &Shared, job: &Complete, generation: u64) -> Result<Answer, Failure> {
     let method = reqwest::Method::from_bytes(job.head.method.as_bytes())
         .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("method: {e}")))?;
-    for attempt in 0..2 {
-        let token = shared
-            .tokens
-            .token()
-            .await
-            .map_err(|e| Failure::new(ErrorCode::Upstream, format!("OAuth2: {e}")))?;
+    let mut retry = false;
+    loop {
+        let token = shared.tokens.token().await.map_err(|e| {
+            tracing::warn!(job_id = %job.head.job_id, error = %e, "no OAuth2 token");
+            Failure::new(ErrorCode::Upstream, e.public_message())
+        })?;
+        // Each attempt streams the body from its own start: a spooled body is read by
+        // position, never through a shared file cursor.
         let body = job.spool.http_body().map_err(|e| {
-            Failure::new(
-                ErrorCode::Internal,
-                format!("reading the spooled body: {e}"),
-            )
+            tracing::error!(job_id = %job.head.job_id, error = %e, "cannot read the spooled body");
+            Failure::new(ErrorCode::Internal, "the portal could not read the body")
         })?;
         let mut request = shared
             .http
@@ -86,63 +93,115 @@ pub async fn call(shared: &Shared, job: &Receiving) -> Result<Answer, Failure> {
         // module docs of `portal`). The policy never forwards a client's own.
         request = request.header(IDEMPOTENCY_KEY, idempotency_key(job.head.job_id));
         if let Some(t) = &token {
-            request = request.bearer_auth(t);
+            request = request.bearer_auth(&t.value);
         }
         let response = request.send().await.map_err(|e| {
-            Failure::new(
-                ErrorCode::Upstream,
-                format!("calling the API: {}", clustera::infra::error_chain(&e)),
-            )
+            // The error names the API's URL: logged, and only its kind returned.
+            let chain = clustera::infra::error_chain(&e);
+            tracing::warn!(job_id = %job.head.job_id, error = %chain, "calling the API failed");
+            Failure::new(ErrorCode::Upstream, unreachable_message(&e, &chain))
         })?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             if let Some(t) = &token {
-                tracing::info!(job_id = %job.head.job_id, "the API refused the token; refreshing it once");
-                shared.tokens.invalidate(t).await;
-                continue;
+                if shared.tokens.unauthorized(t, retry).await {
+                    tracing::info!(job_id = %job.head.job_id, generation = t.generation,
+                        "the API refused the token; calling again with the next one");
+                    retry = true;
+                    continue;
+                }
             }
         }
-        return read_answer(shared, response).await;
+        return read_answer(shared, job.head.job_id, generation, response).await;
     }
-    Err(Failure::new(
-        ErrorCode::Upstream,
-        "the API refused a fresh token too",
-    ))
 }
 
-async fn read_answer(shared: &Shared, response: reqwest::Response) -> Result<Answer, Failure> {
+/// Reads the API's response into a spool, counting its bytes against the portal's limits as
+/// they arrive (the job holds them until the response is sent).
+async fn read_answer(
+    shared: &Shared,
+    job_id: clustera_send_protocol::JobId,
+    generation: u64,
+    response: reqwest::Response,
+) -> Result<Answer, Failure> {
     let status = response.status().as_u16();
+    let policy = &shared.config.policy;
     let headers = response
         .headers()
         .iter()
-        .filter(|(name, _)| !FRAMING.contains(&name.as_str()))
+        .filter(|(name, _)| policy.returns_response_header(name.as_str()))
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    let mut body = Spool::for_size(0, &shared.config.spool)
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
-    let mut hasher = Sha256::new();
+    let spool_failed = |e: std::io::Error| {
+        tracing::error!(%job_id, error = %e, "cannot spool the response");
+        Failure::new(
+            ErrorCode::Internal,
+            "the portal could not store the response",
+        )
+    };
+    let mut store = Some((
+        Spool::for_size(0, &shared.config.spool).map_err(spool_failed)?,
+        Sha256::new(),
+    ));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut total = 0u64;
     let mut stream = response.bytes_stream();
-    while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| {
-            Failure::new(
-                ErrorCode::Upstream,
-                format!("reading the response: {}", clustera::infra::error_chain(&e)),
-            )
+    loop {
+        let piece = stream.next().await.transpose().map_err(|e| {
+            tracing::warn!(%job_id, error = %clustera::infra::error_chain(&e), "reading the response failed");
+            Failure::new(ErrorCode::Upstream, "the API's response broke off")
         })?;
-        if body.len() + piece.len() as u64 > shared.config.max_body_bytes {
-            return Err(Failure::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "the response is larger than {} bytes",
-                    shared.config.max_body_bytes
-                ),
-            ));
+        if let Some(piece) = &piece {
+            total += piece.len() as u64;
+            if total > shared.config.max_body_bytes {
+                return Err(Failure::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the response is larger than {} bytes",
+                        shared.config.max_body_bytes
+                    ),
+                ));
+            }
+            shared
+                .reserve(job_id, generation, piece.len() as u64)
+                .map_err(|m| {
+                    Failure::new(
+                        ErrorCode::Busy,
+                        format!("the response does not fit the portal's limits: {m}"),
+                    )
+                })?;
+            pending.extend_from_slice(piece);
         }
-        hasher.update(&piece);
-        body.append(&piece, &shared.config.spool)
-            .map_err(|e| Failure::new(ErrorCode::Internal, format!("spool: {e}")))?;
+        // Hashing and writing run off the async threads, a batch at a time.
+        if pending.len() >= STORE_BATCH || (piece.is_none() && !pending.is_empty()) {
+            let batch = std::mem::take(&mut pending);
+            let (mut spool, mut hasher) = store.take().ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::Internal,
+                    "the portal could not store the response",
+                )
+            })?;
+            let config = shared.config.spool.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                hasher.update(&batch);
+                spool.append(&batch, &config).map(|()| (spool, hasher))
+            })
+            .await
+            .map_err(|e| spool_failed(std::io::Error::other(e.to_string())))?
+            .map_err(spool_failed)?;
+            store = Some(stored);
+        }
+        if piece.is_none() {
+            break;
+        }
     }
+    let (body, hasher) = store.ok_or_else(|| {
+        Failure::new(
+            ErrorCode::Internal,
+            "the portal could not store the response",
+        )
+    })?;
     Ok(Answer {
         status,
         headers,

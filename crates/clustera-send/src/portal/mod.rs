@@ -29,28 +29,39 @@
 //! timeout to finish and answer, after which it is cancelled and the job runs again elsewhere.
 //!
 //! Duplicates: a redelivered head (same topic, partition and offset as the job's head here)
-//! replaces the job and runs it again; a head at another offset (a client sending the same
-//! job twice) is ignored while the job is here, and so are chunks of a job this portal has
-//! finished.
+//! replaces the job and runs it again; a head at another offset or partition (a client sending
+//! the same job twice) is ignored while the job is here or remembered as finished, and so are
+//! chunks of a job this portal has finished. The check and the admission are one step under
+//! the table's lock ([`jobs::Jobs::admit`]).
+//!
+//! # Isolation
+//!
+//! A message is answered only as the job its Kafka key names (a `job_id` other than the key is
+//! refused as the key's job), chunks count only on their head's partition, answers go to the
+//! head's `reply_to` topic when `PORTAL_REPLY_TOPICS` allows it, and error answers never carry
+//! the API's address or an upstream's body (the log does).
 //!
 //! # Limits
 //!
-//! `PORTAL_MAX_CONCURRENT_JOBS` bounds the jobs held (receiving or calling) and
-//! `PORTAL_MAX_INFLIGHT_BYTES` their request bodies. Each job also holds one of its
+//! `PORTAL_MAX_CONCURRENT_JOBS` bounds the jobs held (receiving, calling, or sending their
+//! answer) and `PORTAL_MAX_INFLIGHT_BYTES` the bytes they hold: request bytes as they arrive,
+//! response bytes as they are read, never a size a head declares. Both are shared fairly
+//! between client ids ([`jobs`]). A head declaring chunks smaller than
+//! `PORTAL_MIN_CHUNK_BYTES` is refused, and one whose first chunk does not come within
+//! `PORTAL_FIRST_CHUNK_TIMEOUT_SECONDS` is dropped. Each job also holds one of its
 //! partition's `CLUSTERA_MAX_DEFERRED` deferred-task slots until its answer is handed to the
 //! runtime. A head that finds its partition's slots all taken is answered `busy` at once
 //! rather than deferred: the partition would otherwise wait for a slot while the chunks that
-//! would free one queue behind it. A partition therefore holds at most
-//! `min(PORTAL_MAX_CONCURRENT_JOBS, CLUSTERA_MAX_DEFERRED)` jobs; unless `CLUSTERA_MAX_DEFERRED`
-//! is set, the portal raises it to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit
-//! is the one that applies.
+//! would free one queue behind it. Unless `CLUSTERA_MAX_DEFERRED` is set, the portal raises it
+//! to `PORTAL_MAX_CONCURRENT_JOBS` so that the portal's own limit is the one that applies.
 //!
-//! Memory: the response body is read into a spool (on disk above
-//! `PORTAL_SPOOL_THRESHOLD_BYTES`) while the API sends it, then streamed from there chunk by
-//! chunk with `DeferredContext::send_now`: each chunk message is produced at once, waiting
-//! for room in the runtime's producer queue (bounded by `CLUSTERA_MEMORY_BYTES`), so a large
-//! answer is never held whole. Its records still commit with the job's head, once
-//! acknowledged.
+//! Work: a chunk is decoded, checked, written and hashed in a blocking task, under its job's
+//! own lock only; the table's lock is held for bookkeeping, never across file I/O, hashing or
+//! an `.await`. The response is hashed and spooled in blocking tasks too, 256 KiB at a time,
+//! then streamed from its spool chunk by chunk with `DeferredContext::send_now`: each chunk
+//! message is produced at once, waiting for room in the runtime's producer queue (bounded by
+//! `CLUSTERA_MEMORY_BYTES`), so a large answer is never held whole. Its records still commit
+//! with the job's head, once acknowledged.
 
 mod call;
 pub mod jobs;
@@ -66,13 +77,14 @@ use clustera_send_protocol::{
 };
 use tokio::sync::oneshot;
 
-use self::jobs::{Ended, Jobs, Origin, Receiving, State};
+use self::jobs::{Admission, Complete, Ended, Incoming, Jobs, Origin, Receiving, State};
 pub use self::metrics::PortalMetrics;
 use self::task::JobTask;
 use crate::config::PortalConfig;
 use crate::oauth::TokenSource;
 use crate::spool::Spool;
 use crate::ssrf::{Guard, GuardedResolver, Resolve, SystemResolver};
+use crate::target::Refusal;
 
 /// Why the portal could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +106,7 @@ pub struct Shared {
     guard: Guard,
     http: reqwest::Client,
     tokens: TokenSource,
-    jobs: Mutex<Jobs>,
+    jobs: Arc<Mutex<Jobs>>,
     metrics: PortalMetrics,
     /// Deferred tasks a partition may run at once (`CLUSTERA_MAX_DEFERRED`).
     max_deferred: usize,
@@ -115,7 +127,8 @@ impl Portal {
         kafka: &clustera::Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, PortalError> {
-        let guard = Guard::new(config.api_base_url.clone(), resolver);
+        let guard =
+            Guard::new(config.api_base_url.clone(), resolver).with_rules(config.path_rules.clone());
         // No redirects (a 3xx goes back to the client as it is), no proxies from the
         // environment, and names resolved only through the guard.
         let roots = match &config.api_ca_pem {
@@ -140,7 +153,7 @@ impl Portal {
                 guard,
                 http,
                 tokens,
-                jobs: Mutex::new(Jobs::default()),
+                jobs: Arc::default(),
                 metrics: PortalMetrics::default(),
                 max_deferred: kafka.runtime.max_deferred.max(1),
             }),
@@ -199,21 +212,42 @@ impl Kernel for Portal {
     }
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        // The key says which job a message belongs to; the portal answers only that job, so a
+        // message cannot make it answer (or refuse) someone else's job.
+        let keyed = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<JobId>().ok());
         let envelope = match Envelope::decode(msg.value().unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
                 // Answer the job if the key names one; otherwise it is a poison pill.
-                let job = msg
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.parse::<JobId>().ok());
-                let Some(job) = job else {
+                let Some(job) = keyed else {
                     return Err(KernelError::permanent(e));
                 };
-                self.shared.refuse(ctx, job, None, e.code(), e.to_string());
+                self.shared
+                    .refuse(ctx, None, job, None, e.code(), e.to_string());
                 return Ok(Outcome::Ack);
             }
         };
+        match keyed {
+            Some(job) if job == envelope.job_id() => {}
+            Some(job) => {
+                let message = format!(
+                    "the message's key {job} is not its job_id {}",
+                    envelope.job_id()
+                );
+                tracing::warn!(%job, "{message}");
+                self.shared
+                    .refuse(ctx, None, job, None, ErrorCode::InvalidRequest, message);
+                return Ok(Outcome::Ack);
+            }
+            None => {
+                return Err(KernelError::permanent(
+                    "a KafkaSend message whose key is not a job id: it cannot be answered",
+                ))
+            }
+        }
         let origin = Origin {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
@@ -221,7 +255,7 @@ impl Kernel for Portal {
         };
         match envelope {
             Envelope::Request(head) => self.shared.start(ctx, head, origin),
-            Envelope::Chunk(chunk) => self.shared.chunk(ctx, &chunk),
+            Envelope::Chunk(chunk) => self.shared.chunk(ctx, chunk, &origin).await,
             Envelope::Response(_) | Envelope::Error(_) => {
                 return Ok(Outcome::skip("a response on the request topic"))
             }
@@ -230,30 +264,36 @@ impl Kernel for Portal {
     }
 }
 
+/// The longest `client_id` accepted.
+const MAX_CLIENT_ID: usize = 200;
+
 impl Shared {
-    /// Validates a request head, adds its job to the table and defers the job's task.
+    /// Validates a request head, admits its job and defers the job's task.
     fn start(self: &Arc<Self>, ctx: &mut Context, head: RequestHead, origin: Origin) {
         let job_id = head.job_id;
-        {
-            let jobs = self.lock();
-            let here = jobs.get(&job_id).map(|j| &j.origin);
-            let finished = jobs.finished(&job_id).and_then(Option::as_ref);
-            if let Some(first) = here.or(finished) {
-                if *first != origin {
-                    tracing::debug!(%job_id, offset = origin.offset, first = first.offset,
-                        "duplicate request head ignored");
-                    return;
-                }
-                // The same message again: redelivered after a rebalance, so its job runs
-                // again (an earlier run's answer may not have been acknowledged).
-                tracing::info!(%job_id, offset = origin.offset, "request head redelivered; running the job again");
+        let reply_topic = match &head.reply_to {
+            None => self.config.wire.response_topic.clone(),
+            Some(topic) if self.config.reply_topics.is_match(topic) => topic.clone(),
+            Some(topic) => {
+                let message = format!("reply_to topic {topic:?} is not allowed");
+                tracing::warn!(%job_id, "{message}");
+                self.refuse(
+                    ctx,
+                    None,
+                    job_id,
+                    Some(origin),
+                    ErrorCode::InvalidRequest,
+                    message,
+                );
+                return;
             }
-        }
+        };
         let (generation, ended) = match self.admit(head, &origin) {
-            Ok(admitted) => admitted,
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => return,
             Err((code, message)) => {
                 tracing::warn!(%job_id, ?code, %message, "request refused");
-                self.refuse(ctx, job_id, Some(origin), code, message);
+                self.refuse(ctx, Some(&reply_topic), job_id, Some(origin), code, message);
                 return;
             }
         };
@@ -262,6 +302,7 @@ impl Shared {
             job_id,
             generation,
             origin,
+            reply_topic,
             ended,
         ));
         ctx.defer(move |out| {
@@ -270,66 +311,69 @@ impl Shared {
         });
     }
 
-    /// The checks a head must pass before any of its body is accepted, and the reservation of
-    /// its place, its bytes and its partition's task slot. Returns the job, its generation in
-    /// the table, and the channel its task learns the job's end from (already holding the
-    /// complete job if it has no body to wait for).
+    /// The checks a head must pass before any of its body is accepted, and its admission:
+    /// atomically, the duplicate check, its fair share of places, and its partition's task
+    /// slot. Nothing is allocated or reserved in proportion to the body it declares. Returns
+    /// the job's generation in the table and the channel its task learns the job's end from
+    /// (already holding the complete job if it has no body to wait for), or `None` for a
+    /// duplicate head (ignored).
+    #[allow(clippy::type_complexity)]
     fn admit(
         &self,
         head: RequestHead,
         origin: &Origin,
-    ) -> Result<(u64, oneshot::Receiver<Ended>), (ErrorCode, String)> {
+    ) -> Result<Option<(u64, oneshot::Receiver<Ended>)>, (ErrorCode, String)> {
         let config = &self.config;
         let max_chunk = u32::try_from(config.wire.max_message_bytes).unwrap_or(u32::MAX);
         let reassembly = Reassembly::new(head.body.clone(), max_chunk, config.max_body_bytes)
             .map_err(|e| (e.code(), e.to_string()))?;
-        let url = self
-            .guard
-            .endpoint_url(&head.endpoint)
-            .map_err(|e| (ErrorCode::SsrfBlocked, e.to_string()))?;
-        config
-            .policy
-            .check_target(&head.method, self.guard.relative_path(&url))
-            .map_err(|e| {
-                let code = match e {
-                    crate::policy::Violation::Method(_) => ErrorCode::InvalidRequest,
-                    _ => ErrorCode::ForbiddenEndpoint,
-                };
-                (code, e.to_string())
-            })?;
-        let filtered = config
-            .policy
-            .filter_headers(&head.headers)
-            .map_err(|e| (ErrorCode::ForbiddenHeader, e.to_string()))?;
+        if head.body.total_chunks > 1 && head.body.chunk_size < config.min_chunk_size {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "chunk_size {} is below the portal's minimum of {} bytes",
+                    head.body.chunk_size, config.min_chunk_size
+                ),
+            ));
+        }
+        let client = head.client_id.clone().unwrap_or_default();
+        if client.len() > MAX_CLIENT_ID || client.chars().any(char::is_control) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "client_id must be at most {MAX_CLIENT_ID} bytes without control characters"
+                ),
+            ));
+        }
+        let url = crate::target::target(&self.guard, &config.policy, &head.method, &head.endpoint)
+            .map_err(|r| (r.code, r.message))?;
+        let filtered = config.policy.filter_headers(&head.headers).map_err(|v| {
+            let r = Refusal::from(v);
+            (r.code, r.message)
+        })?;
         if !filtered.dropped.is_empty() {
             tracing::warn!(job_id = %head.job_id, dropped = ?filtered.dropped, "forbidden headers dropped (permissive mode)");
         }
-        let spool = Spool::for_size(head.body.size, &config.spool)
-            .map_err(|e| (ErrorCode::Internal, format!("spool: {e}")))?;
+        // Grows as chunks arrive: nothing is set aside for the declared size.
+        let spool = Spool::for_size(head.body.size, &config.spool).map_err(|e| {
+            tracing::error!(job_id = %head.job_id, error = %e, "cannot create a spool");
+            (
+                ErrorCode::Internal,
+                "the portal could not store the body".to_owned(),
+            )
+        })?;
         let job_id = head.job_id;
+        tracing::info!(%job_id, %client, method = %head.method, url = %url,
+            bytes = head.body.size, chunks = head.body.total_chunks, "job received");
+        let (tell, ended) = oneshot::channel();
+        let complete = reassembly.is_complete();
+        let now = Instant::now();
+        let (method, bytes, chunks) = (head.method.clone(), head.body.size, head.body.total_chunks);
+        let mut pending = Some((head, url, filtered.forward, reassembly, spool, tell));
         let mut jobs = self.lock();
-        // A redelivered head replaces its job: its old reservation does not count.
-        let replaced = jobs.get(&job_id).map_or((0, 0), |j| (1, j.bytes));
-        if jobs.active() - replaced.0 >= config.max_jobs {
-            return Err((
-                ErrorCode::Busy,
-                format!(
-                    "the portal is handling its maximum of {} jobs",
-                    config.max_jobs
-                ),
-            ));
-        }
-        let held = jobs.inflight_bytes() - replaced.1;
-        if held + head.body.size > config.max_inflight_bytes {
-            return Err((
-                ErrorCode::Busy,
-                format!(
-                    "the portal holds {held} body bytes; {} more would pass its limit of {}",
-                    head.body.size, config.max_inflight_bytes
-                ),
-            ));
-        }
-        if jobs.tasks(&origin.topic, origin.partition) >= self.max_deferred {
+        if jobs.tasks(&origin.topic, origin.partition) >= self.max_deferred
+            && jobs.get(&job_id).is_none_or(|j| j.origin != *origin)
+        {
             return Err((
                 ErrorCode::Busy,
                 format!(
@@ -339,133 +383,340 @@ impl Shared {
                 ),
             ));
         }
-        let now = Instant::now();
-        let receiving = Receiving {
-            head,
-            url,
-            headers: filtered.forward,
-            reassembly,
-            spool,
-            started: now,
-            last_activity: now,
-        };
-        tracing::info!(%job_id, method = %receiving.head.method, url = %receiving.url,
-            bytes = receiving.head.body.size, chunks = receiving.head.body.total_chunks, "job started");
-        let (tell, ended) = oneshot::channel();
-        let bytes = receiving.head.body.size;
-        let generation = if receiving.reassembly.is_complete() {
-            let generation = jobs.insert(job_id, origin.clone(), bytes, State::Calling);
-            let _ = tell.send(Ended::Complete(Box::new(receiving)));
-            generation
-        } else {
-            let state = State::Receiving(Box::new(receiving), tell);
-            jobs.insert(job_id, origin.clone(), bytes, state)
+        let admission = jobs.admit(job_id, origin, &client, config.max_jobs, || {
+            let Some((head, url, headers, reassembly, spool, tell)) = pending.take() else {
+                return State::Calling;
+            };
+            if complete {
+                let _ = tell.send(Ended::Complete(Box::new(Complete {
+                    head,
+                    url,
+                    headers,
+                    spool,
+                })));
+                return State::Calling;
+            }
+            State::Receiving(
+                Box::new(Receiving {
+                    head,
+                    url,
+                    headers,
+                    body: Arc::new(tokio::sync::Mutex::new(Incoming { reassembly, spool })),
+                    received: 0,
+                    started: now,
+                    last_activity: now,
+                }),
+                tell,
+            )
+        });
+        let (generation, evicted, replaced) = match admission {
+            Admission::Admitted(generation, evicted, replaced) => (generation, evicted, replaced),
+            Admission::Duplicate => {
+                tracing::debug!(%job_id, offset = origin.offset, "duplicate request head ignored");
+                return Ok(None);
+            }
+            Admission::Busy(message) => return Err((ErrorCode::Busy, message)),
         };
         jobs.count_task(&origin.topic, origin.partition, true);
         self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
-        Ok((generation, ended))
+        drop(jobs);
+        tracing::info!(%job_id, %method, bytes, chunks, generation, "job admitted");
+        if replaced.is_some() {
+            tracing::info!(%job_id, offset = origin.offset, "request head redelivered; running the job again");
+        }
+        // The replaced admission's task learns it was taken over (its channel closes).
+        drop(replaced);
+        self.end_evicted(evicted);
+        Ok(Some((generation, ended)))
     }
 
-    /// Stores a chunk in its job; the last one hands the complete job to its task, and one
-    /// that breaks the protocol ends the job (its task answers why).
-    fn chunk(&self, ctx: &mut Context, chunk: &Chunk) {
-        let job_id = chunk.job_id;
-        // Decoding and checking the chunk is the costly part: done before taking the lock.
-        let data = chunk.bytes();
-        let mut jobs = self.lock();
-        let Some(job) = jobs.get_mut(&job_id) else {
-            if jobs.finished(&job_id).is_some() {
-                return; // a late chunk of a job answered or refused here
-            }
-            drop(jobs);
-            let message = "a chunk for a job whose request head this portal never received; \
-                           send the job again";
-            tracing::warn!(%job_id, sequence = chunk.sequence, "{message}");
-            self.refuse(ctx, job_id, None, ErrorCode::Incomplete, message.to_owned());
-            return;
-        };
-        let State::Receiving(receiving, _) = &mut job.state else {
-            return; // the body is complete: a duplicate chunk
-        };
-        receiving.last_activity = Instant::now();
-        let result = data
-            .map_err(|e| (e.code(), e.to_string()))
-            .and_then(|data| {
-                let Receiving {
-                    reassembly, spool, ..
-                } = receiving.as_mut();
-                reassembly.accept(chunk, &data, spool).map_err(|e| match e {
-                    clustera_send_protocol::ReassemblyError::Protocol(p) => {
-                        (p.code(), p.to_string())
-                    }
-                    clustera_send_protocol::ReassemblyError::Sink(io) => {
-                        (ErrorCode::Internal, format!("spool: {io}"))
-                    }
-                })
-            });
-        match result {
-            Ok(Progress::Complete) => {
-                if let State::Receiving(complete, tell) =
-                    std::mem::replace(&mut job.state, State::Calling)
-                {
-                    // The task may be gone (its partition stopped): then so is the job.
-                    let _ = tell.send(Ended::Complete(complete));
-                }
-            }
-            Ok(_) => {}
-            Err((code, message)) => {
-                tracing::warn!(%job_id, ?code, %message, "job failed while receiving");
-                let origin = job.origin.clone();
-                let removed = jobs.remove(&job_id, None);
-                jobs.finish(job_id, Some(origin));
-                self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
-                drop(jobs);
-                if let Some(jobs::Job {
-                    state: State::Receiving(_, tell),
-                    ..
-                }) = removed
-                {
-                    let _ = tell.send(Ended::Failed(code, message));
-                }
+    /// Tells the tasks of jobs taken out of the table to make room that they are `busy`
+    /// (outside the table's lock; their spools are dropped here too).
+    fn end_evicted(&self, evicted: Vec<jobs::Job>) {
+        for job in evicted {
+            if let State::Receiving(receiving, tell) = job.state {
+                let job_id = receiving.head.job_id;
+                let message = format!(
+                    "the portal is full and client {:?} holds more than its share; send the job again later",
+                    job.client
+                );
+                tracing::warn!(%job_id, client = %job.client, "job evicted to make room for another client");
+                drop(receiving);
+                let _ = tell.send(Ended::Failed(ErrorCode::Busy, message));
             }
         }
     }
 
-    /// Answers `job_id` with an error now, with this message's effects, and remembers it as
-    /// finished so its later chunks are ignored.
+    /// Stores a chunk in its job: decoded, checked, written and hashed off the async threads,
+    /// with only the job's own lock held meanwhile; its bytes are counted against the limits
+    /// before they are written. The last chunk hands the complete job to its task; one that
+    /// breaks the protocol, or that the limits have no room for, ends the job (its task
+    /// answers why).
+    async fn chunk(&self, ctx: &mut Context, chunk: Chunk, origin: &Origin) {
+        let job_id = chunk.job_id;
+        let (generation, body) = {
+            let mut jobs = self.lock();
+            let Some(job) = jobs.get_mut(&job_id) else {
+                if jobs.finished(&job_id).is_some() {
+                    return; // a late chunk of a job answered or refused here
+                }
+                drop(jobs);
+                let message = "a chunk for a job whose request head this portal never received; \
+                               send the job again";
+                tracing::warn!(%job_id, sequence = chunk.sequence, "{message}");
+                self.refuse(
+                    ctx,
+                    None,
+                    job_id,
+                    None,
+                    ErrorCode::Incomplete,
+                    message.to_owned(),
+                );
+                return;
+            };
+            if (job.origin.topic.as_str(), job.origin.partition)
+                != (origin.topic.as_str(), origin.partition)
+            {
+                tracing::warn!(%job_id, partition = origin.partition, head_partition = job.origin.partition,
+                    "a chunk on another partition than its head's; ignored");
+                return;
+            }
+            let State::Receiving(receiving, _) = &mut job.state else {
+                return; // the body is complete: a duplicate chunk
+            };
+            receiving.last_activity = Instant::now();
+            (job.generation, receiving.body.clone())
+        };
+        let guard = body.lock_owned().await;
+        let shared = self.shared_limits();
+        let stored =
+            tokio::task::spawn_blocking(move || store(guard, &chunk, &shared, job_id, generation))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(%job_id, error = %e, "storing a chunk panicked");
+                    Stored::Failed(
+                        ErrorCode::Internal,
+                        "the portal could not store the body".into(),
+                    )
+                });
+        let stored = match stored {
+            Stored::Accepted { received, evicted } => {
+                self.end_evicted(evicted);
+                Stored::Accepted {
+                    received,
+                    evicted: Vec::new(),
+                }
+            }
+            other => other,
+        };
+        let removed = {
+            let mut jobs = self.lock();
+            let Some(job) = jobs.generation_mut(&job_id, generation) else {
+                return; // ended meanwhile (swept, evicted, replaced): its task has answered
+            };
+            match stored {
+                Stored::Accepted { received, .. } => {
+                    if let State::Receiving(r, _) = &mut job.state {
+                        r.received = received;
+                    }
+                    return;
+                }
+                Stored::Duplicate => return,
+                Stored::Complete(spool) => {
+                    let State::Receiving(receiving, tell) =
+                        std::mem::replace(&mut job.state, State::Calling)
+                    else {
+                        return;
+                    };
+                    drop(jobs);
+                    let receiving = *receiving;
+                    let complete = Complete {
+                        head: receiving.head,
+                        url: receiving.url,
+                        headers: receiving.headers,
+                        spool,
+                    };
+                    // The task may be gone (its partition stopped): then so is the job.
+                    let _ = tell.send(Ended::Complete(Box::new(complete)));
+                    return;
+                }
+                Stored::Failed(code, message) => {
+                    tracing::warn!(%job_id, ?code, %message, "job failed while receiving");
+                    let origin = job.origin.clone();
+                    let removed = jobs.remove(&job_id, None);
+                    jobs.finish(job_id, Some(origin));
+                    self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+                    removed.map(|r| (r, code, message))
+                }
+            }
+        };
+        if let Some((
+            jobs::Job {
+                state: State::Receiving(_, tell),
+                ..
+            },
+            code,
+            message,
+        )) = removed
+        {
+            let _ = tell.send(Ended::Failed(code, message));
+        }
+    }
+
+    /// What the blocking part of storing a chunk needs of the portal.
+    fn shared_limits(&self) -> Limits {
+        Limits {
+            jobs: self.jobs.clone(),
+            max_bytes: self.config.max_inflight_bytes,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Answers `job_id` with an error now, with this message's effects, on `topic` (the
+    /// response topic by default), and remembers it as finished so its later chunks are
+    /// ignored.
     fn refuse(
         &self,
         ctx: &mut Context,
+        topic: Option<&str>,
         job_id: JobId,
         origin: Option<Origin>,
         code: ErrorCode,
         message: String,
     ) {
         self.lock().finish(job_id, origin);
-        ctx.send(self.error_record(job_id, code, message));
+        let topic = topic.unwrap_or(&self.config.wire.response_topic);
+        ctx.send(self.error_record(topic, job_id, code, message));
     }
 
-    /// A record of `job_id`'s answer on the response topic.
-    fn answer_record(&self, job_id: JobId, payload: Vec<u8>) -> Record {
-        Record::to(self.config.wire.response_topic.as_str())
-            .key(job_id.key())
-            .value(payload)
+    /// A record of `job_id`'s answer on `topic`.
+    fn answer_record(&self, topic: &str, job_id: JobId, payload: Vec<u8>) -> Record {
+        Record::to(topic).key(job_id.key()).value(payload)
     }
 
-    /// The error envelope answering `job_id`.
-    fn error_record(&self, job_id: JobId, code: ErrorCode, message: String) -> Record {
+    /// The error envelope answering `job_id` on `topic`.
+    fn error_record(&self, topic: &str, job_id: JobId, code: ErrorCode, message: String) -> Record {
         let error = Envelope::Error(ErrorResponse {
             job_id,
             code,
             message,
         });
-        self.answer_record(job_id, error.encode())
+        self.answer_record(topic, job_id, error.encode())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
-        // A panic while holding the lock leaves the table consistent enough to go on with.
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.jobs)
+    }
+
+    /// Counts `n` more bytes (a response's) for a job under way; `Err` with the message to
+    /// answer `busy` with when the limits have no room.
+    fn reserve(&self, job_id: JobId, generation: u64, n: u64) -> Result<(), String> {
+        let mut jobs = self.lock();
+        let result = jobs.reserve(&job_id, generation, n, self.config.max_inflight_bytes);
+        self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+        drop(jobs);
+        match result {
+            Ok(evicted) => {
+                self.end_evicted(evicted);
+                Ok(())
+            }
+            Err(message) => Err(message.unwrap_or_else(|| "the job has ended".to_owned())),
+        }
+    }
+
+    /// Gives back `n` bytes of a job under way.
+    fn release(&self, job_id: JobId, generation: u64, n: u64) {
+        let mut jobs = self.lock();
+        jobs.release(&job_id, generation, n);
+        self.metrics.occupancy(jobs.active(), jobs.inflight_bytes());
+    }
+}
+
+fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
+    // A panic while holding the lock leaves the table consistent enough to go on with.
+    jobs.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The table and the byte limit, for the blocking part of storing a chunk.
+struct Limits {
+    jobs: Arc<Mutex<Jobs>>,
+    max_bytes: u64,
+    metrics: PortalMetrics,
+}
+
+/// What storing a chunk did.
+enum Stored {
+    /// Stored; the body is not complete yet. Jobs evicted to make room for its bytes.
+    Accepted {
+        /// Distinct chunks so far.
+        received: u32,
+        /// Jobs to answer `busy`.
+        evicted: Vec<jobs::Job>,
+    },
+    /// A chunk already stored.
+    Duplicate,
+    /// The last chunk: the whole body, checked against its SHA-256.
+    Complete(Spool),
+    /// The job ends with this error.
+    Failed(ErrorCode, String),
+}
+
+/// Decodes, checks, counts and stores one chunk: run off the async threads, holding only the
+/// job's own lock (the table's is taken briefly to count the bytes).
+fn store(
+    mut incoming: tokio::sync::OwnedMutexGuard<Incoming>,
+    chunk: &Chunk,
+    limits: &Limits,
+    job_id: JobId,
+    generation: u64,
+) -> Stored {
+    let data = match chunk.bytes() {
+        Ok(d) => d,
+        Err(e) => return Stored::Failed(e.code(), e.to_string()),
+    };
+    let n = data.len() as u64;
+    let reserved = {
+        let mut jobs = lock(&limits.jobs);
+        let r = jobs.reserve(&job_id, generation, n, limits.max_bytes);
+        limits
+            .metrics
+            .occupancy(jobs.active(), jobs.inflight_bytes());
+        r
+    };
+    let evicted = match reserved {
+        Ok(evicted) => evicted,
+        Err(None) => return Stored::Duplicate, // the job has ended meanwhile
+        Err(Some(message)) => return Stored::Failed(ErrorCode::Busy, message),
+    };
+    let Incoming { reassembly, spool } = &mut *incoming;
+    let result = reassembly.accept(chunk, &data, spool);
+    let release = || {
+        let mut jobs = lock(&limits.jobs);
+        jobs.release(&job_id, generation, n);
+        limits
+            .metrics
+            .occupancy(jobs.active(), jobs.inflight_bytes());
+    };
+    match result {
+        Ok(Progress::Accepted { received, .. }) => Stored::Accepted { received, evicted },
+        Ok(Progress::Duplicate) => {
+            release();
+            Stored::Duplicate
+        }
+        Ok(Progress::Complete) => {
+            let spool = std::mem::replace(spool, Spool::Memory(Vec::new()));
+            Stored::Complete(spool)
+        }
+        Err(clustera_send_protocol::ReassemblyError::Protocol(p)) => {
+            Stored::Failed(p.code(), p.to_string())
+        }
+        Err(clustera_send_protocol::ReassemblyError::Sink(io)) => {
+            tracing::error!(%job_id, error = %io, "cannot write to a spool");
+            Stored::Failed(
+                ErrorCode::Internal,
+                "the portal could not store the body".to_owned(),
+            )
+        }
     }
 }

@@ -10,7 +10,7 @@ use clustera_send_protocol::{BodyInfo, Chunker, Envelope, ErrorCode, JobId, Resp
 use tokio::sync::oneshot;
 
 use super::call;
-use super::jobs::{Ended, Job, Origin, Receiving, State};
+use super::jobs::{Complete, Ended, Job, Origin, State};
 use super::Shared;
 
 /// The state a job's deferred task shares across its attempts. Dropping it (the task ended,
@@ -21,6 +21,8 @@ pub(super) struct JobTask {
     job_id: JobId,
     generation: u64,
     origin: Origin,
+    /// Where the job is answered.
+    reply_topic: String,
     /// How the job's request ended; taken by the first attempt.
     ended: Mutex<Option<oneshot::Receiver<Ended>>>,
 }
@@ -32,6 +34,7 @@ impl JobTask {
         job_id: JobId,
         generation: u64,
         origin: Origin,
+        reply_topic: String,
         ended: oneshot::Receiver<Ended>,
     ) -> Self {
         Self {
@@ -39,6 +42,7 @@ impl JobTask {
             job_id,
             generation,
             origin,
+            reply_topic,
             ended: Mutex::new(Some(ended)),
         }
     }
@@ -73,7 +77,10 @@ impl JobTask {
         match ended {
             Ok(Ended::Complete(job)) => self.execute(*job, &out).await,
             Ok(Ended::Failed(code, message)) => {
-                out.send(self.shared.error_record(job_id, code, message));
+                out.send(
+                    self.shared
+                        .error_record(&self.reply_topic, job_id, code, message),
+                );
             }
             // Its table entry was replaced by a redelivery of its head, whose task runs it.
             Err(_) => {
@@ -85,22 +92,18 @@ impl JobTask {
         Ok(Outcome::Ack)
     }
 
-    /// Calls the API for the complete job and states its answer.
-    async fn execute(&self, job: Receiving, out: &DeferredContext) {
+    /// Calls the API for the complete job and states its answer. The job keeps its place
+    /// until its answer is handed to the producer; its request bytes are given back once the
+    /// call is over, its response bytes (counted as they are read) once they are sent.
+    async fn execute(&self, job: Complete, out: &DeferredContext) {
         let (shared, job_id) = (&self.shared, self.job_id);
         let started = Instant::now();
-        let answer =
-            tokio::time::timeout(shared.config.job_timeout, call::call(shared, &job)).await;
-        // The call is over: its place and its bytes are free before the answer goes out, so a
-        // client that sends its next job on receiving it finds room.
-        {
-            let mut jobs = shared.lock();
-            jobs.remove(&job_id, Some(self.generation));
-            jobs.finish(job_id, Some(self.origin.clone()));
-            shared
-                .metrics
-                .occupancy(jobs.active(), jobs.inflight_bytes());
-        }
+        let answer = tokio::time::timeout(
+            shared.config.job_timeout,
+            call::call(shared, &job, self.generation),
+        )
+        .await;
+        shared.release(job_id, self.generation, job.head.body.size);
         shared
             .metrics
             .calls
@@ -112,7 +115,9 @@ impl JobTask {
                 tracing::info!(%job_id, status = answer.status, bytes = answer.body.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "API answered");
                 let bytes = answer.body.len();
-                match stream_response(job_id, answer, shared, out).await {
+                let sent = stream_response(job_id, &self.reply_topic, answer, shared, out).await;
+                self.leave_table();
+                match sent {
                     Ok(()) => {
                         shared.metrics.answered("ok");
                         shared.metrics.moved("response", bytes);
@@ -120,14 +125,18 @@ impl JobTask {
                     }
                     // The head and some chunks may be out: the error replaces them (the
                     // client drops an incomplete response when another answer arrives).
-                    Err(e) => (
-                        ErrorCode::Internal,
-                        format!("reading the spooled response: {e}"),
-                    ),
+                    Err(e) => {
+                        tracing::error!(%job_id, error = %e, "cannot send the spooled response");
+                        (
+                            ErrorCode::Internal,
+                            "the portal could not send the whole response".to_owned(),
+                        )
+                    }
                 }
             }
             Ok(Err(f)) => {
                 tracing::warn!(%job_id, code = ?f.code, message = %f.message, "call failed");
+                self.leave_table();
                 (f.code, f.message)
             }
             Err(_) => {
@@ -136,10 +145,25 @@ impl JobTask {
                     shared.config.job_timeout.as_secs()
                 );
                 tracing::warn!(%job_id, %message, "call timed out");
+                self.leave_table();
                 (ErrorCode::Timeout, message)
             }
         };
-        out.send(shared.error_record(job_id, code, message));
+        out.send(shared.error_record(&self.reply_topic, job_id, code, message));
+    }
+
+    /// Takes the job out of the table (its place and bytes) and remembers it as finished. An
+    /// error answer is small: its place is free before it is sent, so a client that sends its
+    /// next job on receiving it finds room.
+    fn leave_table(&self) {
+        let mut jobs = self.shared.lock();
+        let removed = jobs.remove(&self.job_id, Some(self.generation));
+        jobs.finish(self.job_id, Some(self.origin.clone()));
+        self.shared
+            .metrics
+            .occupancy(jobs.active(), jobs.inflight_bytes());
+        drop(jobs);
+        drop(removed);
     }
 }
 
@@ -167,6 +191,7 @@ impl Drop for JobTask {
 /// job's head once acknowledged.
 async fn stream_response(
     job_id: JobId,
+    topic: &str,
     answer: call::Answer,
     shared: &Shared,
     out: &DeferredContext,
@@ -182,7 +207,7 @@ async fn stream_response(
     })
     .encode();
     let ended = |_| std::io::Error::other("the job's task ended while answering");
-    out.send_now(shared.answer_record(job_id, head))
+    out.send_now(shared.answer_record(topic, job_id, head))
         .await
         .map_err(ended)?;
     let body = Arc::new(answer.body);
@@ -205,15 +230,15 @@ async fn stream_response(
             ));
         }
         let payload = chunker.encode(sequence, info.total_chunks, &data);
-        out.send_now(shared.answer_record(job_id, payload))
+        out.send_now(shared.answer_record(topic, job_id, payload))
             .await
             .map_err(ended)?;
     }
     Ok(())
 }
 
-/// Every second: jobs idle too long (missing chunks) or too old are taken out of the table,
-/// and their tasks answer why.
+/// Every second: jobs whose first chunk is late, idle too long (missing chunks) or too old
+/// are taken out of the table, and their tasks answer why.
 pub(super) async fn sweep(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -225,8 +250,8 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
             let expired: Vec<(JobId, ErrorCode, String)> = jobs
                 .receiving()
                 .filter_map(|(id, j)| {
-                    let total = j.reassembly.body().total_chunks;
-                    let received = j.reassembly.received();
+                    let total = j.head.body.total_chunks;
+                    let received = j.received;
                     if now - j.started > config.job_max_age {
                         Some((
                             *id,
@@ -235,6 +260,15 @@ pub(super) async fn sweep(shared: Arc<Shared>) {
                             "the job is older than {} s with {received} of {total} chunks received",
                             config.job_max_age.as_secs()
                         ),
+                        ))
+                    } else if received == 0 && now - j.started > config.first_chunk_timeout {
+                        Some((
+                            *id,
+                            ErrorCode::Incomplete,
+                            format!(
+                                "no chunk within {} s of the head: 0 of {total} chunks received",
+                                config.first_chunk_timeout.as_secs()
+                            ),
                         ))
                     } else if now - j.last_activity > config.job_idle_timeout {
                         Some((

@@ -87,7 +87,15 @@ impl Api {
                     if let Err(r) = record(&s, "POST", "/api/v1/echo", &h) {
                         return r.into_response();
                     }
-                    ([("content-type", "application/octet-stream"), ("x-echo", "yes")], body).into_response()
+                    (
+                        [
+                            ("content-type", "application/octet-stream"),
+                            ("x-echo", "yes"),
+                            ("set-cookie", "session=secret"),
+                        ],
+                        body,
+                    )
+                        .into_response()
                 }),
             )
             .route(
@@ -99,6 +107,29 @@ impl Api {
                     use sha2::Digest;
                     let sha = hex::encode(sha2::Sha256::digest(&body));
                     axum::Json(serde_json::json!({"size": body.len(), "sha256": sha})).into_response()
+                }),
+            )
+            .route(
+                // Refuses a token before reading any of the body (the portal may still be
+                // sending it), and answers with the size and SHA-256 of what it received.
+                "/api/v1/strict-upload",
+                post(|State(s): State<Arc<ApiState>>, request: axum::extract::Request| async move {
+                    let (parts, body) = request.into_parts();
+                    if let Err(r) = record(&s, "POST", "/api/v1/strict-upload", &parts.headers) {
+                        return r.into_response();
+                    }
+                    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                    use sha2::Digest;
+                    let sha = hex::encode(sha2::Sha256::digest(&body));
+                    axum::Json(serde_json::json!({"size": body.len(), "sha256": sha})).into_response()
+                }),
+            )
+            .route(
+                // Answers 401 whatever the token.
+                "/api/v1/unauthorized",
+                get(|State(s): State<Arc<ApiState>>, h: HeaderMap| async move {
+                    let _ = record(&s, "GET", "/api/v1/unauthorized", &h);
+                    StatusCode::UNAUTHORIZED.into_response()
                 }),
             )
             .route(
@@ -163,6 +194,128 @@ impl Api {
     }
 }
 
+/// An upload API on a bare socket that answers 401 to a refused token *before* reading the
+/// request body, then reads the rest of it (so the client sees the 401 while still sending),
+/// and otherwise answers `{"size", "sha256"}` of the body it received. The request line and
+/// headers are recorded in `state.seen`. Bare because an HTTP framework closes the connection
+/// on an unread body, which the client may see as an error rather than the 401.
+pub struct EarlyRefusalApi {
+    pub url: String,
+    pub state: Arc<ApiState>,
+}
+
+impl EarlyRefusalApi {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ApiState::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut piece = vec![0u8; 64 * 1024];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&piece[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let line = lines.next().unwrap_or_default().to_owned();
+                    let mut headers = HeaderMap::new();
+                    for l in lines {
+                        if let Some((k, v)) = l.split_once(':') {
+                            if let (Ok(k), Ok(v)) = (
+                                axum::http::HeaderName::from_bytes(k.trim().as_bytes()),
+                                axum::http::HeaderValue::from_str(v.trim()),
+                            ) {
+                                headers.insert(k, v);
+                            }
+                        }
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let refused = record(&state, "POST", &path, &headers).is_err();
+                    if refused {
+                        let _ = socket
+                            .write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\
+                                  Connection: close\r\n\r\n",
+                            )
+                            .await;
+                    }
+                    // The body: as long as Content-Length says, or chunked to its last chunk.
+                    let length: Option<usize> = headers
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    let mut body = buf[head_end..].to_vec();
+                    let complete = |b: &[u8]| match length {
+                        Some(n) => b.len() >= n,
+                        None => b.ends_with(b"\r\n0\r\n\r\n") || b == b"0\r\n\r\n",
+                    };
+                    while !complete(&body) {
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body.extend_from_slice(&piece[..n]),
+                        }
+                    }
+                    if refused {
+                        return;
+                    }
+                    let body = if length.is_some() {
+                        body
+                    } else {
+                        dechunk(&body)
+                    };
+                    use sha2::Digest;
+                    let json = serde_json::json!({
+                        "size": body.len(),
+                        "sha256": hex::encode(sha2::Sha256::digest(&body)),
+                    })
+                    .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                        json.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+/// The bytes of a complete chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
 /// An OAuth2 token endpoint (client credentials, HTTP Basic), issuing `token-1`, `token-2`…
 pub struct TokenServer {
     pub url: String,
@@ -172,9 +325,13 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub async fn start(api: &Api) -> Self {
+        Self::start_for(api.state.clone()).await
+    }
+
+    /// A token endpoint whose tokens the API with `api_state` accepts.
+    pub async fn start_for(api_state: Arc<ApiState>) -> Self {
         let issued = Arc::new(AtomicU64::new(0));
         let expires_in = Arc::new(AtomicU64::new(3600));
-        let api_state = api.state.clone();
         *api_state.accepted.lock().unwrap() = Some(HashSet::new());
         let (i, e) = (issued.clone(), expires_in.clone());
         let app = Router::new().route(
@@ -251,11 +408,17 @@ impl Drop for RunningPortal {
 
 /// Starts a portal for `api` on `bootstrap` with these extra variables.
 pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> RunningPortal {
+    portal_at(bootstrap, &format!("{}/api", api.url), vars).await
+}
+
+/// Starts a portal for the API at `base_url` on `bootstrap` with these extra variables.
+pub async fn portal_at(bootstrap: &str, base_url: &str, vars: &[(&str, &str)]) -> RunningPortal {
     let mut map: HashMap<String, String> = HashMap::from([
-        ("PORTAL_API_BASE_URL".to_owned(), format!("{}/api", api.url)),
+        ("PORTAL_API_BASE_URL".to_owned(), base_url.to_owned()),
         (
             "PORTAL_ALLOWED_ENDPOINTS".to_owned(),
-            "/v1/echo,/v1/upload,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect".to_owned(),
+            "/v1/echo,/v1/upload,/v1/strict-upload,/v1/unauthorized,/v1/blob/*,/v1/documents/*,/v1/slow,/v1/redirect"
+                .to_owned(),
         ),
         (
             "PORTAL_ALLOWED_HEADERS".to_owned(),
@@ -293,6 +456,75 @@ pub async fn portal(bootstrap: &str, api: &Api, vars: &[(&str, &str)]) -> Runnin
     RunningPortal {
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// An HTTP API on loopback that records each request line exactly as it arrived (bytes up to
+/// the first CR LF) and answers `200 ok`. Written on a bare socket on purpose: an HTTP
+/// framework would parse and normalise the request target before a handler could see it.
+pub struct RawApi {
+    pub url: String,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawApi {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = lines.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut piece = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&piece[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let line = head.split("\r\n").next().unwrap_or_default().to_owned();
+                    recorded.lock().unwrap().push(line);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = buf.len() - head_end;
+                    while body < length {
+                        match socket.read(&mut piece).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body += n,
+                        }
+                    }
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                              Content-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            lines,
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 }
 

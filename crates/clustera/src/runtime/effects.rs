@@ -109,9 +109,12 @@ pub(crate) async fn settle<K: Kernel>(
             }
         };
         let tasks = effects.deferred.len();
-        if tasks > 0 && deps.transactions.is_some() {
+        if let (true, Some(txn)) = (tasks > 0, &deps.transactions) {
             // A task's records would land in whatever transaction is open when it sends them,
-            // not in the one that commits its message's offset.
+            // not in the one that commits its message's offset. Nothing after this message
+            // may commit either: the transaction is doomed and the partition stopped.
+            txn.doom();
+            shared.stop.cancel();
             deps.fatal.raise(
                 "Context::defer cannot be used with CLUSTERA_GUARANTEE=exactly-once: a deferred \
                  task's records cannot join its message's transaction; use at-least-once for this \

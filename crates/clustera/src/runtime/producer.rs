@@ -91,6 +91,9 @@ struct Failed {
 /// Routes delivery reports to the offset trackers and failures to triage.
 pub(crate) struct DeliveryContext {
     failed: mpsc::UnboundedSender<Failed>,
+    /// The open transaction, under exactly-once: a failure dooms it at once, before the
+    /// flush that precedes a commit returns.
+    transactions: Option<Arc<Transactions>>,
     stats: Arc<RuntimeStats>,
     telemetry: Arc<Telemetry>,
 }
@@ -122,6 +125,9 @@ impl ProducerContext for DeliveryContext {
                     .rdkafka_error_code()
                     .unwrap_or(RDKafkaErrorCode::Unknown);
                 let record = record_from_failed(message, token.pinned_partition);
+                if let Some(txn) = &self.transactions {
+                    fail_transaction(txn, &token, &record.topic, code, error);
+                }
                 // The receiver lives as long as the producer; if it is gone we are shutting down
                 // and the input's offset stays uncommitted, which is safe.
                 let _ = self.failed.send(Failed {
@@ -179,6 +185,7 @@ impl OutputProducer {
         let (tx, rx) = mpsc::unbounded_channel::<Failed>();
         let context = DeliveryContext {
             failed: tx.clone(),
+            transactions: transactions.clone(),
             stats: stats.clone(),
             telemetry: telemetry.clone(),
         };
@@ -234,6 +241,12 @@ impl OutputProducer {
                     let code = error
                         .rdkafka_error_code()
                         .unwrap_or(RDKafkaErrorCode::Unknown);
+                    // Refused before it was queued: librdkafka's transaction never saw it, so
+                    // only this can keep the transaction from committing without it.
+                    if let Some(txn) = &self.transactions {
+                        let token = &rejected.delivery_opaque;
+                        fail_transaction(txn, token, &record.topic, code, &error);
+                    }
                     let _ = self.failed.send(Failed {
                         record: record.clone(),
                         token: rejected.delivery_opaque,
@@ -273,9 +286,9 @@ impl OutputProducer {
             token.offset,
         );
         let mut class = classify(code);
-        if let Some(txn) = &self.transactions {
-            // Whatever else the transaction holds is aborted with it and redone.
-            txn.doom();
+        if self.transactions.is_some() {
+            // The transaction was doomed (and a refusal remembered) when the failure was
+            // reported; it is aborted and redone, so nothing is sent again here.
             token.partition.track(|o| o.abandon(offset));
             match (class, &token.kind) {
                 (ProduceErrorClass::Permanent, RecordKind::Output { .. }) => {
@@ -283,15 +296,6 @@ impl OutputProducer {
                     tracing::error!(topic = %record.topic, %input_topic, input_partition,
                         input_offset = offset, %error,
                         "output refused for good by the broker; the transaction is aborted and its input will be dead-lettered");
-                    txn.refuse(
-                        input_topic,
-                        input_partition,
-                        offset,
-                        format!(
-                            "output to topic {} refused by the broker: {error}",
-                            record.topic
-                        ),
-                    );
                 }
                 (ProduceErrorClass::Permanent, RecordKind::DeadLetter) => {
                     self.fatal.raise(format!(
@@ -501,6 +505,29 @@ async fn triage_failures(
         if failures.is_empty() {
             episodes = 0;
         }
+    }
+}
+
+/// Under exactly-once, what a failed record means at once: the open transaction cannot
+/// commit, and an output refused for good is remembered so that its input is dead-lettered
+/// when it is processed again.
+fn fail_transaction(
+    txn: &Transactions,
+    token: &DeliveryToken,
+    topic: &str,
+    code: RDKafkaErrorCode,
+    error: &KafkaError,
+) {
+    txn.doom();
+    if classify(code) == ProduceErrorClass::Permanent
+        && matches!(token.kind, RecordKind::Output { .. })
+    {
+        txn.refuse(
+            &token.partition.topic,
+            token.partition.partition,
+            token.offset,
+            format!("output to topic {topic} refused by the broker: {error}"),
+        );
     }
 }
 

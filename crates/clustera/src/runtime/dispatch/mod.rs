@@ -112,6 +112,8 @@ pub(crate) struct Dispatcher<K: Kernel> {
     recommit: bool,
     /// When every position was last sent regardless of change (see `maybe_commit`).
     last_full_commit: Instant,
+    /// Under exactly-once, transactions aborted since the last one that committed.
+    aborts_in_a_row: u32,
 }
 
 impl<K: Kernel> Dispatcher<K> {
@@ -126,6 +128,7 @@ impl<K: Kernel> Dispatcher<K> {
             last_commit: Instant::now(),
             recommit: false,
             last_full_commit: Instant::now(),
+            aborts_in_a_row: 0,
         }
     }
 
@@ -355,6 +358,10 @@ impl<K: Kernel> Dispatcher<K> {
         for a in &partitions {
             a.shared.stop.cancel();
         }
+        if self.deps.settings.guarantee == Guarantee::ExactlyOnce {
+            self.stop_and_commit_transaction(consumer, partitions, split);
+            return;
+        }
         // After a fatal error, what cannot finish (a refused dead letter) would only hold the
         // exit back for the whole drain timeout.
         let drain = if self.deps.fatal.is_raised() {
@@ -376,10 +383,6 @@ impl<K: Kernel> Dispatcher<K> {
         for a in &mut partitions {
             a.worker.abort();
             a.publish(&self.deps.stats);
-        }
-        if self.deps.settings.guarantee == Guarantee::ExactlyOnce {
-            self.end_transaction(consumer, &mut partitions, split);
-            return;
         }
         // Every finished position, changed or not: an earlier asynchronous commit of the same
         // position may have failed without a word, and this is the last chance to make it.
@@ -417,6 +420,9 @@ impl<K: Kernel> Dispatcher<K> {
             offset = m.offset(),
             "message fetched before its partition was split; handing it over first"
         );
+        // Handed over, it is past the consumer's position: an exactly-once rewind must go back
+        // to it even if the worker never gets it.
+        a.shared.taken(m.offset());
         // A closed channel means the worker stopped; the message is then read again later.
         let _ = a
             .residual

@@ -15,8 +15,14 @@ use crate::runtime::partition_queue::Splitter;
 use crate::runtime::stats::RuntimeStats;
 use crate::runtime::transaction::{classify, TxnFailure};
 
-/// How often a retriable transactional call is tried before the transaction is aborted.
+/// How often a retriable transactional call is tried again before the producer is given up:
+/// librdkafka allows no other transactional call until a timed-out one completes.
 const RETRIES: u32 = 3;
+
+/// Aborts in a row (no commit in between) after which the kernel stops: something fails every
+/// transaction (a topic it may not write to, a partition that never answers) and redoing the
+/// same work again would never end.
+const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
 /// Why the open transaction could not commit.
 enum Failed {
@@ -56,6 +62,41 @@ impl<K: Kernel> Dispatcher<K> {
         self.end_transaction(consumer, &mut Vec::new(), Some(split));
     }
 
+    /// Revocation and shutdown under exactly-once: waits (at most half the transaction
+    /// timeout, so the open transaction is not timed out meanwhile) for the stopped workers to
+    /// finish the message in hand, then commits what is settled. Nothing unfinished is waited
+    /// for longer: a stopped partition can no longer settle anything, and whoever reads it next
+    /// starts from this commit.
+    pub(super) fn stop_and_commit_transaction<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        mut partitions: Vec<Assigned>,
+        split: Option<Splitter<'_>>,
+    ) {
+        let doomed = self
+            .deps
+            .transactions
+            .as_ref()
+            .is_some_and(|t| t.is_doomed());
+        if !doomed {
+            let limit = self
+                .deps
+                .settings
+                .drain_timeout
+                .min(self.deps.settings.transaction_timeout / 2);
+            wait_until(Instant::now() + limit, || {
+                partitions.iter().all(|a| a.worker.is_finished())
+            });
+        }
+        // Settles under way finish before the gate closes; only then are the workers aborted,
+        // so no message's records are cut in half.
+        self.end_transaction(consumer, &mut partitions, split);
+        for a in &mut partitions {
+            a.worker.abort();
+            a.publish(&self.deps.stats);
+        }
+    }
+
     /// Commits the open transaction with the finished positions of every assigned partition
     /// and of `leaving` (revoked, or everything at shutdown), then opens the next one unless
     /// `split` is `None` (shutdown). If it cannot commit, it is aborted and the assigned
@@ -81,7 +122,7 @@ impl<K: Kernel> Dispatcher<K> {
             .observe_commit(started.elapsed().as_secs_f64());
         self.last_commit = Instant::now();
         match outcome {
-            Ok(()) => {}
+            Ok(()) => self.aborts_in_a_row = 0,
             Err(Failed::Fatal(reason)) => {
                 self.deps.fatal.raise(reason);
                 return;
@@ -91,6 +132,14 @@ impl<K: Kernel> Dispatcher<K> {
                 self.deps.telemetry.metrics.error("transaction");
                 tracing::warn!(kernel = %self.deps.kernel_name, %reason,
                     "transaction aborted; every partition goes back to its last commit");
+                self.aborts_in_a_row += 1;
+                if self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+                    self.deps.fatal.raise(format!(
+                        "{MAX_ABORTS_IN_A_ROW} transactions in a row were aborted, the last one \
+                         because of: {reason}"
+                    ));
+                    return;
+                }
                 if let Err(e) = retried(|| p.abort_transaction(txn.timeout)) {
                     self.deps.fatal.raise(format!(
                         "the transaction could neither commit ({reason}) nor abort ({e})"
@@ -237,13 +286,19 @@ impl<K: Kernel> Dispatcher<K> {
             "partitions rewound to their last commit");
         self.assign(&tpl, split);
         for (topic, partition, last_committed, target) in carried {
-            if let Some(a) = self
+            match self
                 .partitions
                 .get_mut(&topic)
                 .and_then(|p| p.get_mut(&partition))
             {
-                a.last_committed = last_committed;
-                a.rewind_floor = target;
+                Some(a) => {
+                    a.last_committed = last_committed;
+                    a.rewind_floor = target;
+                }
+                // Without a worker the partition would never move again.
+                None => self.deps.fatal.raise(format!(
+                    "{topic}[{partition}] could not be read again after an abort"
+                )),
             }
         }
     }
@@ -271,6 +326,13 @@ fn failed(doing: &str, e: &rdkafka::error::KafkaError) -> Failed {
             "the transactional producer failed for good {doing}: {e} (fenced by a newer \
              instance with the same transactional.id, or the broker refused transactions)"
         )),
-        TxnFailure::Abort | TxnFailure::Retriable => Failed::Abort(format!("{doing}: {e}")),
+        TxnFailure::Abort => Failed::Abort(format!("{doing}: {e}")),
+        // librdkafka accepts no other transactional call (not even an abort) until this one
+        // completes; the broker aborts the transaction after its timeout, and a restart fences
+        // this producer.
+        TxnFailure::Retriable => Failed::Fatal(format!(
+            "{doing} did not complete after {} tries: {e}",
+            RETRIES + 1
+        )),
     }
 }
