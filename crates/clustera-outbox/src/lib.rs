@@ -1,8 +1,8 @@
 //! The CDC outbox pipeline, both ends.
 //!
-//! - [`relay`]: committed inserts on the outbox table, read from PostgreSQL's logical
-//!   replication slot (decoded by `clustera-pgoutput`), become Debezium-format change events
-//!   on Kafka;
+//! - [`relay`]: committed inserts on the outbox table, streamed from PostgreSQL's logical
+//!   replication slot in one walsender session (decoded by `clustera-pgoutput`), become
+//!   Debezium-format change events on Kafka;
 //! - the processor library: outbox events from Debezium-format change events are routed by
 //!   event type to [`Handler`]s ([`Registry`]); each handler's read-model writes and its
 //!   `(handler, event_id)` marker are committed in one PostgreSQL transaction ([`PgStore`]),
