@@ -123,8 +123,12 @@ impl Relay {
                         "postgres unavailable; reconnecting, then resuming from the slot's confirmed position");
                     outage = true;
                     // The events sent are kept, not forgotten: the next session starts at
-                    // the confirmed position and sends them again after these.
-                    self.drain(&mut progress, &mut inflight).await?;
+                    // the confirmed position and sends them again after these. A stop while
+                    // Kafka is slow too is honoured (nothing more can be confirmed anyway).
+                    tokio::select! {
+                        _ = stop.as_mut() => return Ok(()),
+                        drained = self.drain(&mut progress, &mut inflight) => drained?,
+                    }
                 }
                 Err(e) => return Err(e),
             }
