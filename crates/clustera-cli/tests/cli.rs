@@ -1,54 +1,13 @@
 //! The `clustera` command against its own development broker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Dev, BIN};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clustera");
-
-/// `clustera dev` on a free port, killed on drop.
-struct Dev {
-    child: Child,
-    addr: String,
-}
-
-impl Dev {
-    fn start(topics: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["dev", "--listen", &addr]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It prints the bootstrap address on stdout once it serves.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), addr, "dev broker announces its address");
-        Dev { child, addr }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn clustera(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(BIN)

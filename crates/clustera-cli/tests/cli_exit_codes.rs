@@ -2,51 +2,11 @@
 //! rest), each with its one-line message, and `-X`/`KAFKA_PROPERTY_*` reaching every client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod common;
+
+use common::{Dev, BIN};
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clustera");
-
-/// `clustera dev` on a free port, killed on drop.
-struct Dev {
-    child: Child,
-    addr: String,
-}
-
-impl Dev {
-    fn start(topics: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["dev", "--listen", &addr]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), addr, "dev broker announces its address");
-        Dev { child, addr }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts `clustera ARGS` with `env` and `stdin`; collect it with [`finish`].
 fn start(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Child {

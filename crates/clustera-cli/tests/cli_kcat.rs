@@ -2,44 +2,13 @@
 //! them against `clustera dev`, and compared with kcat itself on the same records.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Dev, BIN};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clustera");
-
-/// `clustera dev` on a free port, killed on drop.
-struct Dev {
-    child: Child,
-    addr: String,
-}
+use std::process::{Command, Output, Stdio};
 
 impl Dev {
-    fn start(topics: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["dev", "--listen", &addr]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), addr, "dev broker announces its address");
-        Dev { child, addr }
-    }
-
     /// `clustera ARGS --brokers ADDR`, with `stdin` as its input.
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut all = args.to_vec();
@@ -50,13 +19,6 @@ impl Dev {
     /// Like [`Dev::run`], and it must succeed: its standard output.
     fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         succeeded(&self.run(args, stdin))
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,44 +2,13 @@
 //! record kept, and every topic the group reads comes in one listing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clustera");
-
-/// `clustera dev` on a free port, killed on drop.
-struct Dev {
-    child: Child,
-    addr: String,
-}
+use common::{Dev, BIN};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 impl Dev {
-    fn start(topics: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["dev", "--listen", &addr]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), addr, "dev broker announces its address");
-        Dev { child, addr }
-    }
-
     /// `clustera ARGS --brokers ADDR` with `stdin`, which must succeed: its standard output.
     fn ok(&self, args: &[&str], stdin: &[u8]) -> String {
         let mut child = Command::new(BIN)
@@ -58,13 +27,6 @@ impl Dev {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
