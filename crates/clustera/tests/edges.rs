@@ -308,9 +308,15 @@ async fn a_worker_stuck_across_a_reassignment_does_not_silence_its_successor() {
     leave.store(true, Ordering::SeqCst);
     other.join().unwrap();
     a.stop().await;
+    // "block" is processed twice (the stuck worker, then its successor) and once more when a
+    // second eager rebalance comes before its commit, which the mock refuses during a
+    // rebalance (RELIABILITY.md); the messages after it must each come once, in order.
+    let seen = kernel.seen();
+    let blocks = seen.iter().take_while(|v| *v == "block").count();
+    assert!(blocks >= 2, "{seen:?}");
     assert_eq!(
-        kernel.seen(),
-        ["block", "block", "w0", "w1", "w2", "w3", "w4"],
+        &seen[blocks..],
+        ["w0", "w1", "w2", "w3", "w4"],
         "each message once after the blocked one, in order"
     );
 }
