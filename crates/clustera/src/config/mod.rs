@@ -251,6 +251,8 @@ impl Config {
             properties: BTreeMap::new(),
             runtime: RuntimeSettings {
                 http_addr: None,
+                // Like the HTTP listener: a test kernel reports its status only when asked.
+                status_topic: None,
                 ..RuntimeSettings::default()
             },
         }

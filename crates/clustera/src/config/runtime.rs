@@ -60,6 +60,11 @@ pub struct RuntimeSettings {
     /// (`CLUSTERA_TRANSACTION_TIMEOUT_MS`, librdkafka's `transaction.timeout.ms`); also the
     /// bound on each transactional call.
     pub transaction_timeout: Duration,
+    /// Where this instance reports its status (`CLUSTERA_STATUS_TOPIC`, `off` for nowhere);
+    /// see [`crate::telemetry::status`].
+    pub status_topic: Option<String>,
+    /// How often it reports (`CLUSTERA_STATUS_INTERVAL_MS`).
+    pub status_interval: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -83,6 +88,8 @@ impl Default for RuntimeSettings {
             guarantee: Guarantee::AtLeastOnce,
             transactional_id: None,
             transaction_timeout: Duration::from_secs(10),
+            status_topic: Some(crate::telemetry::status::DEFAULT_STATUS_TOPIC.to_owned()),
+            status_interval: crate::telemetry::status::DEFAULT_STATUS_INTERVAL,
         }
     }
 }
@@ -142,6 +149,13 @@ pub(super) fn runtime_from_vars(
         },
         transactional_id: var("CLUSTERA_TRANSACTIONAL_ID").filter(|v| !v.trim().is_empty()),
         transaction_timeout: ms("CLUSTERA_TRANSACTION_TIMEOUT_MS", d.transaction_timeout)?,
+        status_topic: match var("CLUSTERA_STATUS_TOPIC").map(|v| v.trim().to_owned()) {
+            None => d.status_topic.clone(),
+            Some(v) if v.is_empty() => d.status_topic.clone(),
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(v),
+        },
+        status_interval: ms("CLUSTERA_STATUS_INTERVAL_MS", d.status_interval)?,
         memory_bytes: match var("CLUSTERA_MEMORY_BYTES").filter(|v| !v.is_empty()) {
             None => d.memory_bytes,
             Some(v) if v.eq_ignore_ascii_case("off") => None,
@@ -223,6 +237,20 @@ pub(super) fn runtime_from_vars(
             "CLUSTERA_RETRY_MAX_MS",
             "must not be smaller than CLUSTERA_RETRY_INITIAL_MS",
         ));
+    }
+    if settings.status_interval < Duration::from_millis(100) {
+        return Err(ConfigError::invalid(
+            "CLUSTERA_STATUS_INTERVAL_MS",
+            "must be at least 100",
+        ));
+    }
+    if let Some(t) = &settings.status_topic {
+        if !valid_topic_name(t) {
+            return Err(ConfigError::invalid(
+                "CLUSTERA_STATUS_TOPIC",
+                format!("{t:?} is not a valid topic name (or `off`)"),
+            ));
+        }
     }
     if let Some(t) = &settings.dead_letter_topic {
         if !valid_topic_name(t) {

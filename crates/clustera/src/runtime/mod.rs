@@ -249,6 +249,25 @@ impl<K: Kernel> Runtime<K> {
             })
             .map_err(|e| RuntimeError::Thread(e.to_string()))?;
 
+        let status = settings.status_topic.clone().and_then(|topic| {
+            let id = crate::telemetry::status::Identity {
+                kernel: config.kernel_name.clone(),
+                group: config.group_id.clone(),
+                client_id: config.client_id.clone(),
+                topics: config.topics.clone(),
+            };
+            crate::telemetry::status::StatusReporter::start(
+                &config.common_client_config(),
+                topic,
+                settings.status_interval,
+                id,
+                self.stats.clone(),
+                self.telemetry.clone(),
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot start status reporting"))
+            .ok()
+        });
+
         let mut done_rx = done_rx;
         let mut poll_ended = false;
         tokio::select! {
@@ -289,6 +308,9 @@ impl<K: Kernel> Runtime<K> {
             Err(e) => {
                 tracing::warn!(kernel = %kernel_name, error = %e, "producer flush task failed")
             }
+        }
+        if let Some(status) = status {
+            status.stop().await;
         }
         // The listener stops here.
         drop(http);

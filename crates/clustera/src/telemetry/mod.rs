@@ -6,6 +6,7 @@ mod histogram;
 mod logging;
 mod metrics;
 mod otel;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
