@@ -39,7 +39,7 @@ pub mod headers {
     pub const KEY_OMITTED: &str = "clustera.key.omitted";
 
     /// Every header the runtime writes on a dead letter.
-    pub(crate) const ALL: [&str; 11] = [
+    pub const ALL: [&str; 11] = [
         ORIGINAL_TOPIC,
         ORIGINAL_PARTITION,
         ORIGINAL_OFFSET,
