@@ -14,6 +14,9 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # The CLI's tests compare `clustera consume` with kcat on the same records.
 command -v kcat >/dev/null || missing+=(kcat)
+# The console's browser tests drive Debian's Chromium headless through chromedriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then

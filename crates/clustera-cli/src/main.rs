@@ -7,6 +7,7 @@ mod bench_memory;
 mod bench_ordering;
 mod bench_send;
 mod connect;
+mod console;
 mod consume;
 mod control;
 mod demo;
@@ -51,6 +52,8 @@ enum Command {
     Lag(lag::LagArgs),
     /// List topics, or create one.
     Topics(topics::TopicsArgs),
+    /// Serve the web console: topics, consumer groups, kernels and dead letters.
+    Console(console::ConsoleArgs),
     /// Scaffold a new kernel crate.
     New(new::NewArgs),
     /// The CDC outbox pipeline: init, relay, process.
@@ -82,7 +85,7 @@ fn main() -> ExitCode {
         | Command::BenchMemory(_)
         | Command::BenchOrdering(_)
         | Command::BenchGuarantee(_) => clustera::telemetry::init_logging_with_default("off"),
-        Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) => {
+        Command::Dev(_) | Command::Outbox(_) | Command::Portal(_) | Command::Console(_) => {
             clustera::telemetry::init_logging()
         }
         // Tools print results on stdout and one-line errors; librdkafka chatter stays quiet.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => blocking(move || consume::run(args)).await,
             Command::Lag(args) => blocking(move || lag::run(args)).await,
             Command::Topics(args) => blocking(move || topics::run(args)).await,
+            Command::Console(args) => console::run(args).await,
             Command::New(args) => new::run(args),
             Command::Outbox(args) => outbox::run(args).await,
             Command::Portal(args) => kafkasend::portal(args).await,

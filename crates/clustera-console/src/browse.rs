@@ -188,9 +188,7 @@ pub fn read_offsets(
 
 /// A group-less consumer that reports the end of a partition.
 fn reader(config: &ClientConfig) -> Result<BaseConsumer, ConsoleError> {
-    config
-        .clone()
-        .set("enable.auto.commit", "false")
+    kafka::reader_config(config)
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .create()

@@ -95,11 +95,19 @@ pub struct Group {
     pub members: Vec<Member>,
 }
 
-/// A client without a group for metadata and watermarks.
-pub fn client(config: &ClientConfig) -> Result<BaseConsumer, ConsoleError> {
-    config
-        .clone()
+/// The configuration of the console's readers: they assign partitions and never join nor
+/// commit, but librdkafka refuses an assignment to a consumer without a `group.id`.
+pub fn reader_config(config: &ClientConfig) -> ClientConfig {
+    let mut c = config.clone();
+    c.set("group.id", "clustera-console-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    c
+}
+
+/// A client that joins no group, for metadata and watermarks.
+pub fn client(config: &ClientConfig) -> Result<BaseConsumer, ConsoleError> {
+    reader_config(config)
         .create()
         .map_err(|e| ConsoleError::kafka("creating a Kafka client", e))
 }
@@ -153,9 +161,9 @@ pub fn watermarks(
 
 /// Consumer groups as the brokers list them (ListGroups and DescribeGroups). Brokers that do
 /// not serve these APIs (the development broker) answer with an error.
-pub fn groups(client: &BaseConsumer) -> Result<Vec<Group>, ConsoleError> {
+pub fn groups(client: &BaseConsumer, timeout: Duration) -> Result<Vec<Group>, ConsoleError> {
     let list = client
-        .fetch_group_list(None, TIMEOUT)
+        .fetch_group_list(None, timeout)
         .map_err(|e| ConsoleError::kafka("listing consumer groups", e))?;
     let mut groups: Vec<Group> = list
         .groups()

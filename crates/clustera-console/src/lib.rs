@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -92,6 +92,8 @@ pub struct State {
     pub history: Arc<Mutex<sampler::History>>,
     /// This process's CSRF token, in every form.
     pub csrf: String,
+    /// Until when the brokers are known not to answer the group APIs.
+    groups_unavailable_until: Mutex<Option<Instant>>,
 }
 
 impl State {
@@ -110,9 +112,8 @@ impl State {
     /// Groups the brokers list, plus those kernels report (brokers without the group APIs,
     /// like the development broker, list none), plus those sampled before.
     pub fn known_groups(&self) -> BTreeSet<String> {
-        let mut groups: BTreeSet<String> = kafka::groups(&self.client)
-            .map(|gs| gs.into_iter().map(|g| g.name).collect())
-            .unwrap_or_default();
+        let mut groups: BTreeSet<String> =
+            self.described_groups().into_iter().map(|g| g.name).collect();
         groups.extend(self.kernels().into_iter().map(|k| k.group));
         groups.extend(
             self.history
@@ -123,6 +124,30 @@ impl State {
                 .cloned(),
         );
         groups
+    }
+
+    /// Groups as the brokers describe them; none from brokers without the group APIs. Those
+    /// (the development broker) never answer ListGroups, so after a failure the console does
+    /// not ask again for a minute rather than make every page wait.
+    pub fn described_groups(&self) -> Vec<kafka::Group> {
+        let mut until = self
+            .groups_unavailable_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if until.is_some_and(|t| Instant::now() < t) {
+            return Vec::new();
+        }
+        match kafka::groups(&self.client, Duration::from_secs(3)) {
+            Ok(groups) => {
+                *until = None;
+                groups
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the brokers do not list consumer groups");
+                *until = Some(Instant::now() + Duration::from_secs(60));
+                Vec::new()
+            }
+        }
     }
 
     /// Dead-letter topics: every `*.dlq` and the configured one, among `topics`.
@@ -166,6 +191,7 @@ pub fn router(options: Options) -> Result<Router, ConsoleError> {
         handled,
         history: history.clone(),
         csrf: security::random_token(),
+        groups_unavailable_until: Mutex::new(None),
     });
     sampler::start(Arc::downgrade(&state), history, every);
     Ok(Router::new()

@@ -54,9 +54,7 @@ impl Table {
 }
 
 fn follow(config: &ClientConfig, topic: &str, rows: &Weak<RwLock<Rows>>) {
-    let consumer: BaseConsumer = match config
-        .clone()
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = match crate::kafka::reader_config(config)
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
         .create()
@@ -68,11 +66,11 @@ fn follow(config: &ClientConfig, topic: &str, rows: &Weak<RwLock<Rows>>) {
         }
     };
     let mut partitions = 0usize;
-    let mut checked = Instant::now() - Duration::from_secs(60);
+    let mut checked: Option<Instant> = None;
     while rows.strong_count() > 0 {
         // New partitions (and the topic's creation) are picked up every few seconds.
-        if checked.elapsed() > Duration::from_secs(if partitions == 0 { 1 } else { 10 }) {
-            checked = Instant::now();
+        if checked.is_none_or(|c| c.elapsed() > Duration::from_secs(if partitions == 0 { 1 } else { 10 })) {
+            checked = Some(Instant::now());
             if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
                 let found: Vec<i32> = md
                     .topics()
@@ -92,8 +90,9 @@ fn follow(config: &ClientConfig, topic: &str, rows: &Weak<RwLock<Rows>>) {
                         };
                         let _ = tpl.add_partition_offset(topic, *p, at);
                     }
-                    if consumer.assign(&tpl).is_ok() {
-                        partitions = found.len();
+                    match consumer.assign(&tpl) {
+                        Ok(()) => partitions = found.len(),
+                        Err(e) => tracing::warn!(topic, error = %e, "cannot read the topic"),
                     }
                 }
             }

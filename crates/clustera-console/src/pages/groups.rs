@@ -31,12 +31,12 @@ pub struct Summary {
 
 /// Every known group. Blocking.
 pub fn summaries(state: &State) -> Vec<Summary> {
-    let described = kafka::groups(&state.client).unwrap_or_default();
+    let described = state.described_groups();
     let kernels = state.kernels();
     let now = crate::now_ms();
+    // known_groups locks the history itself.
+    let names = state.known_groups();
     let history = state.history.lock().unwrap_or_else(|p| p.into_inner());
-    let mut names = state.known_groups();
-    names.extend(history.latest.keys().cloned());
     names
         .into_iter()
         .map(|name| {
@@ -97,9 +97,7 @@ async fn render(
     let (s, g) = (state.clone(), group.clone());
     let (rows, described) = blocking(move || {
         let rows = kafka::group_lag(&s.options.client, &g, None)?;
-        let described = kafka::groups(&s.client)
-            .ok()
-            .and_then(|gs| gs.into_iter().find(|x| x.name == g));
+        let described = s.described_groups().into_iter().find(|x| x.name == g);
         Ok((rows, described))
     })
     .await?;
