@@ -150,7 +150,6 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
     for (t, p) in [("orders", 2), ("orders.dlq", 1), ("clustera.status", 1), ("clustera.console.handled", 1)] {
         broker.create_topic(t, p).unwrap();
     }
-    eprintln!("topics created");
     let shared = Arc::new(Shared::default());
     let mut config = Config::for_brokers("orders-kernel", &bootstrap, &["orders"]);
     config.group_id = "orders-kernel".into();
@@ -168,7 +167,6 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
         let _ = stopped.await;
     }));
 
-    eprintln!("kernel started");
     let script = "<script>window.__xss=1</script>";
     let mut records: Vec<kafka::ProducedRecord> = (0..5)
         .map(|i| (Some(format!("k{i}").into_bytes()), format!("{{\"n\":{i}}}").into_bytes(), vec![]))
@@ -177,20 +175,13 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
     records.push((Some(b"p1".to_vec()), b"poison-1".to_vec(), vec![("trace".into(), "t-1".into())]));
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || kafka::produce(&b, "orders", records)).await.unwrap().unwrap();
-    eprintln!("produced");
     wait_for("the poison message dead-lettered", || stats.snapshot().dead_lettered == 1).await;
     wait_for("the six good messages processed", || shared.processed.lock().unwrap().len() == 6).await;
 
-    eprintln!("kernel done");
-    let b = bootstrap.clone();
-    let status = tokio::task::spawn_blocking(move || kafka::read_topic(&b, "clustera.status")).await.unwrap().unwrap();
-    eprintln!("status records: {}", status.len());
     let url = console(&bootstrap, |_| {}).await;
-    eprintln!("console up");
     let driver = Driver::start();
     let profile = tempfile::tempdir().unwrap();
     let browser = driver.browser(profile.path()).await;
-    eprintln!("browser up");
 
     // Overview: the kernel's instance up, its group, the topics.
     let overview = wait_page(&browser, &format!("{url}/"), "the kernel instance up on the overview", |s| {
@@ -214,6 +205,11 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
     .await;
     let rows = browser.find_all(Locator::Css("#lag tr")).await.unwrap();
     assert_eq!(rows.len(), 1 + 2, "a header and one row per partition of orders:\n{group}");
+    // Lag over time: samples every 500 ms, so a chart once there are two.
+    wait_page(&browser, &format!("{url}/groups/orders-kernel"), "the lag chart", |s| {
+        s.contains("id=\"lag-chart\"")
+    })
+    .await;
     shot(&browser, "group").await;
 
     browser.goto(&format!("{url}/kernels")).await.unwrap();
@@ -253,6 +249,18 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
         ("poison-1".to_owned(), Some("orders.dlq/0/0".to_owned())),
         "processed once, naming the dead letter it was replayed from"
     );
+
+    // Mark the dead letter handled through the range form.
+    let mark = browser.form(Locator::Css("form[action$='/handled']")).await.unwrap();
+    mark.set_by_name("from", "0").await.unwrap();
+    mark.set_by_name("to", "0").await.unwrap();
+    mark.set_by_name("note", "fixed in v2").await.unwrap();
+    mark.submit().await.unwrap();
+    let flash = browser.find(Locator::Css("div.flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(flash, "marked orders.dlq partition 0 offsets 0–0 handled");
+    let status = browser.find_all(Locator::Css("#messages tr.message span.ok")).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].text().await.unwrap(), "handled");
 
     // Read-only: no replay button, and a replay request is refused.
     let read_only = console(&bootstrap, |o| o.read_only = true).await;

@@ -146,7 +146,7 @@ async fn render(
 pub fn browse_form(params: &BrowseParams, query: &browse::Query) -> Markup {
     html! {
         form.bar #browse method="get" {
-            label { "partition" input name="partition" size="4" value=(query.partition); }
+            label { "partition" input name="partition" size="4" value=(params.partition.clone().unwrap_or_default()); }
             label { "from offset" input name="offset" size="8" value=(params.offset.clone().unwrap_or_default()); }
             label { "or from time (UTC)" input name="time" placeholder="2026-12-03T18:00" value=(params.time.clone().unwrap_or_default()); }
             label { "order" select name="order" {
