@@ -31,14 +31,24 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     let client = tokio::task::spawn_blocking(move || connect(&brokers)).await??;
     let mut options = clustera_console::Options::new(client);
     options.read_only = args.read_only;
-    options.token = std::env::var("CLUSTERA_CONSOLE_TOKEN").ok().filter(|t| !t.is_empty());
-    options.dlq_topic = std::env::var("CLUSTERA_DLQ_TOPIC").ok().filter(|t| !t.is_empty());
-    if let Some(t) = std::env::var("CLUSTERA_STATUS_TOPIC").ok().filter(|t| !t.is_empty() && t != "off") {
+    options.token = std::env::var("CLUSTERA_CONSOLE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    options.dlq_topic = std::env::var("CLUSTERA_DLQ_TOPIC")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(t) = std::env::var("CLUSTERA_STATUS_TOPIC")
+        .ok()
+        .filter(|t| !t.is_empty() && t != "off")
+    {
         options.status_topic = t;
     }
     options.sample_interval = std::time::Duration::from_secs(args.sample_seconds);
     if options.token.is_none() && !args.listen.ip().is_loopback() {
-        eprintln!("clustera console: WARNING: serving {} without CLUSTERA_CONSOLE_TOKEN", args.listen);
+        eprintln!(
+            "clustera console: WARNING: serving {} without CLUSTERA_CONSOLE_TOKEN",
+            args.listen
+        );
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -98,7 +98,9 @@ pub fn browse(config: &ClientConfig, topic: &str, query: &Query) -> Result<Found
     let start = match query.start {
         Start::Edge => None,
         Start::Offset(o) => Some(o),
-        Start::Time(t) => Some(offset_for_time(&consumer, topic, query.partition, t)?.unwrap_or(high)),
+        Start::Time(t) => {
+            Some(offset_for_time(&consumer, topic, query.partition, t)?.unwrap_or(high))
+        }
     };
     let mut found = Found {
         low,
@@ -135,7 +137,11 @@ pub fn browse(config: &ClientConfig, topic: &str, query: &Query) -> Result<Found
     } else {
         let mut from = start.map_or(low, |s| s.max(low));
         while from < high && found.records.len() < limit && found.scanned < MAX_SCAN {
-            let window = if query.filter.is_empty() { limit as i64 } else { 500 };
+            let window = if query.filter.is_empty() {
+                limit as i64
+            } else {
+                500
+            };
             let end = (from + window).min(high);
             let batch = read_range(&consumer, topic, query.partition, from, end)?;
             found.scanned += batch.len();
@@ -180,7 +186,11 @@ pub fn read_offsets(
             j += 1;
         }
         let batch = read_range(&consumer, topic, partition, sorted[i], sorted[j] + 1)?;
-        out.extend(batch.into_iter().filter(|r| sorted.binary_search(&r.offset).is_ok()));
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|r| sorted.binary_search(&r.offset).is_ok()),
+        );
         i = j + 1;
     }
     Ok(out)
@@ -190,6 +200,8 @@ pub fn read_offsets(
 fn reader(config: &ClientConfig) -> Result<BaseConsumer, ConsoleError> {
     kafka::reader_config(config)
         .set("enable.partition.eof", "true")
+        // A page waits for its records: no broker-side wait for more data to batch.
+        .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| ConsoleError::kafka("creating a Kafka client", e))
@@ -208,13 +220,10 @@ fn offset_for_time(
     let found = consumer
         .offsets_for_times(tpl, TIMEOUT)
         .map_err(|e| ConsoleError::kafka(format!("looking up offsets by time in {topic}"), e))?;
-    Ok(found
-        .elements()
-        .first()
-        .and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
+    Ok(found.elements().first().and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
 }
 
 /// Records of `[from, end)` of one partition, in offset order.

@@ -120,12 +120,17 @@ pub struct HandledRange {
 impl HandledRange {
     /// The record's key: one per range.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}-{}", self.topic, self.partition, self.from, self.to)
+        format!(
+            "{}/{}/{}-{}",
+            self.topic, self.partition, self.from, self.to
+        )
     }
 
     /// Whether it covers this dead letter.
     pub fn covers(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        self.topic == topic && self.partition == partition && (self.from..=self.to).contains(&offset)
+        self.topic == topic
+            && self.partition == partition
+            && (self.from..=self.to).contains(&offset)
     }
 }
 
@@ -211,6 +216,8 @@ mod tests {
         assert!(!m.covers("a.dlq", 1, 3));
         assert_eq!(parse_selection("2:15"), Ok((2, 15)));
         assert!(parse_selection("x").is_err());
-        assert!(parse_selection("1:y").unwrap_err().contains("not an offset"));
+        assert!(parse_selection("1:y")
+            .unwrap_err()
+            .contains("not an offset"));
     }
 }

@@ -179,7 +179,10 @@ pub fn groups(client: &BaseConsumer, timeout: Duration) -> Result<Vec<Group>, Co
                     id: m.id().to_owned(),
                     client_id: m.client_id().to_owned(),
                     host: m.client_host().to_owned(),
-                    assignment: m.assignment().and_then(parse_assignment).unwrap_or_default(),
+                    assignment: m
+                        .assignment()
+                        .and_then(parse_assignment)
+                        .unwrap_or_default(),
                 })
                 .collect(),
         })
@@ -209,7 +212,10 @@ pub fn group_lag(
     let mut all = TopicPartitionList::new();
     for t in metadata.topics() {
         if topic.is_some() && (t.error().is_some() || t.partitions().is_empty()) {
-            return Err(ConsoleError::NotFound(format!("unknown topic {}", t.name())));
+            return Err(ConsoleError::NotFound(format!(
+                "unknown topic {}",
+                t.name()
+            )));
         }
         if t.name().starts_with("__") {
             continue;
@@ -219,7 +225,10 @@ pub fn group_lag(
         }
     }
     let committed = consumer.committed_offsets(all, TIMEOUT).map_err(|e| {
-        ConsoleError::kafka(format!("reading the committed offsets of group {group:?}"), e)
+        ConsoleError::kafka(
+            format!("reading the committed offsets of group {group:?}"),
+            e,
+        )
     })?;
     let elements = committed.elements();
     let offset_of = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>| match e.offset()
@@ -313,12 +322,12 @@ mod tests {
     #[test]
     fn assignments_parse_and_truncated_ones_do_not() {
         let mut b = vec![0, 1, 0, 0, 0, 2];
-        for (name, parts) in [("orders", vec![0, 3]), ("x", vec![])] {
+        for (name, parts) in [("orders", vec![0i32, 3]), ("x", vec![])] {
             b.extend_from_slice(&(name.len() as i16).to_be_bytes());
             b.extend_from_slice(name.as_bytes());
             b.extend_from_slice(&(parts.len() as i32).to_be_bytes());
             for p in parts {
-                b.extend_from_slice(&(p as i32).to_be_bytes());
+                b.extend_from_slice(&p.to_be_bytes());
             }
         }
         b.extend_from_slice(&(-1i32).to_be_bytes());

@@ -112,8 +112,11 @@ impl State {
     /// Groups the brokers list, plus those kernels report (brokers without the group APIs,
     /// like the development broker, list none), plus those sampled before.
     pub fn known_groups(&self) -> BTreeSet<String> {
-        let mut groups: BTreeSet<String> =
-            self.described_groups().into_iter().map(|g| g.name).collect();
+        let mut groups: BTreeSet<String> = self
+            .described_groups()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
         groups.extend(self.kernels().into_iter().map(|k| k.group));
         groups.extend(
             self.history
@@ -196,7 +199,10 @@ pub fn router(options: Options) -> Result<Router, ConsoleError> {
     sampler::start(Arc::downgrade(&state), history, every);
     Ok(Router::new()
         .route("/", get(pages::overview::page))
-        .route("/login", get(pages::layout::login_page).post(pages::layout::login))
+        .route(
+            "/login",
+            get(pages::layout::login_page).post(pages::layout::login),
+        )
         .route("/assets/app.css", get(pages::layout::css))
         .route("/assets/app.js", get(pages::layout::js))
         .route("/topics", get(pages::topics::list))
@@ -209,7 +215,10 @@ pub fn router(options: Options) -> Result<Router, ConsoleError> {
         .route("/dlq", get(pages::dead_letters::list))
         .route("/dlq/{topic}", get(pages::dead_letters::detail))
         .route("/dlq/{topic}/replay", post(pages::dead_letters::replay))
-        .route("/dlq/{topic}/handled", post(pages::dead_letters::mark_handled))
+        .route(
+            "/dlq/{topic}/handled",
+            post(pages::dead_letters::mark_handled),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::guard,

@@ -49,10 +49,11 @@ pub(crate) fn start(state: Weak<State>, history: Arc<Mutex<History>>, every: Dur
             let sampled = tokio::task::spawn_blocking(move || {
                 for group in state.known_groups() {
                     match crate::kafka::group_lag(&state.options.client, &group, None) {
-                        Ok(rows) => history
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .record(&group, crate::now_ms(), rows),
+                        Ok(rows) => history.lock().unwrap_or_else(|p| p.into_inner()).record(
+                            &group,
+                            crate::now_ms(),
+                            rows,
+                        ),
                         Err(e) => tracing::debug!(group, error = %e, "lag sample failed"),
                     }
                 }
@@ -87,7 +88,11 @@ mod tests {
         h.record("g", 1_000 + 3_600_000, vec![part(1)]);
         assert_eq!(h.series["g"], VecDeque::from([(1_000, 7), (3_601_000, 1)]));
         h.record("g", 1_001 + 3_600_000, vec![part(2)]);
-        assert_eq!(h.series["g"].len(), 2, "the first sample is now older than an hour");
+        assert_eq!(
+            h.series["g"].len(),
+            2,
+            "the first sample is now older than an hour"
+        );
         assert_eq!(h.latest["g"], vec![part(2)]);
     }
 }

@@ -18,8 +18,7 @@ pub const TOKEN_COOKIE: &str = "clustera_console_token";
 /// Equality that takes as long whatever the first differing byte.
 pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -94,7 +93,10 @@ fn with_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -170,7 +172,10 @@ mod tests {
         assert_eq!(f.all("sel"), vec!["0:5", "1:7"]);
         assert_eq!(f.get("note"), Some("a b"));
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; clustera_console_token=t0k"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; clustera_console_token=t0k"),
+        );
         assert_eq!(presented(&h), Some("t0k".into()));
     }
 }

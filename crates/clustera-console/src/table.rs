@@ -69,7 +69,9 @@ fn follow(config: &ClientConfig, topic: &str, rows: &Weak<RwLock<Rows>>) {
     let mut checked: Option<Instant> = None;
     while rows.strong_count() > 0 {
         // New partitions (and the topic's creation) are picked up every few seconds.
-        if checked.is_none_or(|c| c.elapsed() > Duration::from_secs(if partitions == 0 { 1 } else { 10 })) {
+        if checked
+            .is_none_or(|c| c.elapsed() > Duration::from_secs(if partitions == 0 { 1 } else { 10 }))
+        {
             checked = Some(Instant::now());
             if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
                 let found: Vec<i32> = md
@@ -82,9 +84,11 @@ fn follow(config: &ClientConfig, topic: &str, rows: &Weak<RwLock<Rows>>) {
                     let mut tpl = TopicPartitionList::new();
                     for p in &found {
                         // Partitions already read keep their position.
-                        let at = match consumer.position().ok().and_then(|pos| {
-                            pos.find_partition(topic, *p).map(|e| e.offset())
-                        }) {
+                        let at = match consumer
+                            .position()
+                            .ok()
+                            .and_then(|pos| pos.find_partition(topic, *p).map(|e| e.offset()))
+                        {
                             Some(Offset::Offset(o)) => Offset::Offset(o),
                             _ => Offset::Beginning,
                         };

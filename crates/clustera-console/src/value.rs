@@ -125,7 +125,10 @@ pub fn short(bytes: Option<&[u8]>) -> String {
         None => String::new(),
         Some(b) => match std::str::from_utf8(b) {
             Ok(s) => s.to_owned(),
-            Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Err(_) => format!(
+                "0x{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
         },
     }
 }
@@ -150,7 +153,10 @@ mod tests {
             panic!("binary expected");
         };
         assert_eq!(len, 3);
-        assert_eq!(dump, format!("00000000  ff 00 41 {}  ..A\n", "   ".repeat(13)));
+        assert_eq!(
+            dump,
+            format!("00000000  ff 00 41 {}  ..A\n", "   ".repeat(13))
+        );
         assert_eq!(show(Some(b"a\x01b")).kind(), "binary");
     }
 

@@ -37,7 +37,11 @@ pub async fn list(Extract(state): Extract<Arc<State>>) -> Result<Markup, Console
         let mut rows = Vec::new();
         for t in s.dlq_topics(cluster.topics.iter().map(|t| t.name.as_str())) {
             let mut count = 0;
-            for p in cluster.topic(&t).map(|t| t.partitions.clone()).unwrap_or_default() {
+            for p in cluster
+                .topic(&t)
+                .map(|t| t.partitions.clone())
+                .unwrap_or_default()
+            {
                 let (low, high) = kafka::watermarks(&s.client, &t, p)?;
                 count += high - low;
             }
@@ -53,7 +57,15 @@ pub async fn list(Extract(state): Extract<Arc<State>>) -> Result<Markup, Console
             @for (t, n) in &rows { tr { td { a href={ "/dlq/" (t) } { (t) } } td.num { (n) } } }
         }
     };
-    Ok(super::layout::page(&state, "Dead letters", Frame { nav: "/dlq", ..Frame::default() }, body))
+    Ok(super::layout::page(
+        &state,
+        "Dead letters",
+        Frame {
+            nav: "/dlq",
+            ..Frame::default()
+        },
+        body,
+    ))
 }
 
 /// `GET /dlq/{topic}`.
@@ -72,7 +84,10 @@ async fn render(
     flash: Option<(bool, String)>,
 ) -> Result<Markup, ConsoleError> {
     let query = params.query()?;
-    let every_partition = params.partition.as_deref().is_none_or(|p| p.trim().is_empty());
+    let every_partition = params
+        .partition
+        .as_deref()
+        .is_none_or(|p| p.trim().is_empty());
     let (s, t, q) = (state.clone(), topic.clone(), query.clone());
     let found = blocking(move || {
         let cluster = kafka::cluster(&s.client)?;
@@ -85,12 +100,20 @@ async fn render(
         // Every partition, merged by time.
         let mut all = Found::default();
         for p in &info.partitions {
-            let f = browse::browse(&s.options.client, &t, &browse::Query { partition: *p, ..q.clone() })?;
+            let f = browse::browse(
+                &s.options.client,
+                &t,
+                &browse::Query {
+                    partition: *p,
+                    ..q.clone()
+                },
+            )?;
             all.scanned += f.scanned;
             all.high += f.high - f.low;
             all.records.extend(f.records);
         }
-        all.records.sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
+        all.records
+            .sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
         if q.newest_first {
             all.records.reverse();
         }
@@ -127,7 +150,16 @@ async fn render(
             }
         }
     };
-    Ok(super::layout::page(&state, &format!("Dead letters {topic}"), Frame { nav: "/dlq", refresh: None, flash }, body))
+    Ok(super::layout::page(
+        &state,
+        &format!("Dead letters {topic}"),
+        Frame {
+            nav: "/dlq",
+            refresh: None,
+            flash,
+        },
+        body,
+    ))
 }
 
 /// The `partition`, `from` and `to` fields of a range form.
@@ -137,7 +169,8 @@ fn range(form: &Form) -> Result<Option<(i32, i64, i64)>, ConsoleError> {
         return Ok(None);
     };
     let num = |n: &str, v: &str| {
-        v.parse::<i64>().map_err(|_| ConsoleError::BadRequest(format!("{n}: {v:?} is not a number")))
+        v.parse::<i64>()
+            .map_err(|_| ConsoleError::BadRequest(format!("{n}: {v:?} is not a number")))
     };
     let partition = i32::try_from(num("partition", field("partition").unwrap_or("0"))?)
         .map_err(|_| ConsoleError::BadRequest("partition out of range".into()))?;
@@ -167,7 +200,9 @@ pub async fn replay(
         wanted.extend((from..=to).map(|o| (p, o)));
     }
     if wanted.is_empty() {
-        return Err(ConsoleError::BadRequest("nothing to replay: select dead letters or give a range".into()));
+        return Err(ConsoleError::BadRequest(
+            "nothing to replay: select dead letters or give a range".into(),
+        ));
     }
     let (s, t) = (state.clone(), topic.clone());
     let letters = blocking(move || {
@@ -193,7 +228,10 @@ pub async fn replay(
         };
         let mut hs = OwnedHeaders::new();
         for (n, v) in &replay.headers {
-            hs = hs.insert(Header { key: n, value: v.as_deref() });
+            hs = hs.insert(Header {
+                key: n,
+                value: v.as_deref(),
+            });
         }
         let mut record = FutureRecord::to(&replay.topic).headers(hs);
         if let Some(k) = &replay.key {
@@ -205,7 +243,8 @@ pub async fn replay(
         match state.producer.send(record, Duration::from_secs(10)).await {
             Ok(_) => sent += 1,
             Err((e, _)) => refused.push(format!(
-                "{topic}/{}/{} to {}: {e}", letter.partition, letter.offset, replay.topic
+                "{topic}/{}/{} to {}: {e}",
+                letter.partition, letter.offset, replay.topic
             )),
         }
     }
@@ -229,8 +268,9 @@ pub async fn mark_handled(
 ) -> Result<Markup, ConsoleError> {
     let form = Form::parse(&body);
     check_csrf(&state, &headers, &form)?;
-    let (partition, from, to) = range(&form)?
-        .ok_or_else(|| ConsoleError::BadRequest("give the range's first and last offsets".into()))?;
+    let (partition, from, to) = range(&form)?.ok_or_else(|| {
+        ConsoleError::BadRequest("give the range's first and last offsets".into())
+    })?;
     let mark = HandledRange {
         topic: topic.clone(),
         partition,
@@ -241,13 +281,21 @@ pub async fn mark_handled(
     };
     let value = serde_json::to_vec(&mark).map_err(|e| ConsoleError::Internal(e.to_string()))?;
     let key = mark.key();
-    let record = FutureRecord::to(state.handled.topic()).key(&key).payload(&value);
+    let record = FutureRecord::to(state.handled.topic())
+        .key(&key)
+        .payload(&value);
     let flash = match state.producer.send(record, Duration::from_secs(10)).await {
         Ok(_) => {
             state.handled.put(key, value);
-            (true, format!("marked {topic} partition {partition} offsets {from}–{to} handled"))
+            (
+                true,
+                format!("marked {topic} partition {partition} offsets {from}–{to} handled"),
+            )
         }
-        Err((e, _)) => (false, format!("cannot record the mark in {}: {e}", state.handled.topic())),
+        Err((e, _)) => (
+            false,
+            format!("cannot record the mark in {}: {e}", state.handled.topic()),
+        ),
     };
     render(state, topic, BrowseParams::default(), Some(flash)).await
 }

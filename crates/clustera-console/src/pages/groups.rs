@@ -41,11 +41,17 @@ pub fn summaries(state: &State) -> Vec<Summary> {
         .into_iter()
         .map(|name| {
             let d = described.iter().find(|g| g.name == name);
-            let instances = kernels.iter().filter(|k| k.group == name && !k.is_stale(now)).count();
+            let instances = kernels
+                .iter()
+                .filter(|k| k.group == name && !k.is_stale(now))
+                .count();
             Summary {
                 state: d.map(|g| g.state.clone()),
                 members: d.map_or(instances, |g| g.members.len()),
-                lag: history.latest.get(&name).map(|rows| rows.iter().map(|r| r.lag).sum()),
+                lag: history
+                    .latest
+                    .get(&name)
+                    .map(|rows| rows.iter().map(|r| r.lag).sum()),
                 name,
             }
         })
@@ -77,7 +83,16 @@ pub async fn list(Extract(state): Extract<Arc<State>>) -> Result<Markup, Console
         p.muted { "Lag is sampled every " (state.options.sample_interval.as_secs()) " s; open a group for live figures." }
         (table(&groups))
     };
-    Ok(super::layout::page(&state, "Consumer groups", Frame { nav: "/groups", refresh: Some(15), ..Frame::default() }, body))
+    Ok(super::layout::page(
+        &state,
+        "Consumer groups",
+        Frame {
+            nav: "/groups",
+            refresh: Some(15),
+            ..Frame::default()
+        },
+        body,
+    ))
 }
 
 /// `GET /groups/{group}`.
@@ -102,7 +117,11 @@ async fn render(
     })
     .await?;
     let now = crate::now_ms();
-    let instances: Vec<_> = state.kernels().into_iter().filter(|k| k.group == group).collect();
+    let instances: Vec<_> = state
+        .kernels()
+        .into_iter()
+        .filter(|k| k.group == group)
+        .collect();
     let series = state
         .history
         .lock()
@@ -147,8 +166,16 @@ async fn render(
             @if let Some(p) = preview { (p) }
         }
     };
-    Ok(super::layout::page(&state, &format!("Consumer group {group}"),
-        Frame { nav: "/groups", refresh: None, flash }, body))
+    Ok(super::layout::page(
+        &state,
+        &format!("Consumer group {group}"),
+        Frame {
+            nav: "/groups",
+            refresh: None,
+            flash,
+        },
+        body,
+    ))
 }
 
 fn lag_table(rows: &[PartitionLag]) -> Markup {
@@ -170,7 +197,10 @@ pub fn chart(series: &crate::sampler::Series) -> Markup {
     if series.len() < 2 {
         return html! { p.muted { "Not enough samples yet (one every sample interval)." } };
     }
-    let (t0, t1) = (series.front().map_or(0, |s| s.0), series.back().map_or(0, |s| s.0));
+    let (t0, t1) = (
+        series.front().map_or(0, |s| s.0),
+        series.back().map_or(0, |s| s.0),
+    );
     let max = series.iter().map(|s| s.1).max().unwrap_or(0).max(1) as f64;
     let span = (t1.saturating_sub(t0)).max(1) as f64;
     let points: Vec<String> = series
@@ -203,7 +233,11 @@ pub async fn reset(
 ) -> Result<Markup, ConsoleError> {
     let form = Form::parse(&body);
     check_csrf(&state, &headers, &form)?;
-    let topic = form.get("topic").map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+    let topic = form
+        .get("topic")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
     let to = form.get("to").unwrap_or("latest").to_owned();
     let value = form.get("value").unwrap_or_default().trim().to_owned();
     let apply = form.get("action") == Some("apply");
@@ -212,14 +246,21 @@ pub async fn reset(
     let plan = blocking(move || plan_reset(&s, &g, topic2.as_deref(), &to2, &value2)).await?;
     if apply {
         let now = crate::now_ms();
-        if state.kernels().iter().any(|k| k.group == group && !k.is_stale(now)) {
+        if state
+            .kernels()
+            .iter()
+            .any(|k| k.group == group && !k.is_stale(now))
+        {
             return Err(ConsoleError::BadRequest(format!(
                 "group {group} has running kernel instances: stop them before resetting its offsets"
             )));
         }
         let (s, g, p) = (state.clone(), group.clone(), plan.clone());
         blocking(move || commit_plan(&s, &g, &p)).await?;
-        let flash = Some((true, format!("offsets of {} partition(s) reset to {to}", plan.len())));
+        let flash = Some((
+            true,
+            format!("offsets of {} partition(s) reset to {to}", plan.len()),
+        ));
         return render(state, group, flash, None).await;
     }
     let preview = html! {
@@ -256,10 +297,20 @@ fn plan_reset(
         if let Some(t) = topic {
             // A group that never committed on this topic: every partition of it.
             let cluster = kafka::cluster(&state.client)?;
-            let parts = cluster.topic(t).map(|t| t.partitions.clone()).unwrap_or_default();
+            let parts = cluster
+                .topic(t)
+                .map(|t| t.partitions.clone())
+                .unwrap_or_default();
             for p in parts {
                 let (low, high) = kafka::watermarks(&state.client, t, p)?;
-                rows.push(PartitionLag { topic: t.to_owned(), partition: p, committed: None, low, high, lag: high - low });
+                rows.push(PartitionLag {
+                    topic: t.to_owned(),
+                    partition: p,
+                    committed: None,
+                    low,
+                    high,
+                    lag: high - low,
+                });
             }
         }
     }
@@ -270,7 +321,9 @@ fn plan_reset(
     }
     let time = if to == "time" {
         Some(crate::clock::parse(value).ok_or_else(|| {
-            ConsoleError::BadRequest(format!("{value:?} is not a time like 2026-12-03T18:00 (UTC)"))
+            ConsoleError::BadRequest(format!(
+                "{value:?} is not a time like 2026-12-03T18:00 (UTC)"
+            ))
         })?)
     } else {
         None
@@ -286,7 +339,11 @@ fn plan_reset(
                 .clamp(r.low, r.high),
             "time" => {
                 let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(time.unwrap_or(0)));
+                let _ = tpl.add_partition_offset(
+                    &r.topic,
+                    r.partition,
+                    Offset::Offset(time.unwrap_or(0)),
+                );
                 let found = state
                     .client
                     .offsets_for_times(tpl, kafka::TIMEOUT)

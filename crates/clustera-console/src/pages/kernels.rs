@@ -59,5 +59,14 @@ pub async fn page(Extract(state): Extract<Arc<State>>) -> Markup {
             "a tombstone on a clean stop; an instance silent for three intervals is shown down." }
         (table(&kernels, now))
     };
-    super::layout::page(&state, "Kernels", Frame { nav: "/kernels", refresh: Some(5), ..Frame::default() }, body)
+    super::layout::page(
+        &state,
+        "Kernels",
+        Frame {
+            nav: "/kernels",
+            refresh: Some(5),
+            ..Frame::default()
+        },
+        body,
+    )
 }

@@ -21,7 +21,11 @@ pub async fn page_handler(state: Arc<State>) -> Result<Markup, ConsoleError> {
     let now = crate::now_ms();
     let kernels = state.kernels();
     let up = kernels.iter().filter(|k| !k.is_stale(now)).count();
-    let user_topics = cluster.topics.iter().filter(|t| !t.name.starts_with("__")).count();
+    let user_topics = cluster
+        .topics
+        .iter()
+        .filter(|t| !t.name.starts_with("__"))
+        .count();
     let total_lag: i64 = groups.iter().filter_map(|g| g.lag).sum();
     let dlqs = state.dlq_topics(cluster.topics.iter().map(|t| t.name.as_str()));
     let body = html! {
@@ -43,7 +47,16 @@ pub async fn page_handler(state: Arc<State>) -> Result<Markup, ConsoleError> {
         h2 { "Kernels" }
         (super::kernels::table(&kernels, now))
     };
-    Ok(super::layout::page(&state, "Overview", Frame { nav: "/", refresh: Some(10), ..Frame::default() }, body))
+    Ok(super::layout::page(
+        &state,
+        "Overview",
+        Frame {
+            nav: "/",
+            refresh: Some(10),
+            ..Frame::default()
+        },
+        body,
+    ))
 }
 
 /// `GET /`.

@@ -29,7 +29,15 @@ pub async fn list(Extract(state): Extract<Arc<State>>) -> Result<Markup, Console
             }
         }
     };
-    Ok(super::layout::page(&state, "Topics", Frame { nav: "/topics", ..Frame::default() }, body))
+    Ok(super::layout::page(
+        &state,
+        "Topics",
+        Frame {
+            nav: "/topics",
+            ..Frame::default()
+        },
+        body,
+    ))
 }
 
 /// The browser's query string.
@@ -52,8 +60,14 @@ pub struct BrowseParams {
 impl BrowseParams {
     /// The browse query these ask for, or what is wrong with them.
     pub fn query(&self) -> Result<browse::Query, ConsoleError> {
-        let bad = |what: &str, v: &str| ConsoleError::BadRequest(format!("{what}: {v:?} is not valid"));
-        let some = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let bad =
+            |what: &str, v: &str| ConsoleError::BadRequest(format!("{what}: {v:?} is not valid"));
+        let some = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         let partition = match some(&self.partition) {
             None => 0,
             Some(p) => p.parse().map_err(|_| bad("partition", &p))?,
@@ -103,7 +117,9 @@ async fn render(
             .ok_or_else(|| ConsoleError::NotFound(format!("unknown topic {t}")))?;
         if !info.partitions.contains(&q.partition) {
             return Err(ConsoleError::BadRequest(format!(
-                "topic {t} has no partition {} (it has {})", q.partition, info.partitions.len()
+                "topic {t} has no partition {} (it has {})",
+                q.partition,
+                info.partitions.len()
             )));
         }
         let mut partitions = Vec::new();
@@ -139,7 +155,16 @@ async fn render(
             }
         }
     };
-    Ok(super::layout::page(&state, &format!("Topic {topic}"), Frame { nav: "/topics", refresh: None, flash }, body))
+    Ok(super::layout::page(
+        &state,
+        &format!("Topic {topic}"),
+        Frame {
+            nav: "/topics",
+            refresh: None,
+            flash,
+        },
+        body,
+    ))
 }
 
 /// The browser's form.
@@ -232,20 +257,33 @@ pub async fn produce(
 ) -> Result<Markup, ConsoleError> {
     let form = Form::parse(&body);
     check_csrf(&state, &headers, &form)?;
-    let partition = match form.get("partition").map(str::trim).filter(|p| !p.is_empty()) {
-        None => None,
-        Some(p) => Some(p.parse::<i32>().map_err(|_| {
-            ConsoleError::BadRequest(format!("partition: {p:?} is not a number"))
-        })?),
-    };
+    let partition =
+        match form
+            .get("partition")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            None => None,
+            Some(p) => Some(p.parse::<i32>().map_err(|_| {
+                ConsoleError::BadRequest(format!("partition: {p:?} is not a number"))
+            })?),
+        };
     let key = form.get("key").filter(|k| !k.is_empty()).map(str::to_owned);
     let value = form.get("value").unwrap_or_default().replace("\r\n", "\n");
     let mut hs = OwnedHeaders::new();
-    for line in form.get("headers").unwrap_or_default().lines().filter(|l| !l.trim().is_empty()) {
+    for line in form
+        .get("headers")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let (n, v) = line.split_once('=').ok_or_else(|| {
             ConsoleError::BadRequest(format!("header {line:?} is not name=value"))
         })?;
-        hs = hs.insert(Header { key: n.trim(), value: Some(v.trim()) });
+        hs = hs.insert(Header {
+            key: n.trim(),
+            value: Some(v.trim()),
+        });
     }
     let mut record = FutureRecord::to(&topic).payload(&value).headers(hs);
     if let Some(k) = &key {
@@ -256,9 +294,18 @@ pub async fn produce(
     }
     let sent = state.producer.send(record, Duration::from_secs(10)).await;
     let flash = match sent {
-        Ok(d) => (true, format!("produced to {topic} partition {} at offset {}", d.partition, d.offset)),
+        Ok(d) => (
+            true,
+            format!(
+                "produced to {topic} partition {} at offset {}",
+                d.partition, d.offset
+            ),
+        ),
         Err((e, _)) => (false, format!("producing to {topic} failed: {e}")),
     };
-    let params = BrowseParams { partition: partition.map(|p| p.to_string()), ..BrowseParams::default() };
+    let params = BrowseParams {
+        partition: partition.map(|p| p.to_string()),
+        ..BrowseParams::default()
+    };
     render(state, topic, params, Some(flash)).await
 }

@@ -85,7 +85,10 @@ pub struct StatusRecord {
 impl StatusRecord {
     /// The record's key: one per running instance.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}/{}", self.group, self.client_id, self.host, self.pid)
+        format!(
+            "{}/{}/{}/{}",
+            self.group, self.client_id, self.host, self.pid
+        )
     }
 
     /// Whether an instance that reported this has gone silent at `now_ms`: no record for
@@ -299,7 +302,11 @@ mod tests {
 
     #[test]
     fn records_carry_rates_over_the_interval_and_round_trip_as_json() {
-        let telemetry = Telemetry::new("k", Health::new(Duration::from_secs(60)), Redactor::new(Vec::<String>::new()));
+        let telemetry = Telemetry::new(
+            "k",
+            Health::new(Duration::from_secs(60)),
+            Redactor::new(Vec::<String>::new()),
+        );
         telemetry.health.poll_turned();
         let id = Identity {
             kernel: "k".into(),
@@ -328,7 +335,10 @@ mod tests {
             (&before, 11_000),
             &telemetry,
         );
-        assert_eq!(r.key(), "g/c/h/".to_owned() + &std::process::id().to_string());
+        assert_eq!(
+            r.key(),
+            "g/c/h/".to_owned() + &std::process::id().to_string()
+        );
         assert_eq!(r.processed, 152);
         assert!((r.processed_per_s - 5.2).abs() < 1e-9);
         assert!((r.retries_per_s - 1.0).abs() < 1e-9);
