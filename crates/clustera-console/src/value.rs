@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(len, 3);
         assert_eq!(
             dump,
-            format!("00000000  ff 00 41 {}  ..A\n", "   ".repeat(13))
+            format!("00000000  ff 00 41 {} ..A\n", "   ".repeat(13))
         );
         assert_eq!(show(Some(b"a\x01b")).kind(), "binary");
     }
