@@ -278,3 +278,38 @@ fn numbers_and_topics_are_checked() {
     let e = error_for(&[("KAFKA_TOPIC", " , ")]);
     assert_eq!(e.variable, "KAFKA_TOPIC");
 }
+
+#[test]
+fn status_reporting_is_on_by_default_and_can_be_moved_or_turned_off() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.runtime.status_topic.as_deref(), Some("clustera.status"));
+    assert_eq!(
+        c.runtime.status_interval,
+        std::time::Duration::from_secs(10)
+    );
+    let c = load(&[
+        ("CLUSTERA_STATUS_TOPIC", "ops.status"),
+        ("CLUSTERA_STATUS_INTERVAL_MS", "2500"),
+    ])
+    .unwrap();
+    assert_eq!(c.runtime.status_topic.as_deref(), Some("ops.status"));
+    assert_eq!(
+        c.runtime.status_interval,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(
+        load(&[("CLUSTERA_STATUS_TOPIC", "OFF")])
+            .unwrap()
+            .runtime
+            .status_topic,
+        None
+    );
+    assert_eq!(
+        error_for(&[("CLUSTERA_STATUS_INTERVAL_MS", "10")]).variable,
+        "CLUSTERA_STATUS_INTERVAL_MS"
+    );
+    assert_eq!(
+        error_for(&[("CLUSTERA_STATUS_TOPIC", "a b")]).variable,
+        "CLUSTERA_STATUS_TOPIC"
+    );
+}
