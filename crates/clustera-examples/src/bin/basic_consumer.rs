@@ -56,6 +56,10 @@ struct Args {
     /// Stop after this many seconds without a message.
     #[arg(long)]
     idle_exit_secs: Option<u64>,
+    /// The group protocol: `classic` (every broker) or `consumer` (KIP-848: Kafka 4.0 and
+    /// later, and `clustera dev`, where a member that rejoins gets its partitions at once).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", default_value = "classic")]
+    group_protocol: String,
 }
 
 /// The event `basic-producer` sends.
@@ -92,6 +96,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .set("client.id", "basic-consumer")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("group.protocol", &args.group_protocol)
         .create()?;
     consumer.subscribe(&[&args.topic])?;
     let idle = args

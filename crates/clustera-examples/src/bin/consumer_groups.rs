@@ -102,8 +102,9 @@ impl ConsumerContext for MemberContext {
             // `poll`, so the consumer's position is exactly what is done.
             let commit = match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => "committed".to_owned(),
+                // The asynchronous commits after each record already covered everything.
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                    "nothing to commit".to_owned()
+                    "already committed".to_owned()
                 }
                 Err(e) => format!("COMMIT FAILED: {e}"),
             };
@@ -123,6 +124,8 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            // An incremental rebalance that gives this member nothing new.
+            Rebalance::Assign(tpl) if tpl.count() == 0 => {}
             Rebalance::Assign(tpl) => {
                 let new = partitions(tpl);
                 let mut seen = lock(&self.seen);
@@ -173,9 +176,7 @@ impl Member {
         match args.protocol {
             Protocol::Consumer => config.set("group.protocol", "consumer"),
             // Cooperative: only the partitions that move are revoked, like KIP-848.
-            Protocol::Classic => {
-                config.set("partition.assignment.strategy", "cooperative-sticky")
-            }
+            Protocol::Classic => config.set("partition.assignment.strategy", "cooperative-sticky"),
         };
         let context = MemberContext {
             name: name.clone(),
@@ -212,7 +213,10 @@ impl Member {
             // the callbacks above.
             consumer.unsubscribe();
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !lock(&seen).owned.get(&member).is_none_or(BTreeSet::is_empty)
+            while !lock(&seen)
+                .owned
+                .get(&member)
+                .is_none_or(BTreeSet::is_empty)
                 && Instant::now() < deadline
             {
                 let _ = consumer.poll(Duration::from_millis(50));

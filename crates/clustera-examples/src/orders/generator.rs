@@ -43,12 +43,7 @@ pub struct Storefront {
 }
 
 /// The poison kinds, in turn.
-const POISON: [&str; 4] = [
-    "not JSON",
-    "quantity 0",
-    "unknown product",
-    "no lines",
-];
+const POISON: [&str; 4] = ["not JSON", "quantity 0", "unknown product", "no lines"];
 
 impl Storefront {
     /// `orders` orders from `seed`: one in 25 poison, one in 20 of the others submitted twice,
@@ -66,7 +61,9 @@ impl Storefront {
             if i % 25 == 24 {
                 let kind = POISON[(i / 25) % POISON.len()];
                 let value = match kind {
-                    "not JSON" => format!("{{\"order_id\": \"{order_id}\", \"lines\": [").into_bytes(),
+                    "not JSON" => {
+                        format!("{{\"order_id\": \"{order_id}\", \"lines\": [").into_bytes()
+                    }
                     _ => {
                         let lines = match kind {
                             "quantity 0" => vec![line("cable", 0)],

@@ -8,7 +8,7 @@ use clustera::{Context, Kernel, KernelError, Message, Outcome, Record};
 
 use super::events::{FinalState, OrderEvent, OrderRequest};
 use super::stores::{
-    Carrier, Catalog, Charge, Done, Gateway, OrderBook, Placement, PlacedOrders, Reservation,
+    Carrier, Catalog, Charge, Done, Gateway, OrderBook, PlacedOrders, Placement, Reservation,
     Warehouse,
 };
 use super::topics;
@@ -142,7 +142,10 @@ impl Kernel for Inventory {
                 count(self.0.warehouse.release(&order), &self.0.repeats.inventory);
                 Ok(Outcome::Ack)
             }
-            other => Ok(Outcome::skip(format!("{} is not for inventory", other.type_name()))),
+            other => Ok(Outcome::skip(format!(
+                "{} is not for inventory",
+                other.type_name()
+            ))),
         }
     }
 }
@@ -166,7 +169,11 @@ impl Kernel for Payment {
         // A 503 may pass: transient, so the runtime retries this message with backoff
         // (nothing later in the partition overtakes it) and dead-letters it only after
         // CLUSTERA_MAX_ATTEMPTS.
-        let (charge, done) = self.0.gateway.charge(&order).map_err(KernelError::transient)?;
+        let (charge, done) = self
+            .0
+            .gateway
+            .charge(&order)
+            .map_err(KernelError::transient)?;
         count(done, &self.0.repeats.payment);
         let event = match charge {
             Charge::Captured(payment_id) => OrderEvent::PaymentCaptured { order, payment_id },
@@ -195,7 +202,11 @@ impl Kernel for Shipping {
         };
         let (tracking, done) = self.0.carrier.ship(&order);
         count(done, &self.0.repeats.shipping);
-        emit(ctx, topics::SHIPMENTS, &OrderEvent::OrderShipped { order, tracking })?;
+        emit(
+            ctx,
+            topics::SHIPMENTS,
+            &OrderEvent::OrderShipped { order, tracking },
+        )?;
         Ok(Outcome::Ack)
     }
 }
@@ -285,8 +296,16 @@ mod tests {
             "{:?}",
             run.outcome
         );
-        let first = event(&intake.process_value(None, &request("o-2", "c", "mouse")).await);
-        let again = event(&intake.process_value(None, &request("o-2", "c", "mouse")).await);
+        let first = event(
+            &intake
+                .process_value(None, &request("o-2", "c", "mouse"))
+                .await,
+        );
+        let again = event(
+            &intake
+                .process_value(None, &request("o-2", "c", "mouse"))
+                .await,
+        );
         assert_eq!(first, again, "a repeat sends the same event on");
         assert_eq!(s.repeats.orders.load(Ordering::Relaxed), 1);
         let run = intake

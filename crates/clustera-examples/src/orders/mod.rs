@@ -48,5 +48,12 @@ pub mod topics {
     /// The one dead-letter topic of every kernel of the flow (`CLUSTERA_DLQ_TOPIC`).
     pub const DEAD_LETTERS: &str = "orders.dlq";
     /// Every topic the kernels produce to or consume, dead letters included.
-    pub const ALL: [&str; 6] = [REQUESTS, PLACED, INVENTORY, PAYMENTS, SHIPMENTS, DEAD_LETTERS];
+    pub const ALL: [&str; 6] = [
+        REQUESTS,
+        PLACED,
+        INVENTORY,
+        PAYMENTS,
+        SHIPMENTS,
+        DEAD_LETTERS,
+    ];
 }

@@ -321,10 +321,7 @@ impl OrderBook {
         match s.finals.get(&order.order_id) {
             Some(known) if *known == state => Done::Before,
             Some(known) => {
-                let conflict = format!(
-                    "order {}: {state} after {known}",
-                    order.order_id
-                );
+                let conflict = format!("order {}: {state} after {known}", order.order_id);
                 s.conflicts.push(conflict);
                 Done::Before
             }
