@@ -34,6 +34,8 @@ pub struct Storefront {
     pub records: Vec<(Option<String>, Vec<u8>)>,
     /// The expected final state of each valid order.
     pub expected: BTreeMap<String, FinalState>,
+    /// Each valid order as requested.
+    pub requests: BTreeMap<String, OrderRequest>,
     /// The poison requests: key and what is wrong with them.
     pub poison: Vec<(String, &'static str)>,
     /// Requests submitted a second time.
@@ -101,6 +103,7 @@ impl Storefront {
             }
             out.expected.insert(order_id.clone(), expected);
             let value = json(&request);
+            out.requests.insert(order_id.clone(), request);
             if i % 20 == 3 {
                 resubmit.push((Some(order_id.clone()), value.clone()));
             }
