@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     per_phase: u64,
     /// Group protocol.
-    #[arg(long, value_enum, default_value_t = Protocol::Consumer)]
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", value_enum, default_value_t = Protocol::Consumer)]
     protocol: Protocol,
 }
 
