@@ -321,6 +321,9 @@ struct FinalCount {
 struct KernelSummary {
     name: String,
     acked: u64,
+    /// Acknowledged events meant for another kernel (the replay's are counted with the
+    /// first group's).
+    ignored: u64,
     skipped: u64,
     dead_lettered: u64,
     retries: u64,
@@ -480,7 +483,14 @@ impl Summary {
             ));
         }
 
-        let r = &services.repeats;
+        let c = &services.counters;
+        let handlers = [
+            ("orders", &c.orders),
+            ("inventory", &c.inventory),
+            ("payment", &c.payment),
+            ("shipping", &c.shipping),
+            ("notification", &c.notification),
+        ];
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Summary {
             submitted: storefront.expected.len() + storefront.poison.len(),
@@ -501,22 +511,20 @@ impl Summary {
                 .map(|(name, s)| KernelSummary {
                     name: name.clone(),
                     acked: s.acked,
+                    ignored: handlers
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(0, |(_, h)| load(&h.ignored)),
                     skipped: s.skipped,
                     dead_lettered: s.dead_lettered,
                     retries: s.retries,
                     records: s.outputs_acked,
                 })
                 .collect(),
-            repeats: [
-                ("orders", load(&r.orders)),
-                ("inventory", load(&r.inventory)),
-                ("payment", load(&r.payment)),
-                ("shipping", load(&r.shipping)),
-                ("notification", load(&r.notification)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+            repeats: handlers
+                .iter()
+                .map(|(name, h)| ((*name).to_owned(), load(&h.repeats)))
+                .collect(),
             problems,
         }
     }
@@ -547,7 +555,7 @@ impl Summary {
             println!("  {kind:<16} {n:>4}  e.g. {error}");
         }
         println!(
-            "\nkernel                   acked  skipped  dead letters  retries  records  repeats absorbed"
+            "\nkernel                   acked  (not for it)  dead letters  retries  records  repeats absorbed"
         );
         for k in &self.kernels {
             let repeats = if k.name.ends_with("(replay)") {
@@ -556,8 +564,8 @@ impl Summary {
                 self.repeats.get(&k.name).copied().unwrap_or(0).to_string()
             };
             println!(
-                "  {:<20} {:>7}  {:>7}  {:>12}  {:>7}  {:>7}  {repeats:>16}",
-                k.name, k.acked, k.skipped, k.dead_lettered, k.retries, k.records
+                "  {:<20} {:>7}  {:>12}  {:>12}  {:>7}  {:>7}  {repeats:>16}",
+                k.name, k.acked, k.ignored, k.dead_lettered, k.retries, k.records
             );
         }
         println!(

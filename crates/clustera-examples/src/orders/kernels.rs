@@ -28,8 +28,8 @@ pub struct Services {
     pub carrier: Carrier,
     /// The read side.
     pub book: OrderBook,
-    /// Redeliveries each handler recognised and absorbed.
-    pub repeats: Repeats,
+    /// What each handler counted.
+    pub counters: Counters,
 }
 
 impl Services {
@@ -42,29 +42,47 @@ impl Services {
             gateway: Gateway::new(limits),
             carrier: Carrier::default(),
             book: OrderBook::default(),
-            repeats: Repeats::default(),
+            counters: Counters::default(),
         }
     }
 }
 
-/// How many repeats each handler absorbed.
+/// What each kernel's handler counted.
 #[derive(Debug, Default)]
-pub struct Repeats {
-    /// A request placed before (a storefront retry, or a redelivery).
-    pub orders: AtomicU64,
-    /// A reservation or release made before.
-    pub inventory: AtomicU64,
-    /// A charge made before.
-    pub payment: AtomicU64,
-    /// A shipment booked before.
-    pub shipping: AtomicU64,
-    /// A final state recorded before.
-    pub notification: AtomicU64,
+pub struct Counters {
+    /// `orders`: a request placed before (a storefront retry, or a redelivery).
+    pub orders: HandlerCounters,
+    /// `inventory`: a reservation or release made before.
+    pub inventory: HandlerCounters,
+    /// `payment`: a charge made before.
+    pub payment: HandlerCounters,
+    /// `shipping`: a shipment booked before.
+    pub shipping: HandlerCounters,
+    /// `notification`: a final state recorded before.
+    pub notification: HandlerCounters,
 }
 
-fn count(done: Done, counter: &AtomicU64) {
-    if done == Done::Before {
-        counter.fetch_add(1, Ordering::Relaxed);
+/// One handler's counts of the messages it acknowledged without doing anything.
+#[derive(Debug, Default)]
+pub struct HandlerCounters {
+    /// Work done before: a redelivery or a resubmission, absorbed.
+    pub repeats: AtomicU64,
+    /// Events on its topics that are not for it (another kernel's business).
+    pub ignored: AtomicU64,
+}
+
+impl HandlerCounters {
+    fn done(&self, done: Done) {
+        if done == Done::Before {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Acknowledges an event that is not for this kernel. Not a skip: a skip is logged as
+    /// a warning, and a topic shared by several kernels is not worth one line per event.
+    fn ignore(&self) -> Result<Outcome, KernelError> {
+        self.ignored.fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::Ack)
     }
 }
 
@@ -100,7 +118,7 @@ impl Kernel for Intake {
         };
         match self.0.placed.place(order) {
             Placement::Placed(order, done) => {
-                count(done, &self.0.repeats.orders);
+                self.0.counters.orders.done(done);
                 emit(ctx, topics::PLACED, &OrderEvent::OrderPlaced { order })?;
                 Ok(Outcome::Ack)
             }
@@ -128,7 +146,7 @@ impl Kernel for Inventory {
         match msg.json::<OrderEvent>()? {
             OrderEvent::OrderPlaced { order } => {
                 let (reservation, done) = self.0.warehouse.reserve(&order);
-                count(done, &self.0.repeats.inventory);
+                self.0.counters.inventory.done(done);
                 let event = match reservation {
                     Reservation::Held | Reservation::Released => {
                         OrderEvent::StockReserved { order }
@@ -139,13 +157,11 @@ impl Kernel for Inventory {
                 Ok(Outcome::Ack)
             }
             OrderEvent::PaymentDeclined { order, .. } => {
-                count(self.0.warehouse.release(&order), &self.0.repeats.inventory);
+                let done = self.0.warehouse.release(&order);
+                self.0.counters.inventory.done(done);
                 Ok(Outcome::Ack)
             }
-            other => Ok(Outcome::skip(format!(
-                "{} is not for inventory",
-                other.type_name()
-            ))),
+            _ => self.0.counters.inventory.ignore(),
         }
     }
 }
@@ -164,7 +180,7 @@ impl Kernel for Payment {
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
         let OrderEvent::StockReserved { order } = msg.json::<OrderEvent>()? else {
-            return Ok(Outcome::skip("nothing to charge"));
+            return self.0.counters.payment.ignore();
         };
         // A 503 may pass: transient, so the runtime retries this message with backoff
         // (nothing later in the partition overtakes it) and dead-letters it only after
@@ -174,7 +190,7 @@ impl Kernel for Payment {
             .gateway
             .charge(&order)
             .map_err(KernelError::transient)?;
-        count(done, &self.0.repeats.payment);
+        self.0.counters.payment.done(done);
         let event = match charge {
             Charge::Captured(payment_id) => OrderEvent::PaymentCaptured { order, payment_id },
             Charge::Declined(reason) => OrderEvent::PaymentDeclined { order, reason },
@@ -198,10 +214,10 @@ impl Kernel for Shipping {
 
     async fn process(&self, msg: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
         let OrderEvent::PaymentCaptured { order, .. } = msg.json::<OrderEvent>()? else {
-            return Ok(Outcome::skip("nothing to ship"));
+            return self.0.counters.shipping.ignore();
         };
         let (tracking, done) = self.0.carrier.ship(&order);
-        count(done, &self.0.repeats.shipping);
+        self.0.counters.shipping.done(done);
         emit(
             ctx,
             topics::SHIPMENTS,
@@ -241,12 +257,10 @@ impl Kernel for Notification {
                 let text = format!("Your order is on its way: {tracking}.");
                 (order, FinalState::Shipped, text)
             }
-            other => return Ok(Outcome::skip(format!("{} is not final", other.type_name()))),
+            _ => return self.0.counters.notification.ignore(),
         };
-        count(
-            self.0.book.finish(&order, state, text),
-            &self.0.repeats.notification,
-        );
+        let done = self.0.book.finish(&order, state, text);
+        self.0.counters.notification.done(done);
         Ok(Outcome::Ack)
     }
 }
@@ -307,7 +321,7 @@ mod tests {
                 .await,
         );
         assert_eq!(first, again, "a repeat sends the same event on");
-        assert_eq!(s.repeats.orders.load(Ordering::Relaxed), 1);
+        assert_eq!(s.counters.orders.repeats.load(Ordering::Relaxed), 1);
         let run = intake
             .process_value(None, &request("o-2", "c", "cable"))
             .await;
@@ -413,6 +427,6 @@ mod tests {
         }
         assert_eq!(s.book.notifications().len(), 1);
         assert_eq!(s.book.finals()["o-5"], FinalState::Shipped);
-        assert_eq!(s.repeats.notification.load(Ordering::Relaxed), 2);
+        assert_eq!(s.counters.notification.repeats.load(Ordering::Relaxed), 2);
     }
 }
