@@ -91,7 +91,9 @@ async fn run_outbox(args: OutboxDemoArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("starting a throwaway PostgreSQL")?;
     let broker = MockBroker::start(1).context("starting the embedded broker")?;
-    let topic = RelayConfig::default().topic;
+    let topic = RelayConfig::default()
+        .topic()
+        .context("the default relay format has one topic")?;
     broker.create_topic(&topic, 4)?;
     broker.create_topic(&format!("{topic}.dlq"), 1)?;
     let bootstrap = broker.bootstrap().to_owned();

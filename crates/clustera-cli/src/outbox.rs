@@ -228,7 +228,10 @@ async fn bench_relay_once(events: usize, batch: usize, read: ReadMode) -> anyhow
     // The mock cluster keeps at most 5 MB per partition: about 600 bytes an event, 4 MB a
     // partition, so every record is kept (the broker's work is the same as a real one's).
     let partitions = i32::try_from(events.div_ceil((4 << 20) / 600).max(4))?;
-    broker.create_topic(&config.topic, partitions)?;
+    let topic = config
+        .topic()
+        .context("the benchmark writes Debezium change events, to one topic")?;
+    broker.create_topic(&topic, partitions)?;
     let client = connect(pg.url()).await?;
     init(&client, &config).await?;
     let mut first = 0i64;

@@ -51,7 +51,6 @@ mod telemetry;
 pub mod wakeup;
 pub mod walsender;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +64,8 @@ use rdkafka::ClientConfig;
 use tokio_postgres::Client;
 
 use crate::pg::{Target, TargetError};
-use event::Relation;
+use clustera_debezium::{EncodeError, OutputFormat};
+use event::Tables;
 pub use telemetry::{RelayMetrics, RelayTelemetry};
 use wakeup::Wakeups;
 pub use walsender::WalsenderError;
@@ -91,10 +91,14 @@ pub struct RelayConfig {
     pub publication: String,
     /// The logical replication slot (pgoutput).
     pub slot: String,
-    /// Kafka topic of the change events.
-    pub topic: String,
-    /// Column whose value keys the Kafka record.
-    pub key_column: String,
+    /// What the records look like: Debezium's change event (topic
+    /// `<prefix>.<schema>.<table>`, keyed by `aggregate_id`) or the Outbox Event Router's form,
+    /// with their settings (`CLUSTERA_OUTBOX_FORMAT` and the variables of
+    /// [`OutputFormat::from_vars`]).
+    pub format: OutputFormat,
+    /// Where rows the format refuses go (`CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC`); unset, such a
+    /// row stops the relay.
+    pub dead_letter_topic: Option<String>,
     /// Peek only: changes read per round trip (whole transactions are always read).
     pub batch: i32,
     /// Peek only: the channel the outbox trigger notifies at commit.
@@ -118,8 +122,8 @@ impl Default for RelayConfig {
             table: "event_outbox".into(),
             publication: "clustera_outbox".into(),
             slot: "clustera_outbox".into(),
-            topic: "postgres.activity.event_outbox".into(),
-            key_column: "aggregate_id".into(),
+            format: OutputFormat::default(),
+            dead_letter_topic: None,
             batch: 2000,
             channel: wakeup::CHANNEL.into(),
             read: ReadMode::Stream,
@@ -145,15 +149,16 @@ impl RelayConfig {
             ("CLUSTERA_OUTBOX_TABLE", &mut c.table),
             ("CLUSTERA_OUTBOX_PUBLICATION", &mut c.publication),
             ("CLUSTERA_OUTBOX_SLOT", &mut c.slot),
-            ("CLUSTERA_OUTBOX_KEY_COLUMN", &mut c.key_column),
         ] {
             if let Some(v) = text(name) {
                 *field = v;
             }
         }
-        let prefix = text("CLUSTERA_OUTBOX_TOPIC_PREFIX").unwrap_or_else(|| "postgres".into());
-        c.topic = text("CLUSTERA_OUTBOX_TOPIC")
-            .unwrap_or_else(|| format!("{prefix}.{}.{}", c.schema, c.table));
+        c.dead_letter_topic = text("CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC");
+        c.format = OutputFormat::from_vars(var).map_err(|e| match e {
+            EncodeError::Config { setting, problem } => ConfigError::invalid(setting, problem),
+            other => ConfigError::invalid("CLUSTERA_OUTBOX_FORMAT", other.to_string()),
+        })?;
         c.read = match text("CLUSTERA_RELAY_READ").as_deref() {
             None | Some("stream") => ReadMode::Stream,
             Some("peek") => ReadMode::Peek,
@@ -186,6 +191,17 @@ impl RelayConfig {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
         Ok(c)
+    }
+}
+
+impl RelayConfig {
+    /// The one topic every event goes to, for the raw change event; `None` for the Outbox
+    /// Event Router, whose topics depend on each row.
+    pub fn topic(&self) -> Option<String> {
+        match &self.format {
+            OutputFormat::Debezium(c) => Some(c.topic_for(&self.schema, &self.table)),
+            OutputFormat::Router(_) => None,
+        }
     }
 }
 
@@ -236,6 +252,30 @@ pub enum RelayError {
     /// Kafka refused an event.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The outbox table cannot be written in the configured format (a column the format
+    /// needs is missing, or a column's type is not mapped).
+    #[error("outbox table {table}: {source} (see CLUSTERA_OUTBOX_FORMAT and its settings)")]
+    Table {
+        /// `schema.table`.
+        table: String,
+        /// Why.
+        source: EncodeError,
+    },
+    /// An outbox row cannot be written in the configured format (for the Outbox Event
+    /// Router, a null route-by or event-id column, say), and no dead-letter topic is set.
+    #[error(
+        "outbox row at LSN {lsn} (transaction {xid}): {source}. The relay stops rather than \
+         skip it; set CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC to send such rows there instead, or \
+         change the format's settings"
+    )]
+    Row {
+        /// The row's LSN.
+        lsn: String,
+        /// Its transaction.
+        xid: u32,
+        /// Why.
+        source: EncodeError,
+    },
     /// The stream inserted into a relation it had not described first (a server bug).
     #[error("the replication stream has an insert into relation {0}, which it never described")]
     UnknownRelation(u32),
@@ -343,7 +383,9 @@ pub struct Relay {
     client: Client,
     producer: FutureProducer,
     config: RelayConfig,
-    relations: HashMap<u32, Relation>,
+    tables: Tables,
+    /// Peek only: the last commit seen, carried from one round to the next.
+    peek_origin: event::Origin,
     relayed: Arc<AtomicU64>,
     wakeups: Option<Wakeups>,
     telemetry: Option<Arc<RelayTelemetry>>,
@@ -365,12 +407,24 @@ impl Relay {
         let target = Target::parse(url)?;
         let client = target.connect().await?;
         client.batch_execute(SESSION_SETTINGS).await?;
+        let database: String = client
+            .query_one("SELECT current_database()", &[])
+            .await?
+            .get(0);
+        let mut tables = Tables::new(
+            config.format.clone(),
+            &config.schema,
+            &config.table,
+            config.dead_letter_topic.clone(),
+        );
+        tables.set_database(&database);
         Ok(Self {
             target,
             client,
             producer: producer_config(kafka).create()?,
             config,
-            relations: HashMap::new(),
+            tables,
+            peek_origin: event::Origin::default(),
             relayed: Arc::default(),
             wakeups: None,
             telemetry: None,
@@ -401,17 +455,18 @@ impl Relay {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), RelayError> {
         tokio::pin!(stop);
-        // Connect to the topic's leaders now rather than on the first event, which would
-        // otherwise wait for them. A failure here is not fatal: sending retries.
-        let (producer, topic) = (self.producer.clone(), self.config.topic.clone());
+        // Connect to the brokers now rather than on the first event, which would otherwise
+        // wait for them (the topics depend on the rows, for the Outbox Event Router). A
+        // failure here is not fatal: sending retries.
+        let producer = self.producer.clone();
         let warmed = tokio::task::spawn_blocking(move || {
             producer
                 .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .fetch_metadata(None, Duration::from_secs(10))
                 .map(drop)
         });
         if let Ok(Err(e)) = warmed.await {
-            tracing::warn!(error = %e, "no metadata for the relay's topic yet");
+            tracing::warn!(error = %e, "no metadata from Kafka yet");
         }
         let result = match self.config.read {
             ReadMode::Stream => self.run_stream(stop).await,
@@ -483,17 +538,22 @@ mod tests {
             ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "7"),
         ]))
         .unwrap();
-        assert_eq!(c.topic, "prod.app.outbox");
+        assert!(
+            matches!(&c.format, OutputFormat::Debezium(d) if d.topic_prefix == "prod" && d.topic.is_none())
+        );
         assert_eq!(c.slot, "s");
         assert_eq!(c.read, ReadMode::Peek);
         assert_eq!(c.heartbeat, Some(Duration::from_millis(500)));
         assert_eq!(c.max_in_flight, 7);
         let c = RelayConfig::from_vars(&vars(&[("CLUSTERA_OUTBOX_TOPIC", "t")])).unwrap();
-        assert_eq!(c.topic, "t");
+        assert!(matches!(&c.format, OutputFormat::Debezium(d) if d.topic.as_deref() == Some("t")));
+        let c = RelayConfig::from_vars(&vars(&[("CLUSTERA_OUTBOX_FORMAT", "router")])).unwrap();
+        assert!(matches!(c.format, OutputFormat::Router(_)));
         for (name, value) in [
             ("CLUSTERA_RELAY_READ", "poll"),
             ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "0"),
             ("CLUSTERA_RELAY_STATUS_INTERVAL_MS", "x"),
+            ("CLUSTERA_OUTBOX_FORMAT", "avro"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] =
                 Box::leak(vec![(name, value)].into_boxed_slice());
