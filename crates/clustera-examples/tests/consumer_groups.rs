@@ -65,3 +65,43 @@ fn members_share_partitions_and_hand_them_over_without_loss_or_duplicates() {
     );
     assert!(!stdout.contains("COMMIT FAILED"), "{stdout}");
 }
+
+#[test]
+fn a_member_beyond_the_partition_count_sits_idle_until_another_leaves() {
+    let broker = MockBroker::start(1).unwrap();
+    broker.create_topic("two-partitions", 2).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_consumer-groups"))
+        .args(["--brokers", broker.bootstrap(), "--topic", "two-partitions"])
+        .args(["--members", "3", "--per-phase", "10"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("produced 40, read 40, lost 0, duplicates 0"),
+        "{stdout}\n{stderr}"
+    );
+    // With three members on two partitions, one has nothing until member-2 leaves.
+    let joined = stdout.find("--- member-3 joins").unwrap();
+    let leaves = stdout.find("--- member-2 leaves").unwrap();
+    let settled: Vec<&str> = stdout[joined..leaves]
+        .lines()
+        .filter(|l| l.contains("settled:"))
+        .collect();
+    assert_eq!(settled.len(), 1, "{stdout}");
+    assert_eq!(
+        settled[0]
+            .matches("idle (more members than partitions)")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    let last = stdout[leaves..]
+        .lines()
+        .find(|l| l.contains("settled:"))
+        .unwrap();
+    assert!(!last.contains("idle"), "{stdout}");
+}

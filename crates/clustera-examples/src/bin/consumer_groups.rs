@@ -338,6 +338,16 @@ fn wait_balanced(seen: &Shared, members: &[String], all: &BTreeSet<i32>) -> anyh
                 .iter()
                 .all(|m| seen.owned.get(m).map_or(0, BTreeSet::len) >= fair);
             if !overlap && &union == all && shared {
+                let owners: Vec<String> = members
+                    .iter()
+                    .map(|m| match seen.owned.get(m) {
+                        Some(owned) if !owned.is_empty() => format!("{m} {}", list(owned)),
+                        // The seed's second common mistake, shown: with more members than
+                        // partitions, some get nothing (KIP-848 does not even call them back).
+                        _ => format!("{m} idle (more members than partitions)"),
+                    })
+                    .collect();
+                println!("          settled: {}", owners.join(" · "));
                 return Ok(());
             }
         }
