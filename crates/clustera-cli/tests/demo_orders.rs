@@ -146,3 +146,25 @@ fn the_outbox_demo_stays_the_default_and_orders_takes_no_outbox_flags() {
         "{help}"
     );
 }
+
+#[test]
+fn runs_on_clustera_dev_and_refuses_topics_that_are_not_new() {
+    let dev = common::Dev::start(&[]);
+    let s = demo(&["--orders", "100", "--brokers", &dev.addr]);
+    assert_eq!(s["problems"], Value::Array(vec![]), "{s}");
+    assert_eq!(s["notifications"], 96);
+    assert_eq!(s["dead_letter_records"], 8);
+    assert_eq!(s["dead_lettered_requests"], 4);
+
+    // A second run would count the first run's records: refused, naming the topic.
+    let out = Command::new(common::BIN)
+        .args(["demo", "orders", "--orders", "10", "--brokers", &dev.addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("topic orders.requests on") && stderr.contains("is not new"),
+        "{stderr}"
+    );
+}

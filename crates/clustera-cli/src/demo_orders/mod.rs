@@ -1,5 +1,5 @@
-//! `clustera demo orders`: seed 002's order-processing system, end to end on the embedded
-//! broker. The five kernels of [`clustera_examples::orders`] run on the Clustera runtime in
+//! `clustera demo orders`: seed 002's order-processing system, end to end on an embedded
+//! broker (or `--brokers`, a fresh `clustera dev`). The five kernels of [`clustera_examples::orders`] run on the Clustera runtime in
 //! this process; a storefront submits orders (some poison, some submitted twice); once every
 //! order is final, a second consumer group of the `orders` kernel reads every request again,
 //! so every kernel downstream sees every event a second time (what a crash before a commit, or
@@ -48,6 +48,10 @@ pub struct OrdersArgs {
     /// Print the summary as one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run on these brokers (a fresh `clustera dev`, say) instead of an embedded one; the
+    /// flow's topics (orders.*) must be new or empty.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 /// The longest the flow (or the replay) may take to settle.
@@ -102,25 +106,35 @@ async fn start<K: Kernel>(
 /// Runs the demo and prints the summary; fails if a check fails.
 pub async fn run(args: OrdersArgs) -> anyhow::Result<()> {
     let storefront = Storefront::generate(args.orders as usize, args.seed);
-    let broker = MockBroker::start(1).context("starting the embedded broker")?;
-    for topic in topics::ALL {
-        let partitions = if topic == topics::DEAD_LETTERS {
-            1
-        } else {
-            args.partitions
-        };
-        broker.create_topic(topic, partitions)?;
-    }
-    let bootstrap = broker.bootstrap().to_owned();
     let say = |line: String| {
         if !args.json {
             println!("{line}");
         }
     };
-    say(format!(
-        "Kafka {bootstrap} (embedded librdkafka mock cluster), {} partitions per topic",
-        args.partitions
-    ));
+    // Kept until the end: the embedded broker lives as long as this value.
+    let mut _embedded = None;
+    let bootstrap = match &args.brokers {
+        None => {
+            let broker = MockBroker::start(1).context("starting the embedded broker")?;
+            for topic in topics::ALL {
+                broker.create_topic(topic, partitions_of(topic, args.partitions))?;
+            }
+            let bootstrap = broker.bootstrap().to_owned();
+            say(format!(
+                "Kafka {bootstrap} (embedded librdkafka mock cluster), {} partitions per topic",
+                args.partitions
+            ));
+            _embedded = Some(broker);
+            bootstrap
+        }
+        Some(brokers) => {
+            let (list, partitions) = (brokers.clone(), args.partitions);
+            let counts =
+                tokio::task::spawn_blocking(move || prepare_topics(&list, partitions)).await??;
+            say(format!("Kafka {brokers}: topics {counts}"));
+            brokers.clone()
+        }
+    };
 
     let services = Arc::new(Services::new(Catalog::demo(), card_limits()));
     let s = || services.clone();
@@ -229,6 +243,56 @@ pub async fn run(args: OrdersArgs) -> anyhow::Result<()> {
         }
         bail!("{} check(s) failed", summary.problems.len())
     }
+}
+
+/// The dead-letter topic has one partition, the others `partitions`.
+fn partitions_of(topic: &str, partitions: i32) -> i32 {
+    if topic == topics::DEAD_LETTERS {
+        1
+    } else {
+        partitions
+    }
+}
+
+/// Makes sure the flow's topics exist on `brokers` and are empty (the checks count every
+/// record), and describes them.
+fn prepare_topics(brokers: &str, partitions: i32) -> anyhow::Result<String> {
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let exists = |topic: &str| -> anyhow::Result<bool> {
+        let metadata = rdkafka::producer::Producer::client(&producer)
+            .fetch_metadata(Some(topic), kafka::TIMEOUT)
+            .with_context(|| format!("cannot reach the brokers at {brokers}"))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()))
+    };
+    let mut described = Vec::new();
+    for topic in topics::ALL {
+        // A producer's metadata request creates the topic where brokers auto-create (as
+        // `clustera dev` does, with 4 partitions; it does not serve CreateTopics). Elsewhere
+        // the admin API creates it.
+        if !exists(topic)? {
+            kafka::create_topic(brokers, topic, partitions_of(topic, partitions))
+                .with_context(|| format!("creating topic {topic}"))?;
+            if !exists(topic)? {
+                bail!("topic {topic} was created on {brokers} but is not visible yet; run again");
+            }
+        }
+        let marks = kafka::watermarks(brokers, topic)?;
+        let held: i64 = marks.values().map(|(low, high)| high - low).sum();
+        if marks.values().any(|(_, high)| *high > 0) {
+            bail!(
+                "topic {topic} on {brokers} is not new ({held} records kept): the demo counts \
+                 every record, so it needs its topics empty; restart `clustera dev` (or delete \
+                 the orders.* topics)"
+            );
+        }
+        described.push(format!("{topic}:{}", marks.len()));
+    }
+    Ok(described.join(" "))
 }
 
 /// Waits until the flow is at rest: every kernel has a final outcome for every record of its
