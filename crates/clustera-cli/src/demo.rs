@@ -101,7 +101,7 @@ async fn run_outbox(args: OutboxDemoArgs) -> anyhow::Result<()> {
     println!("Kafka      {bootstrap}  (embedded librdkafka mock cluster)");
 
     let client = connect(pg.url()).await?;
-    init(&client, &RelayConfig::default()).await?;
+    init(pg.url(), &RelayConfig::default()).await?;
     let store = Arc::new(PgStore::connect(pg.url()).await?);
 
     let kafka = clustera::Config::for_brokers("outbox-demo-relay", &bootstrap, &[]);

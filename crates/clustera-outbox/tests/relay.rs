@@ -64,8 +64,8 @@ async fn table_ids(client: &Client) -> BTreeSet<String> {
 async fn inserts_become_debezium_events_and_the_slot_follows_the_acks() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
-    init(&client, &RelayConfig::default())
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default())
         .await
         .expect("init is idempotent");
     let broker = MockBroker::start(1).unwrap();
@@ -125,7 +125,7 @@ async fn inserts_become_debezium_events_and_the_slot_follows_the_acks() {
 async fn a_relay_stopped_mid_transaction_loses_nothing() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 4)
@@ -192,8 +192,8 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
     let config = RelayConfig::default();
-    init(&client, &config).await.unwrap();
-    init(&client, &config).await.unwrap();
+    init(pg.url(), &config).await.unwrap();
+    init(pg.url(), &config).await.unwrap();
     let wakeups = clustera_outbox::relay::wakeup::Wakeups::listen(pg.url(), &config.channel)
         .await
         .unwrap();
@@ -214,7 +214,7 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
 async fn the_relay_reports_events_wal_commit_to_ack_and_health() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
@@ -303,7 +303,7 @@ async fn slot_active(client: &Client) -> bool {
 async fn a_second_relay_on_the_same_slot_is_refused_and_the_first_keeps_relaying() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
@@ -357,7 +357,7 @@ async fn a_second_relay_on_the_same_slot_is_refused_and_the_first_keeps_relaying
 async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
@@ -379,7 +379,7 @@ async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
     );
 
     // The documented recovery: init creates the slot again; rows from then on are relayed.
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     insert(&client, 0, 1, 10).await;
     relay_until(pg.url(), &bootstrap, 10).await;
 }
@@ -399,7 +399,7 @@ async fn timestamps_are_iso_utc_whatever_the_databases_datestyle() {
     let fresh = connect(pg.url()).await;
     let shown: String = fresh.query_one("SHOW DateStyle", &[]).await.unwrap().get(0);
     assert_eq!(shown, "SQL, DMY");
-    init(&fresh, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 1)
@@ -447,7 +447,7 @@ async fn the_publication_decodes_inserts_only() {
         )
         .await
         .unwrap();
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let row = client
         .query_one(
             "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = 'clustera_outbox'",
@@ -478,7 +478,7 @@ async fn a_quiet_outbox_does_not_hold_back_wal_written_elsewhere() {
     const BOUND: i64 = 64 << 20;
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     client
         .batch_execute("CREATE TABLE public.busy (id bigserial PRIMARY KEY, filler text)")
         .await

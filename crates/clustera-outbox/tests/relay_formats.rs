@@ -64,7 +64,7 @@ async fn ids_by_type(client: &Client) -> BTreeMap<String, BTreeSet<String>> {
 async fn the_router_form_routes_each_aggregate_type_to_its_topic() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     let bootstrap = broker.bootstrap().to_owned();
     for topic in ["outbox.event.User", "outbox.event.Order"] {
@@ -132,7 +132,7 @@ async fn the_router_form_routes_each_aggregate_type_to_its_topic() {
 async fn debezium_events_with_schemas_and_the_primary_key() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     let bootstrap = broker.bootstrap().to_owned();
     let topic = "shop.activity.event_outbox";
@@ -196,7 +196,7 @@ async fn debezium_events_with_schemas_and_the_primary_key() {
 async fn a_table_the_format_cannot_write_stops_the_relay_with_the_reason() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     insert(&client, 0, 1, 1).await;
     let relay = spawn_relay(pg.url(), broker.bootstrap(), config(&router("region"))).await;
@@ -213,7 +213,7 @@ async fn a_table_the_format_cannot_write_stops_the_relay_with_the_reason() {
 async fn a_row_the_format_refuses_stops_the_relay_or_goes_to_the_dead_letter_topic() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     client
         .batch_execute("ALTER TABLE activity.event_outbox ADD COLUMN route text")
         .await

@@ -19,27 +19,43 @@ use super::RelayError;
 /// Microseconds between 1970-01-01 and 2000-01-01, PostgreSQL's epoch.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
+/// The relation id under which the snapshot describes the outbox (0 is PostgreSQL's
+/// invalid OID: never a streamed relation's).
+pub(crate) const SNAPSHOT_RELATION: u32 = 0;
+
 /// Where the rows being decoded come from: the transaction, for the source block.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Origin {
-    /// Transaction id.
+    /// Transaction id (0: none, for a snapshot's rows).
     pub xid: u32,
     /// Commit time, microseconds since 2000-01-01.
     pub commit_ts: i64,
     /// LSN of the previous transaction's commit, once one was seen (`source.sequence`).
     pub last_commit_lsn: Option<u64>,
+    /// Streamed (`False`), or the row's place in a snapshot.
+    pub snapshot: SnapshotRecord,
 }
 
 impl Origin {
+    /// A snapshot's row, read now.
+    pub fn snapshot(marker: SnapshotRecord) -> Self {
+        Self {
+            xid: 0,
+            commit_ts: chrono::Utc::now().timestamp_micros() - PG_EPOCH_US,
+            last_commit_lsn: None,
+            snapshot: marker,
+        }
+    }
+
     /// The source position of a change at `lsn` in this transaction.
     fn position(&self, lsn: u64) -> SourcePosition {
         SourcePosition {
             lsn,
             last_commit_lsn: self.last_commit_lsn,
-            tx_id: Some(i64::from(self.xid)),
+            tx_id: (self.xid != 0).then_some(i64::from(self.xid)),
             commit_time_us: self.commit_ts + PG_EPOCH_US,
             xmin: None,
-            snapshot: SnapshotRecord::False,
+            snapshot: self.snapshot,
         }
     }
 }
@@ -282,8 +298,7 @@ mod tests {
         ];
         let origin = Origin {
             xid: 7,
-            commit_ts: 0,
-            last_commit_lsn: None,
+            ..Origin::default()
         };
         let record = tables.encode(1, &row, &origin, 42).unwrap().unwrap();
         assert_eq!(record.topic, "postgres.app.outbox");

@@ -37,15 +37,24 @@
 //! `pg_logical_slot_peek_binary_changes` over SQL, whole transactions at a time, then
 //! `pg_replication_slot_advance`. Its memory grows with the largest transaction.
 //!
+//! # Around the stream
+//!
+//! Rows already in the outbox when the slot is created, and rows asked for again, are sent
+//! first, as snapshot reads ([`snapshot`]); expired rows are deleted when a retention is set
+//! ([`cleanup`]); each row becomes a record in the configured format ([`event`]), and a row the
+//! format refuses stops the relay or goes to the dead-letter topic.
+//!
 //! Its producer comes from the shared builder ([`clustera::infra::producer`]), so the
 //! `KAFKA_*` settings, `KAFKA_PROPERTY_*` passthrough and the refusal of weak delivery apply
 //! as for every kernel; its metrics and health are served by the shared listener
 //! ([`telemetry::RelayTelemetry`]). The record's key and value are built in one place,
 //! [`event`].
 
+mod cleanup;
 mod event;
 mod peek;
 mod progress;
+mod snapshot;
 mod stream;
 mod telemetry;
 pub mod wakeup;
@@ -66,6 +75,7 @@ use tokio_postgres::Client;
 use crate::pg::{Target, TargetError};
 use clustera_debezium::{EncodeError, OutputFormat};
 use event::Tables;
+pub use snapshot::{mark_since, SnapshotMode, PENDING_TABLE};
 pub use telemetry::{RelayMetrics, RelayTelemetry};
 use wakeup::Wakeups;
 pub use walsender::WalsenderError;
@@ -99,6 +109,15 @@ pub struct RelayConfig {
     /// Where rows the format refuses go (`CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC`); unset, such a
     /// row stops the relay.
     pub dead_letter_topic: Option<String>,
+    /// Rows older than this (by [`time_column`](Self::time_column)) are deleted from the
+    /// outbox by the relay (`CLUSTERA_OUTBOX_RETENTION_MS`; unset: kept).
+    pub retention: Option<Duration>,
+    /// The outbox's time column, for retention and `clustera outbox resend`
+    /// (`CLUSTERA_OUTBOX_TIME_COLUMN`, `created_at`).
+    pub time_column: String,
+    /// Whether `init`, creating the slot, has the rows already in the outbox relayed
+    /// (`CLUSTERA_OUTBOX_SNAPSHOT`: `initial`, the default, or `never`).
+    pub snapshot: SnapshotMode,
     /// Peek only: changes read per round trip (whole transactions are always read).
     pub batch: i32,
     /// Peek only: the channel the outbox trigger notifies at commit.
@@ -124,6 +143,9 @@ impl Default for RelayConfig {
             slot: "clustera_outbox".into(),
             format: OutputFormat::default(),
             dead_letter_topic: None,
+            snapshot: SnapshotMode::Initial,
+            retention: None,
+            time_column: "created_at".into(),
             batch: 2000,
             channel: wakeup::CHANNEL.into(),
             read: ReadMode::Stream,
@@ -149,12 +171,32 @@ impl RelayConfig {
             ("CLUSTERA_OUTBOX_TABLE", &mut c.table),
             ("CLUSTERA_OUTBOX_PUBLICATION", &mut c.publication),
             ("CLUSTERA_OUTBOX_SLOT", &mut c.slot),
+            ("CLUSTERA_OUTBOX_TIME_COLUMN", &mut c.time_column),
         ] {
             if let Some(v) = text(name) {
                 *field = v;
             }
         }
         c.dead_letter_topic = text("CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC");
+        c.retention = match number::<u64>(var, "CLUSTERA_OUTBOX_RETENTION_MS")? {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_OUTBOX_RETENTION_MS",
+                    "must be at least 1 (unset keeps every row)",
+                ))
+            }
+            ms => ms.map(Duration::from_millis),
+        };
+        c.snapshot = match text("CLUSTERA_OUTBOX_SNAPSHOT").as_deref() {
+            None | Some("initial") => SnapshotMode::Initial,
+            Some("never") => SnapshotMode::Never,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_OUTBOX_SNAPSHOT",
+                    format!("{other:?} is neither initial nor never"),
+                ))
+            }
+        };
         c.format = OutputFormat::from_vars(var).map_err(|e| match e {
             EncodeError::Config { setting, problem } => ConfigError::invalid(setting, problem),
             other => ConfigError::invalid("CLUSTERA_OUTBOX_FORMAT", other.to_string()),
@@ -205,6 +247,15 @@ impl RelayConfig {
     }
 }
 
+/// Aborts a task when dropped: the relay's helper tasks end with it.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a relay starting up waits for a slot held by another session before it
 /// refuses: a relay that was just killed lets its slot go as soon as the server sees its
 /// connection closed, well within this.
@@ -230,8 +281,9 @@ pub enum RelayError {
     /// The replication slot does not exist.
     #[error(
         "replication slot {slot:?} does not exist. Recover with `clustera outbox init`, which \
-         creates it again; rows committed while it was missing are not relayed (compare the \
-         outbox with the topic, and insert again what is missing)"
+         creates it again and (CLUSTERA_OUTBOX_SNAPSHOT=initial) relays every row still in the \
+         outbox; or init with CLUSTERA_OUTBOX_SNAPSHOT=never and `clustera outbox resend \
+         --since` the time it was lost"
     )]
     SlotMissing {
         /// The slot's name.
@@ -276,6 +328,9 @@ pub enum RelayError {
         /// Why.
         source: EncodeError,
     },
+    /// The snapshot cannot be taken or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The stream inserted into a relation it had not described first (a server bug).
     #[error("the replication stream has an insert into relation {0}, which it never described")]
     UnknownRelation(u32),
@@ -302,8 +357,11 @@ pub(crate) fn quote_ident(s: &str) -> String {
 /// Creates the outbox table (the seed's columns), the publication (inserts only: deletes
 /// and updates of the outbox are never decoded for nothing) and the slot, each only if
 /// missing; an existing publication is set to inserts only. Fails clearly unless
-/// `wal_level` is `logical`.
-pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayError> {
+/// `wal_level` is `logical`. A slot created with [`SnapshotMode::Initial`] has the rows
+/// already in the outbox relayed first (see [`snapshot`]); returns how many.
+pub async fn init(url: &str, config: &RelayConfig) -> Result<u64, RelayError> {
+    let target = Target::parse(url)?;
+    let client = target.connect().await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal_level != "logical" {
         return Err(RelayError::WalLevel(wal_level));
@@ -350,13 +408,21 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
         )
         .await?
         .is_some();
+    let mut snapshotted = 0;
     if !has_slot {
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&config.slot],
-            )
-            .await?;
+        match config.snapshot {
+            SnapshotMode::Initial => {
+                snapshotted = snapshot::create_slot_with_snapshot(&client, &target, config).await?;
+            }
+            SnapshotMode::Never => {
+                client
+                    .execute(
+                        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[&config.slot],
+                    )
+                    .await?;
+            }
+        }
     }
     client
         .batch_execute(&wakeup::trigger_sql(
@@ -365,7 +431,7 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
             &config.channel,
         ))
         .await?;
-    Ok(())
+    Ok(snapshotted)
 }
 
 /// The relay's producer: the shared idempotent builder with no linger (a round waits for
@@ -468,6 +534,26 @@ impl Relay {
         if let Ok(Err(e)) = warmed.await {
             tracing::warn!(error = %e, "no metadata from Kafka yet");
         }
+        // The snapshot's rows (or a resend's) go before anything streamed.
+        loop {
+            let sent = tokio::select! {
+                _ = stop.as_mut() => return Ok(()),
+                r = self.send_pending() => r,
+            };
+            match sent {
+                Ok(_) => break,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "postgres unavailable during the snapshot; reconnecting");
+                    self.client = tokio::select! {
+                        _ = stop.as_mut() => return Ok(()),
+                        r = crate::pg::reconnect_to(&self.target, "relay") => r?,
+                    };
+                    self.client.batch_execute(SESSION_SETTINGS).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let _cleanup = cleanup::spawn(&self.target, &self.config);
         let result = match self.config.read {
             ReadMode::Stream => self.run_stream(stop).await,
             ReadMode::Peek => self.run_peek(stop).await,

@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::event::{self, Origin};
 use super::progress::Progress;
 use super::walsender::Walsender;
-use super::{Relay, RelayError, ACTIVE_GRACE};
+use super::{AbortOnDrop, Relay, RelayError, ACTIVE_GRACE};
 
 /// pgoutput's protocol version: 1 (whole transactions after their commit). Version 2's
 /// streaming of in-progress transactions is not used; the server spills large transactions
@@ -409,14 +409,5 @@ impl Relay {
             }
         });
         Some(AbortOnDrop(task))
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
