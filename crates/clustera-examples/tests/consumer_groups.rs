@@ -58,9 +58,9 @@ fn members_share_partitions_and_hand_them_over_without_loss_or_duplicates() {
     // member-2's partitions were revoked (and committed) when it left.
     let leaves = stdout.find("--- member-2 leaves").unwrap();
     assert!(
-        stdout[leaves..]
-            .lines()
-            .any(|l| l.contains("member-2") && l.contains(" revoked ") && l.contains("committed)")),
+        stdout[leaves..].lines().any(|l| l.contains("member-2")
+            && l.contains(" revoked ")
+            && l.contains("(committed)")),
         "{stdout}"
     );
     assert!(!stdout.contains("COMMIT FAILED"), "{stdout}");

@@ -30,10 +30,10 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use clustera_examples::DEFAULT_BROKERS;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// Members joining and leaving a consumer group, with every rebalance printed.
 #[derive(Parser)]
@@ -98,15 +98,17 @@ impl ClientContext for MemberContext {}
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // Commit what was processed before the partitions go: records are handled inside
-            // `poll`, so the consumer's position is exactly what is done.
-            let commit = match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => "committed".to_owned(),
-                // The asynchronous commits after each record already covered everything.
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                    "already committed".to_owned()
-                }
-                Err(e) => format!("COMMIT FAILED: {e}"),
+            // Commit what was processed before the partitions go, synchronously, so the next
+            // owner starts right after it. Records are handled inside `poll`, so a
+            // partition's position is exactly what is done. Committed again even if an
+            // asynchronous commit already sent it: this one waits for the broker's answer.
+            let commit = match revoked_positions(consumer, tpl) {
+                Ok(positions) if positions.count() == 0 => "nothing read".to_owned(),
+                Ok(positions) => match consumer.commit(&positions, CommitMode::Sync) {
+                    Ok(()) => "committed".to_owned(),
+                    Err(e) => format!("COMMIT FAILED: {e}"),
+                },
+                Err(e) => format!("COMMIT FAILED: no position: {e}"),
             };
             let gone = partitions(tpl);
             let mut seen = lock(&self.seen);
@@ -143,6 +145,23 @@ impl ConsumerContext for MemberContext {
             Rebalance::Revoke(_) => {}
         }
     }
+}
+
+/// The positions (next offsets to read) of the revoked partitions that have one.
+fn revoked_positions(
+    consumer: &BaseConsumer<MemberContext>,
+    revoked: &TopicPartitionList,
+) -> KafkaResult<TopicPartitionList> {
+    let positions = consumer.position()?;
+    let mut out = TopicPartitionList::new();
+    for e in revoked.elements() {
+        if let Some(p) = positions.find_partition(e.topic(), e.partition()) {
+            if let Offset::Offset(o) = p.offset() {
+                out.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn partitions(tpl: &TopicPartitionList) -> BTreeSet<i32> {
