@@ -22,7 +22,15 @@ use tokio_postgres::NoTls;
 
 /// Arguments of `clustera demo`: the outbox demo's, or another demo.
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+Examples:
+  clustera demo                             # the outbox pipeline: PostgreSQL, relay, processor
+  clustera demo --events 2000 --rate 500    # at a steady rate: the latency benchmark
+  clustera demo orders                      # seed 002's order processing: five kernels
+  clustera demo orders --orders 5000 --json # the summary as JSON, for scripts"
+)]
 pub struct DemoArgs {
     #[command(subcommand)]
     other: Option<OtherDemo>,

@@ -32,6 +32,11 @@ use summary::Summary;
 
 /// Arguments of `clustera demo orders`.
 #[derive(Args)]
+#[command(after_help = "\
+Examples:
+  clustera demo orders                      # 1,000 orders on an embedded broker, then the summary
+  clustera demo orders --no-replay --partitions 8
+  clustera dev & clustera demo orders --brokers 127.0.0.1:9092   # watch with `clustera consume -t orders.payments`")]
 pub struct OrdersArgs {
     /// Orders the storefront submits (one in 25 is poison).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
