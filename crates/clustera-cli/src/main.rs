@@ -11,6 +11,7 @@ mod connect;
 mod consume;
 mod control;
 mod demo;
+mod demo_orders;
 mod dev;
 mod exit;
 mod fault;
