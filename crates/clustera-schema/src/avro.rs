@@ -238,9 +238,16 @@ mod tests {
     fn bad_input_is_an_error_not_a_panic() {
         let v1 = AvroSchema::parse(V1).unwrap();
         // A string length far past the input, a truncated long, an enum index out of range.
-        for bytes in [&[0x7e_u8, b'x'][..], &[0x04, b'o', b'1', 0xc4][..], &[0x00, 0x02, 0x08][..]] {
+        for bytes in [
+            &[0x7e_u8, b'x'][..],
+            &[0x04, b'o', b'1', 0xc4][..],
+            &[0x00, 0x02, 0x08][..],
+        ] {
             let err = v1.decode::<V1Event>(bytes, None).unwrap_err().to_string();
-            assert!(err.contains("cannot decode a datum of shop.OrderEvent"), "{err}");
+            assert!(
+                err.contains("cannot decode a datum of shop.OrderEvent"),
+                "{err}"
+            );
         }
         assert!(AvroSchema::parse(r#"{"type":"record"}"#).is_err());
         #[derive(Serialize)]
@@ -253,6 +260,9 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-        assert!(err.contains("does not fit the Avro schema shop.OrderEvent"), "{err}");
+        assert!(
+            err.contains("does not fit the Avro schema shop.OrderEvent"),
+            "{err}"
+        );
     }
 }

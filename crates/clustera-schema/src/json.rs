@@ -172,7 +172,10 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, SchemaError> {
 
 /// Encodes `value` as JSON text, refusing it when it breaks `schema`: outputs are checked
 /// before they are produced, so a bug never reaches consumers.
-pub fn encode<T: Serialize>(value: &T, schema: Option<&JsonSchema>) -> Result<Vec<u8>, SchemaError> {
+pub fn encode<T: Serialize>(
+    value: &T,
+    schema: Option<&JsonSchema>,
+) -> Result<Vec<u8>, SchemaError> {
     let json = serde_json::to_value(value).map_err(|e| SchemaError::Encode(e.to_string()))?;
     if let Some(schema) = schema {
         schema.validate(&json)?;
@@ -253,19 +256,28 @@ mod tests {
         assert!(paths.contains(&"/order_id"), "{paths:?}");
         assert!(paths.contains(&"/items/0/quantity"), "{paths:?}");
         let text = err.to_string();
-        assert!(text.contains("at /items/0/quantity: 0 is less than the minimum of 1"), "{text}");
+        assert!(
+            text.contains("at /items/0/quantity: 0 is less than the minimum of 1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn type_mismatch_without_schema_names_the_field() {
-        let err = decode::<Order>(br#"{"order_id":"o1","items":[{"sku":"a","quantity":"two"}]}"#, None)
-            .unwrap_err();
+        let err = decode::<Order>(
+            br#"{"order_id":"o1","items":[{"sku":"a","quantity":"two"}]}"#,
+            None,
+        )
+        .unwrap_err();
         let SchemaError::Decode { path, reason, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(path, "items[0].quantity");
         assert!(reason.contains("invalid type: string \"two\""), "{reason}");
-        assert!(err.to_string().contains("field `items[0].quantity`"), "{err}");
+        assert!(
+            err.to_string().contains("field `items[0].quantity`"),
+            "{err}"
+        );
         let err = decode::<Order>(b"{not json", None).unwrap_err().to_string();
         assert!(err.contains("not JSON"), "{err}");
     }
@@ -291,10 +303,14 @@ mod tests {
 
     #[test]
     fn bad_schemas_are_refused() {
-        let err = JsonSchema::parse(r#"{"type": "no-such-type"}"#).unwrap_err().to_string();
+        let err = JsonSchema::parse(r#"{"type": "no-such-type"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid JSON Schema"), "{err}");
         assert!(JsonSchema::parse("{").is_err());
-        let err = JsonSchema::from_file("/no/such/schema.json").unwrap_err().to_string();
+        let err = JsonSchema::from_file("/no/such/schema.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/no/such/schema.json"), "{err}");
     }
 

@@ -53,6 +53,8 @@ pub mod json;
 #[cfg(feature = "client")]
 pub mod registry;
 pub mod subject;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "client")]
 pub mod typed;
 pub mod wire;

@@ -62,7 +62,12 @@ impl FromStr for SubjectNameStrategy {
     type Err = SchemaError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let short = s.rsplit('.').next().unwrap_or(s).trim().to_ascii_lowercase();
+        let short = s
+            .rsplit('.')
+            .next()
+            .unwrap_or(s)
+            .trim()
+            .to_ascii_lowercase();
         match short.as_str() {
             "topic" | "topicnamestrategy" => Ok(Self::Topic),
             "record" | "recordnamestrategy" => Ok(Self::Record),
@@ -90,11 +95,15 @@ mod tests {
         );
         let tr = SubjectNameStrategy::TopicRecord;
         assert_eq!(
-            tr.subject("orders", Some("shop.OrderEvent"), false).unwrap(),
+            tr.subject("orders", Some("shop.OrderEvent"), false)
+                .unwrap(),
             "orders-shop.OrderEvent"
         );
         let err = r.subject("orders", None, false).unwrap_err().to_string();
-        assert!(err.contains("record subject name strategy needs a named schema"), "{err}");
+        assert!(
+            err.contains("record subject name strategy needs a named schema"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl<T> EventCodec<T> {
 
     /// Plain JSON validated against `schema` on the way in and on the way out.
     pub fn json_validated(schema: JsonSchema) -> Self {
-        Self::with(Format::Json(Some(schema)), SubjectNameStrategy::Topic, false)
+        Self::with(
+            Format::Json(Some(schema)),
+            SubjectNameStrategy::Topic,
+            false,
+        )
     }
 
     /// JSON Schema through a registry, in the Confluent wire format. Outputs are validated
@@ -276,8 +280,8 @@ impl<K: EventKernel> Kernel for Typed<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clustera::ErrorKind;
     use clustera::testing::TestDriver;
+    use clustera::ErrorKind;
     use serde::Deserialize;
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -300,7 +304,12 @@ mod tests {
         fn events(&self) -> &EventCodec<Ping> {
             &self.events
         }
-        async fn handle(&self, p: Ping, _m: &Message, ctx: &mut Context) -> Result<Outcome, KernelError> {
+        async fn handle(
+            &self,
+            p: Ping,
+            _m: &Message,
+            ctx: &mut Context,
+        ) -> Result<Outcome, KernelError> {
             ctx.send(self.events.record("doubled", &Ping { n: p.n * 2 }).await?);
             Ok(Outcome::Ack)
         }
@@ -325,18 +334,28 @@ mod tests {
         let Outcome::DeadLetter(reason) = &run.outcome else {
             panic!("{:?}", run.outcome)
         };
-        assert!(reason.contains("at /n: 101 is greater than the maximum of 100"), "{reason}");
+        assert!(
+            reason.contains("at /n: 101 is greater than the maximum of 100"),
+            "{reason}"
+        );
         assert!(run.outputs.is_empty());
 
         let run = driver.process_value(None, br#"{"n": "x"}"#).await;
-        assert!(matches!(&run.outcome, Outcome::DeadLetter(r) if r.contains("at /n")), "{:?}", run.outcome);
+        assert!(
+            matches!(&run.outcome, Outcome::DeadLetter(r) if r.contains("at /n")),
+            "{:?}",
+            run.outcome
+        );
 
         // The output schema is checked too: 60 doubles to 120, past the maximum.
         let run = driver.process_value(None, br#"{"n": 60}"#).await;
         let Outcome::DeadLetter(reason) = &run.outcome else {
             panic!("{:?}", run.outcome)
         };
-        assert!(reason.contains("output event refused") && reason.contains("120"), "{reason}");
+        assert!(
+            reason.contains("output event refused") && reason.contains("120"),
+            "{reason}"
+        );
         assert!(run.outputs.is_empty());
     }
 
@@ -344,15 +363,39 @@ mod tests {
     fn registry_failures_follow_the_retry_rules() {
         let kind = |e| registry_error(e).kind();
         assert_eq!(
-            kind(RegistryError::Unreachable { url: "u".into(), reason: "r".into() }),
+            kind(RegistryError::Unreachable {
+                url: "u".into(),
+                reason: "r".into()
+            }),
             ErrorKind::Unavailable
         );
-        assert_eq!(kind(RegistryError::Server { status: 503, message: String::new() }), ErrorKind::Unavailable);
-        assert_eq!(kind(RegistryError::Server { status: 500, message: String::new() }), ErrorKind::Transient);
-        assert_eq!(kind(RegistryError::Unauthorized { status: 401, message: String::new() }), ErrorKind::Unavailable);
+        assert_eq!(
+            kind(RegistryError::Server {
+                status: 503,
+                message: String::new()
+            }),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(RegistryError::Server {
+                status: 500,
+                message: String::new()
+            }),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(RegistryError::Unauthorized {
+                status: 401,
+                message: String::new()
+            }),
+            ErrorKind::Unavailable
+        );
         assert_eq!(kind(RegistryError::UnknownId(3)), ErrorKind::Permanent);
         assert_eq!(
-            kind(RegistryError::Incompatible { subject: "s".into(), message: String::new() }),
+            kind(RegistryError::Incompatible {
+                subject: "s".into(),
+                message: String::new()
+            }),
             ErrorKind::Permanent
         );
     }

@@ -42,7 +42,9 @@ impl SchemaType {
         match name.unwrap_or("AVRO") {
             "AVRO" => Ok(Self::Avro),
             "JSON" => Ok(Self::Json),
-            other => Err(format!("schema type {other} is not supported (AVRO and JSON are)")),
+            other => Err(format!(
+                "schema type {other} is not supported (AVRO and JSON are)"
+            )),
         }
     }
 }
@@ -135,12 +137,13 @@ impl RegistryClient {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout);
         if let Some(pem) = &settings.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.expose().as_bytes()).map_err(
-                |e| RegistryError::Unreachable {
-                    url: settings.urls.join(","),
-                    reason: format!("CA certificates refused: {e}"),
-                },
-            )?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem.expose().as_bytes()).map_err(|e| {
+                    RegistryError::Unreachable {
+                        url: settings.urls.join(","),
+                        reason: format!("CA certificates refused: {e}"),
+                    }
+                })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -196,7 +199,12 @@ impl RegistryClient {
         let call = format!("POST /subjects/{subject}/versions");
         let path = format!("subjects/{}/versions", encode_segment(subject));
         let body = self
-            .send(&call, reqwest::Method::POST, &path, Some(request(schema_type, schema)))
+            .send(
+                &call,
+                reqwest::Method::POST,
+                &path,
+                Some(request(schema_type, schema)),
+            )
             .await?
             .map_err(|r| match r.status {
                 409 => RegistryError::Incompatible {
@@ -227,7 +235,12 @@ impl RegistryClient {
         let call = format!("POST /subjects/{subject}");
         let path = format!("subjects/{}", encode_segment(subject));
         let body = self
-            .send(&call, reqwest::Method::POST, &path, Some(request(schema_type, schema)))
+            .send(
+                &call,
+                reqwest::Method::POST,
+                &path,
+                Some(request(schema_type, schema)),
+            )
             .await?
             .map_err(|r| match r.status {
                 404 => RegistryError::NotRegistered {
@@ -248,18 +261,24 @@ impl RegistryClient {
         }
         let call = format!("GET /schemas/ids/{id}");
         let body = self
-            .send(&call, reqwest::Method::GET, &format!("schemas/ids/{id}"), None)
+            .send(
+                &call,
+                reqwest::Method::GET,
+                &format!("schemas/ids/{id}"),
+                None,
+            )
             .await?
             .map_err(|r| match (r.status, r.code) {
                 (404, Some(40403) | None) => RegistryError::UnknownId(id),
                 _ => refusal_error(&call, r),
             })?;
         let body = parse::<SchemaBody>(&call, body)?;
-        let schema_type = SchemaType::from_registry(body.schema_type.as_deref())
-            .map_err(|e| RegistryError::Schema {
+        let schema_type = SchemaType::from_registry(body.schema_type.as_deref()).map_err(|e| {
+            RegistryError::Schema {
                 id,
                 source: SchemaError::Schema(e),
-            })?;
+            }
+        })?;
         let found = RegisteredSchema {
             id,
             schema_type,
@@ -316,8 +335,8 @@ impl RegistryClient {
                 )),
             });
         }
-        let parsed =
-            AvroSchema::parse(&found.schema).map_err(|source| RegistryError::Schema { id, source })?;
+        let parsed = AvroSchema::parse(&found.schema)
+            .map_err(|source| RegistryError::Schema { id, source })?;
         self.lock().avro.insert(id, parsed.clone());
         Ok(parsed)
     }
@@ -337,8 +356,8 @@ impl RegistryClient {
                 )),
             });
         }
-        let compiled =
-            JsonSchema::parse(&found.schema).map_err(|source| RegistryError::Schema { id, source })?;
+        let compiled = JsonSchema::parse(&found.schema)
+            .map_err(|source| RegistryError::Schema { id, source })?;
         self.lock().json.insert(id, compiled.clone());
         Ok(compiled)
     }
@@ -465,7 +484,10 @@ fn refusal_error(call: &str, r: Refusal) -> RegistryError {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(call: &str, body: bytes::Bytes) -> Result<T, RegistryError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    call: &str,
+    body: bytes::Bytes,
+) -> Result<T, RegistryError> {
     serde_json::from_slice(&body).map_err(|e| RegistryError::BadResponse {
         call: call.to_owned(),
         reason: format!("{e}: {}", truncate(&String::from_utf8_lossy(&body))),
@@ -522,7 +544,10 @@ mod tests {
     #[test]
     fn schema_types_follow_the_api() {
         assert_eq!(SchemaType::from_registry(None), Ok(SchemaType::Avro));
-        assert_eq!(SchemaType::from_registry(Some("JSON")), Ok(SchemaType::Json));
+        assert_eq!(
+            SchemaType::from_registry(Some("JSON")),
+            Ok(SchemaType::Json)
+        );
         assert!(SchemaType::from_registry(Some("PROTOBUF"))
             .unwrap_err()
             .contains("PROTOBUF"));

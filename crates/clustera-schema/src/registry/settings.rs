@@ -147,16 +147,25 @@ fn ca_pem(var: Vars<'_>) -> Result<Option<Secret>, ConfigError> {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact.as_bytes())
                 .map_err(|e| {
-                    ConfigError::invalid("SCHEMA_REGISTRY_CA_CERT", format!("not valid base64 ({e})"))
+                    ConfigError::invalid(
+                        "SCHEMA_REGISTRY_CA_CERT",
+                        format!("not valid base64 ({e})"),
+                    )
                 })?;
             let text = String::from_utf8(bytes).map_err(|_| {
-                ConfigError::invalid("SCHEMA_REGISTRY_CA_CERT", "decodes to binary, not to PEM text")
+                ConfigError::invalid(
+                    "SCHEMA_REGISTRY_CA_CERT",
+                    "decodes to binary, not to PEM text",
+                )
             })?;
             ("SCHEMA_REGISTRY_CA_CERT", text)
         }
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::invalid("SCHEMA_REGISTRY_CA_LOCATION", format!("cannot read {path}: {e}"))
+                ConfigError::invalid(
+                    "SCHEMA_REGISTRY_CA_LOCATION",
+                    format!("cannot read {path}: {e}"),
+                )
             })?;
             ("SCHEMA_REGISTRY_CA_LOCATION", text)
         }
@@ -164,7 +173,10 @@ fn ca_pem(var: Vars<'_>) -> Result<Option<Secret>, ConfigError> {
     match reqwest::Certificate::from_pem_bundle(text.as_bytes()) {
         Ok(certs) if !certs.is_empty() => Ok(Some(Secret::new(text))),
         Ok(_) => Err(ConfigError::invalid(name, "holds no PEM certificate")),
-        Err(e) => Err(ConfigError::invalid(name, format!("not PEM certificates ({e})"))),
+        Err(e) => Err(ConfigError::invalid(
+            name,
+            format!("not PEM certificates ({e})"),
+        )),
     }
 }
 
@@ -192,7 +204,10 @@ mod tests {
             ("SCHEMA_REGISTRY_URL", "http://a:8081, https://b:8081"),
             ("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "key:se:cret"),
             ("SCHEMA_REGISTRY_TIMEOUT_MS", "2500"),
-            ("SCHEMA_REGISTRY_SUBJECT_NAME_STRATEGY", "TopicRecordNameStrategy"),
+            (
+                "SCHEMA_REGISTRY_SUBJECT_NAME_STRATEGY",
+                "TopicRecordNameStrategy",
+            ),
             ("SCHEMA_REGISTRY_AUTO_REGISTER", "false"),
         ])
         .unwrap()
@@ -203,7 +218,10 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_millis(2500));
         assert_eq!(s.subject_strategy, SubjectNameStrategy::TopicRecord);
         assert!(!s.auto_register);
-        assert!(!format!("{s:?}").contains("se:cret"), "the password never shows");
+        assert!(
+            !format!("{s:?}").contains("se:cret"),
+            "the password never shows"
+        );
         let s = read(&[
             ("SCHEMA_REGISTRY_URL", "http://a"),
             ("SCHEMA_REGISTRY_USERNAME", "u"),
@@ -217,10 +235,16 @@ mod tests {
     #[test]
     fn bad_settings_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("SCHEMA_REGISTRY_URL", "registry:8081")], "SCHEMA_REGISTRY_URL"),
+            (
+                &[("SCHEMA_REGISTRY_URL", "registry:8081")],
+                "SCHEMA_REGISTRY_URL",
+            ),
             (&[("SCHEMA_REGISTRY_URL", "ftp://r")], "SCHEMA_REGISTRY_URL"),
             (
-                &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_USERNAME", "u")],
+                &[
+                    ("SCHEMA_REGISTRY_URL", "http://r"),
+                    ("SCHEMA_REGISTRY_USERNAME", "u"),
+                ],
                 "SCHEMA_REGISTRY_PASSWORD",
             ),
             (
@@ -231,20 +255,32 @@ mod tests {
                 "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
             ),
             (
-                &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_CA_CERT", "!!")],
+                &[
+                    ("SCHEMA_REGISTRY_URL", "http://r"),
+                    ("SCHEMA_REGISTRY_CA_CERT", "!!"),
+                ],
                 "SCHEMA_REGISTRY_CA_CERT",
             ),
             (
                 // base64 of "hello": not PEM.
-                &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_CA_CERT", "aGVsbG8=")],
+                &[
+                    ("SCHEMA_REGISTRY_URL", "http://r"),
+                    ("SCHEMA_REGISTRY_CA_CERT", "aGVsbG8="),
+                ],
                 "SCHEMA_REGISTRY_CA_CERT",
             ),
             (
-                &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_CA_LOCATION", "/no/ca.pem")],
+                &[
+                    ("SCHEMA_REGISTRY_URL", "http://r"),
+                    ("SCHEMA_REGISTRY_CA_LOCATION", "/no/ca.pem"),
+                ],
                 "SCHEMA_REGISTRY_CA_LOCATION",
             ),
             (
-                &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_TIMEOUT_MS", "0")],
+                &[
+                    ("SCHEMA_REGISTRY_URL", "http://r"),
+                    ("SCHEMA_REGISTRY_TIMEOUT_MS", "0"),
+                ],
                 "SCHEMA_REGISTRY_TIMEOUT_MS",
             ),
             (
