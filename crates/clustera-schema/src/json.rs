@@ -4,7 +4,8 @@
 //! Validation is `jsonschema`'s (drafts 4 to 2020-12, the draft chosen by `$schema`); this
 //! module only turns its findings into [`Violation`]s that name the field. Remote `$ref`s are
 //! never fetched: a schema must be self-contained (bundle it first), so validation never does
-//! I/O.
+//! I/O. `format` keywords are asserted (a `date-time` that does not parse is a violation),
+//! which is stricter than validators that treat them as annotations.
 
 use std::fmt;
 use std::path::Path;
@@ -93,7 +94,11 @@ impl JsonSchema {
     }
 
     fn compile(text: String, value: &Value) -> Result<Self, SchemaError> {
-        let validator = jsonschema::validator_for(value)
+        // Formats (`date-time`, `email`, `uuid`...) are checked, not just annotations: a
+        // timestamp that does not parse is as bad as a missing field.
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(value)
             .map_err(|e| SchemaError::Schema(format!("invalid JSON Schema: {e}")))?;
         let title = value
             .get("title")
@@ -312,6 +317,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/no/such/schema.json"), "{err}");
+    }
+
+    #[test]
+    fn formats_are_checked() {
+        let s = JsonSchema::parse(r#"{"type":"string","format":"date-time"}"#).unwrap();
+        assert!(s.validate(&json!("2026-12-03T19:00:00Z")).is_ok());
+        let err = s.validate(&json!("yesterday")).unwrap_err().to_string();
+        assert!(err.contains("date-time"), "{err}");
     }
 
     #[test]
