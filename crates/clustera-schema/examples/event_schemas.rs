@@ -351,7 +351,9 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
     let (b, t) = (bootstrap.to_owned(), format!("{json_topic}.dlq"));
     let dead = blocking(move || Ok(kafka::read_topic(b.as_str(), &t)?)).await?;
     for d in &dead {
-        let error = d.header(clustera::dead_letter_headers::ERROR).unwrap_or_default();
+        let error = d
+            .header(clustera::dead_letter_headers::ERROR)
+            .unwrap_or_default();
         println!(
             "  dead letter: offset {} -> {error}",
             d.header(clustera::dead_letter_headers::ORIGINAL_OFFSET)
@@ -360,9 +362,12 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
         report.dead_letters.push(error);
     }
 
-    println!("\n== 2. the Registry form: Avro OrderEvent v1 through {registry_url}, on {avro_topic}");
+    println!(
+        "\n== 2. the Registry form: Avro OrderEvent v1 through {registry_url}, on {avro_topic}"
+    );
     let registry = Arc::new(RegistryClient::new(RegistrySettings::new(registry_url))?);
-    let v1 = EventCodec::<OrderV1>::registry_avro(registry.clone(), AvroSchema::parse(ORDER_AVRO_V1)?);
+    let v1 =
+        EventCodec::<OrderV1>::registry_avro(registry.clone(), AvroSchema::parse(ORDER_AVRO_V1)?);
     let mut records: Vec<kafka::ProducedRecord> = Vec::new();
     for i in 1..=3 {
         let order = OrderV1 {
@@ -372,7 +377,10 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
             timestamp_ms: now_ms(),
             amount_cents: 1000 * i,
         };
-        let bytes = v1.encode(&avro_topic, &order).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes = v1
+            .encode(&avro_topic, &order)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!(
             "  producer v1: {} -> {} bytes, schema id {}",
             order.order_id,
@@ -383,7 +391,8 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
     }
 
     println!("\n== 3. evolution: v2 adds an optional coupon");
-    let v2 = EventCodec::<OrderV2>::registry_avro(registry.clone(), AvroSchema::parse(ORDER_AVRO_V2)?);
+    let v2 =
+        EventCodec::<OrderV2>::registry_avro(registry.clone(), AvroSchema::parse(ORDER_AVRO_V2)?);
     for (i, coupon) in [(4, Some("WELCOME10")), (5, None)] {
         let order = OrderV2 {
             event_type: EventType::OrderPaid,
@@ -393,7 +402,10 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
             amount_cents: 1000 * i,
             coupon: coupon.map(str::to_owned),
         };
-        let bytes = v2.encode(&avro_topic, &order).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes = v2
+            .encode(&avro_topic, &order)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!(
             "  producer v2: {} (coupon {:?}) -> schema id {}",
             order.order_id,
@@ -450,10 +462,16 @@ async fn run(bootstrap: &str, registry_url: &str, run: &str) -> anyhow::Result<R
 fn check(report: &Report) -> Result<(), String> {
     let mut problems = Vec::new();
     if report.valid != 4 {
-        problems.push(format!("{} valid events processed, expected 4", report.valid));
+        problems.push(format!(
+            "{} valid events processed, expected 4",
+            report.valid
+        ));
     }
     if report.dead_letters.len() != 4 {
-        problems.push(format!("{} dead letters, expected 4", report.dead_letters.len()));
+        problems.push(format!(
+            "{} dead letters, expected 4",
+            report.dead_letters.len()
+        ));
     }
     if report.summaries.len() != 5 {
         problems.push(format!("{} summaries, expected 5", report.summaries.len()));
@@ -499,9 +517,18 @@ fn main() -> ExitCode {
         Ok(report) => {
             println!("\n== summary");
             println!("  valid OrderEvents processed: {}", report.valid);
-            println!("  dead-lettered with a reason: {}", report.dead_letters.len());
-            println!("  registry versions of OrderEvent: {:?}", report.avro_versions);
-            println!("  summaries produced (v1 and v2 records read with v2): {}", report.summaries.len());
+            println!(
+                "  dead-lettered with a reason: {}",
+                report.dead_letters.len()
+            );
+            println!(
+                "  registry versions of OrderEvent: {:?}",
+                report.avro_versions
+            );
+            println!(
+                "  summaries produced (v1 and v2 records read with v2): {}",
+                report.summaries.len()
+            );
             match check(&report) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -526,7 +553,9 @@ mod tests {
     async fn the_whole_example_against_a_broker() {
         let broker = MockBroker::start(1).unwrap();
         let registry = TestRegistry::start().unwrap();
-        let report = run(broker.bootstrap(), registry.url(), "test").await.unwrap();
+        let report = run(broker.bootstrap(), registry.url(), "test")
+            .await
+            .unwrap();
         check(&report).unwrap();
         // Each broken event is dead-lettered with the field path and the reason.
         let reasons = report.dead_letters.join("\n");
@@ -536,7 +565,10 @@ mod tests {
             "at /event_type:",
             "not JSON",
         ] {
-            assert!(reasons.contains(expected), "{expected:?} not in:\n{reasons}");
+            assert!(
+                reasons.contains(expected),
+                "{expected:?} not in:\n{reasons}"
+            );
         }
         // v1 records read with v2 have no coupon; the v2 record keeps its own.
         let coupons: Vec<_> = report
@@ -556,7 +588,11 @@ mod tests {
         );
         assert_eq!(report.avro_versions, [1, 2]);
         assert!(
-            report.refused_v3.as_deref().unwrap_or_default().contains("409"),
+            report
+                .refused_v3
+                .as_deref()
+                .unwrap_or_default()
+                .contains("409"),
             "{:?}",
             report.refused_v3
         );

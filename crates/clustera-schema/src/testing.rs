@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use apache_avro::schema_compatibility::SchemaCompatibility;
@@ -37,6 +37,7 @@ struct Shared {
     store: Mutex<Store>,
     requests: AtomicU64,
     auth: Option<String>,
+    down: AtomicBool,
 }
 
 /// A running registry; it stops when dropped.
@@ -78,6 +79,7 @@ impl TestRegistry {
             store: Mutex::new(Store::default()),
             requests: AtomicU64::new(0),
             auth,
+            down: AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -114,6 +116,12 @@ impl TestRegistry {
     /// How many requests it has answered (to check a client's cache).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// While `true`, every request is answered 503, as a registry whose backing store (or
+    /// the proxy in front of it) is down.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
     }
 
     /// The ids registered under `subject`, oldest version first.
@@ -175,6 +183,13 @@ fn refuse(status: StatusCode, code: u32, message: impl Into<String>) -> Response
 /// Counts the request and checks credentials; `Some` is the refusal to send.
 fn admit(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    if shared.down.load(Ordering::SeqCst) {
+        return Some(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50003,
+            "Error while forwarding the request to the leader",
+        ));
+    }
     let expected = shared.auth.as_deref()?;
     let given = headers
         .get(header::AUTHORIZATION)
