@@ -53,6 +53,7 @@ struct OrderEvent {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the seed's event names: order_created, order_paid...
 enum EventType {
     OrderCreated,
     OrderPaid,

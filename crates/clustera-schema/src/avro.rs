@@ -140,6 +140,7 @@ impl AvroSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde::Deserialize;
 
     const V1: &str = r#"{"type":"record","name":"OrderEvent","namespace":"shop","fields":[
@@ -264,5 +265,16 @@ mod tests {
             err.contains("does not fit the Avro schema shop.OrderEvent"),
             "{err}"
         );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let v1 = AvroSchema::parse(V1).unwrap();
+            let v2 = AvroSchema::parse(V2).unwrap();
+            let _ = v1.decode::<V1Event>(&bytes, None);
+            let _ = v2.decode::<V1Event>(&bytes, Some(&v1));
+            let _ = v1.decode_value(&bytes, Some(&v2));
+        }
     }
 }

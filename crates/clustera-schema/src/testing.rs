@@ -201,9 +201,10 @@ fn admit(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// The schema of a register or lookup body, checked as the registry does (422 if invalid).
-fn schema_of(body: &[u8]) -> Result<(SchemaType, String), Response> {
-    let invalid = |m: String| refuse(StatusCode::UNPROCESSABLE_ENTITY, 42201, m);
+/// The schema of a register or lookup body, checked as the registry does; `Err` is the
+/// message of a 422.
+fn schema_of(body: &[u8]) -> Result<(SchemaType, String), String> {
+    let invalid = |m: String| m;
     let v: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("body is not JSON: {e}")))?;
     let text = v
@@ -279,7 +280,7 @@ async fn register(
     }
     let candidate = match schema_of(&body) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, 42201, message),
     };
     let mut store = lock(&shared);
     let versions = store.subjects.get(&subject).cloned().unwrap_or_default();
@@ -337,7 +338,7 @@ async fn lookup(
     }
     let candidate = match schema_of(&body) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, 42201, message),
     };
     let store = lock(&shared);
     let Some(versions) = store.subjects.get(&subject) else {

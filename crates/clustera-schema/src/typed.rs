@@ -216,9 +216,9 @@ pub fn registry_error(e: RegistryError) -> KernelError {
         RegistryError::Unreachable { .. } | RegistryError::Unauthorized { .. } => {
             KernelError::unavailable(e)
         }
-        RegistryError::Server { status, .. } if matches!(status, 502..=504) => {
-            KernelError::unavailable(e)
-        }
+        RegistryError::Server {
+            status: 502..=504, ..
+        } => KernelError::unavailable(e),
         RegistryError::Server { .. } => KernelError::transient(e),
         _ => KernelError::permanent(e),
     }

@@ -61,10 +61,11 @@ const ORDER_JSON_SCHEMA: &str = r#"{
 }"#;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 enum Currency {
-    EUR,
-    USD,
-    JPY,
+    Eur,
+    Usd,
+    Jpy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ fn orders_v1() -> Vec<OrderV1> {
             order_id: "o-1".into(),
             customer: "Zoë Ångström 東京".into(),
             amount_cents: 1999,
-            currency: Currency::EUR,
+            currency: Currency::Eur,
             express: false,
             items: vec![line("book", 1, 19.99)],
         },
@@ -114,7 +115,7 @@ fn orders_v1() -> Vec<OrderV1> {
             order_id: "o-2".into(),
             customer: String::new(),
             amount_cents: i64::MAX,
-            currency: Currency::JPY,
+            currency: Currency::Jpy,
             express: true,
             items: vec![line("a", 3, 0.1), line("b", i32::MAX, -2.5e300)],
         },
@@ -122,7 +123,7 @@ fn orders_v1() -> Vec<OrderV1> {
             order_id: "o-3".into(),
             customer: "c".into(),
             amount_cents: 0,
-            currency: Currency::USD,
+            currency: Currency::Usd,
             express: false,
             items: vec![line("z", 1, 0.0)],
         },
