@@ -231,7 +231,7 @@ async fn unknown_ids_and_unframed_values_are_poison_pills() {
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(
         err.to_string()
-            .contains("cannot decode a datum of shop.OrderEvent"),
+            .contains("a datum of shop.OrderEvent"),
         "{err}"
     );
     // A JSON Schema id given to the Avro codec.

@@ -2,7 +2,8 @@
 //! (generic and typed, with and without schema resolution) and as JSON validated against a
 //! JSON Schema. Any input must give a value or a typed error, never a panic, a hang or an
 //! unbounded allocation.
-//! Run with `cargo fuzz run decode fuzz/seeds` from `crates/clustera-schema`.
+//! Run with `cargo fuzz run decode fuzz/corpus fuzz/seeds` from `crates/clustera-schema`
+//! (new inputs go to the first directory, which git ignores).
 #![no_main]
 
 use std::sync::OnceLock;

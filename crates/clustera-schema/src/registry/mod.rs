@@ -181,6 +181,25 @@ impl RegistryClient {
         })
     }
 
+    /// A client configured by the `SCHEMA_REGISTRY_*` variables (see
+    /// [`RegistrySettings::from_vars`]). Fails, naming the variable, when
+    /// `SCHEMA_REGISTRY_URL` is unset or a setting is invalid.
+    pub fn from_env() -> Result<Self, clustera::config::ConfigError> {
+        use clustera::config::ConfigError;
+        let settings = RegistrySettings::from_env()?.ok_or_else(|| {
+            ConfigError::invalid(
+                "SCHEMA_REGISTRY_URL",
+                "missing: set it to the registry's base URL",
+            )
+        })?;
+        let variable = if settings.ca_pem.is_some() {
+            "SCHEMA_REGISTRY_CA_CERT"
+        } else {
+            "SCHEMA_REGISTRY_URL"
+        };
+        Self::new(settings).map_err(|e| ConfigError::invalid(variable, e.to_string()))
+    }
+
     /// The settings the client was built with.
     pub fn settings(&self) -> &RegistrySettings {
         &self.settings
