@@ -230,8 +230,7 @@ async fn unknown_ids_and_unframed_values_are_poison_pills() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(
-        err.to_string()
-            .contains("a datum of shop.OrderEvent"),
+        err.to_string().contains("a datum of shop.OrderEvent"),
         "{err}"
     );
     // A JSON Schema id given to the Avro codec.

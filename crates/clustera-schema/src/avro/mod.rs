@@ -258,10 +258,7 @@ mod tests {
             &[0x00, 0x02, 0x08][..],
         ] {
             let err = v1.decode::<V1Event>(bytes, None).unwrap_err().to_string();
-            assert!(
-                err.contains("a datum of shop.OrderEvent"),
-                "{err}"
-            );
+            assert!(err.contains("a datum of shop.OrderEvent"), "{err}");
         }
         assert!(AvroSchema::parse(r#"{"type":"record"}"#).is_err());
         #[derive(Serialize)]
