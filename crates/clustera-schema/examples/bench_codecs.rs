@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         for o in &orders {
             j.push(
                 json_v1
-                    .encode("orders", o)
+                    .encode("orders-json", o)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             );

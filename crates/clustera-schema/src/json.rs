@@ -155,15 +155,37 @@ pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     schema: Option<&JsonSchema>,
 ) -> Result<T, SchemaError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| SchemaError::Decode {
+    let Some(schema) = schema else {
+        // Straight from the bytes: no intermediate `Value` (four times faster, see
+        // BENCHMARKS.md), the path tracked all the same.
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = path_of(e.path());
+            let inner = e.into_inner();
+            if inner.is_data() {
+                SchemaError::Decode {
+                    type_name: std::any::type_name::<T>(),
+                    path,
+                    reason: inner.to_string(),
+                }
+            } else {
+                syntax::<T>(inner)
+            }
+        })?;
+        de.end().map_err(syntax::<T>)?;
+        return Ok(value);
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(syntax::<T>)?;
+    schema.validate(&value)?;
+    from_value(value)
+}
+
+fn syntax<T>(e: serde_json::Error) -> SchemaError {
+    SchemaError::Decode {
         type_name: std::any::type_name::<T>(),
         path: String::new(),
         reason: format!("not JSON: {e}"),
-    })?;
-    if let Some(schema) = schema {
-        schema.validate(&value)?;
     }
-    from_value(value)
 }
 
 /// Turns a JSON value into `T`, naming the field that does not fit.
@@ -285,6 +307,13 @@ mod tests {
         );
         let err = decode::<Order>(b"{not json", None).unwrap_err().to_string();
         assert!(err.contains("not JSON"), "{err}");
+        let err = decode::<Order>(br#"{"order_id":"o","items":[]} x"#, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not JSON") && err.contains("trailing"),
+            "{err}"
+        );
     }
 
     #[test]
