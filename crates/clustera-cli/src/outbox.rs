@@ -42,6 +42,7 @@ enum OutboxCommand {
         brokers: Option<String>,
     },
     /// Stream outbox inserts to Kafka as Debezium change events until Ctrl-C.
+    #[command(after_help = crate::help::OUTBOX)]
     Relay {
         /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
         #[arg(long)]
