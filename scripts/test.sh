@@ -14,6 +14,9 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # The CLI's tests compare `clustera consume` with kcat on the same records.
 command -v kcat >/dev/null || missing+=(kcat)
+# clustera-schema's interoperability test runs confluent-kafka's Python serializers in a venv.
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -31,6 +34,9 @@ echo "postgres: $CLUSTERA_PG_BIN"
 CLUSTERA_TANSU_BIN="$(scripts/install-tansu.sh)"
 export CLUSTERA_TANSU_BIN
 echo "tansu: $CLUSTERA_TANSU_BIN"
+CLUSTERA_SCHEMA_PYTHON="$(scripts/install-python-schema.sh)"
+export CLUSTERA_SCHEMA_PYTHON
+echo "schema registry reference client: $CLUSTERA_SCHEMA_PYTHON"
 
 echo "== format and lints"
 cargo fmt --all -- --check
