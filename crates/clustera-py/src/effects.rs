@@ -28,6 +28,12 @@ pub struct Effects {
 #[derive(Debug, Clone)]
 pub struct Sink(Arc<Mutex<Option<Effects>>>);
 
+impl Default for Sink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sink {
     /// An open sink.
     pub fn new() -> Self {
@@ -123,7 +129,11 @@ fn record(
     let topic: String = topic.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "topic must be a str, not {}",
-            topic.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            topic
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     if topic.is_empty() {

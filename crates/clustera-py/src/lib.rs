@@ -55,9 +55,8 @@ fn run(
         style: style(style_name)?,
         producer,
     };
-    let threads = env::load_dotenv().and_then(|()| {
-        env::number::<usize>(&|n| std::env::var(n).ok(), "CLUSTERA_PYTHON_THREADS")
-    });
+    let threads = env::load_dotenv()
+        .and_then(|()| env::number::<usize>(&|n| std::env::var(n).ok(), "CLUSTERA_PYTHON_THREADS"));
     let threads = match threads {
         Ok(Some(0)) => {
             eprintln!(

@@ -77,7 +77,10 @@ fn reason(obj: &Bound<'_, PyAny>) -> String {
 
 /// `Some` when `obj` is an outcome (an instance of one of the outcome classes, or the class
 /// itself, which stands for an instance without a reason).
-fn outcome_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Result<Outcome, KernelError>>> {
+fn outcome_of(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<Option<Result<Outcome, KernelError>>> {
     let c = classes(py)?;
     let (class, instance) = match obj.cast::<PyType>() {
         Ok(t) => (t.clone(), None),
@@ -116,21 +119,32 @@ fn retry_delay(after: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
         return Ok(None);
     }
     let secs: f64 = after.extract()?;
-    Duration::try_from_secs_f64(secs)
-        .map(Some)
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("Retry(after={secs}) is not a valid delay in seconds")))
+    Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "Retry(after={secs}) is not a valid delay in seconds"
+        ))
+    })
 }
 
 /// Maps a value the kernel returned.
-pub fn from_value(py: Python<'_>, style: Style, value: &Bound<'_, PyAny>) -> Result<Outcome, KernelError> {
+pub fn from_value(
+    py: Python<'_>,
+    style: Style,
+    value: &Bound<'_, PyAny>,
+) -> Result<Outcome, KernelError> {
     if let Ok(b) = value.cast::<PyBool>() {
-        return Ok(if b.is_true() { Outcome::Ack } else { Outcome::retry() });
+        return Ok(if b.is_true() {
+            Outcome::Ack
+        } else {
+            Outcome::retry()
+        });
     }
     if value.is_none() {
         return match style {
             Style::Kernel => Ok(Outcome::Ack),
             Style::Seed => Err(transient(
-                "process_message returned None: it must return True (commit) or False (retry)".into(),
+                "process_message returned None: it must return True (commit) or False (retry)"
+                    .into(),
             )),
         };
     }
@@ -140,7 +154,11 @@ pub fn from_value(py: Python<'_>, style: Style, value: &Bound<'_, PyAny>) -> Res
             "the kernel returned {} ({}): expected True, False or a clustera outcome \
              (Skip, DeadLetter, Retry, Unavailable)",
             value.repr().map(|r| r.to_string()).unwrap_or_default(),
-            value.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         ))),
         Err(e) => Err(transient(format!("cannot read the kernel's outcome: {e}"))),
     }

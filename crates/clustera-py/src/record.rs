@@ -120,10 +120,13 @@ impl ConsumerRecord {
             m.headers()
                 .iter()
                 .map(|h| {
-                    PyTuple::new(py, [
-                        h.name.clone().into_pyobject(py)?.into_any().unbind(),
-                        bytes_or_none(py, h.value.as_deref()),
-                    ])
+                    PyTuple::new(
+                        py,
+                        [
+                            h.name.clone().into_pyobject(py)?.into_any().unbind(),
+                            bytes_or_none(py, h.value.as_deref()),
+                        ],
+                    )
                 })
                 .collect::<PyResult<Vec<_>>>()
         })??;
