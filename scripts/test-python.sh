@@ -38,5 +38,11 @@ echo "pip install ./crates/clustera-py (dev profile)"
 pip install -q --force-reinstall --no-deps --no-build-isolation ./crates/clustera-py \
   --config-settings=build-args="--profile dev"
 
-cd crates/clustera-py
-python -m pytest -q -p no:cacheprovider "$@"
+(cd crates/clustera-py && python -m pytest -q -p no:cacheprovider "$@")
+
+echo "== scaffolded Python kernel"
+# `clustera new --python` must write a kernel whose own tests pass.
+scaffold="$(mktemp -d)"
+trap 'rm -rf "$scaffold"' EXIT
+"$CLUSTERA_BIN" new --python scaffold-py --path "$scaffold/scaffold-py"
+(cd "$scaffold/scaffold-py" && python -m pytest -q -p no:cacheprovider)
