@@ -3,7 +3,7 @@
 # seed's confluent-kafka loop, same broker, same run (crates/clustera-py/bench/bench.py).
 # Builds the `clustera` Python package in release (as `pip install ./crates/clustera-py`
 # does) into a venv cached outside the clone, with confluent-kafka for the seed loop.
-#   scripts/bench-python.sh [--messages 50000] [--rounds 3]
+#   scripts/bench-python.sh [--messages 200000] [--rounds 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

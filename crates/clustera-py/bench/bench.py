@@ -4,7 +4,7 @@ one `clustera dev` broker in the same run. Reports each run's rate (inputs commi
 second, from 10% to 100% of the inputs committed, so start-up is left out) and peak RSS, and
 the ratios Clustera / seed loop (medians over the rounds).
 
-    scripts/bench-python.sh [--messages 50000] [--rounds 3]
+    scripts/bench-python.sh [--messages 200000] [--rounds 3]
 """
 
 import argparse
@@ -68,7 +68,7 @@ def measure(clustera, bootstrap, name, command, group, n):
         if now > deadline:
             proc.kill()
             sys.exit(f"{name}: only {done} of {n} committed after 30 minutes")
-        time.sleep(0.1)
+        time.sleep(0.25)
     rate = (n - start[1]) / (now - start[0])
     proc.terminate()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -79,13 +79,13 @@ def measure(clustera, bootstrap, name, command, group, n):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clustera", default=os.environ.get("CLUSTERA_BIN", "clustera"))
     args = parser.parse_args()
 
     broker = subprocess.Popen(
-        [args.clustera, "dev", "--listen", "127.0.0.1:0", "--topic", f"{TOPIC}:4",
+        [args.clustera, "dev", "--listen", "127.0.0.1:0", "--topic", f"{TOPIC}:8",
          "--topic", "template-output:4"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     bootstrap = broker.stdout.readline().strip()
@@ -96,7 +96,7 @@ def main():
             + "\n" for i in range(args.messages))
         cli(args.clustera, bootstrap, "produce", "--topic", TOPIC, "--format", "jsonl", "-",
             input=records)
-        print(f"{args.messages} messages on {TOPIC} (4 partitions), kernel {KERNEL}")
+        print(f"{args.messages} messages on {TOPIC} (8 partitions), kernel {KERNEL}")
         results = {"clustera": [], "seed loop": []}
         for r in range(args.rounds):
             print(f"round {r + 1}")

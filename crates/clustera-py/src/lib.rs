@@ -25,6 +25,19 @@ use outcome::Style;
 /// Python calls in progress at once, unless `CLUSTERA_PYTHON_THREADS` says otherwise.
 pub const DEFAULT_PYTHON_THREADS: usize = 8;
 
+/// Messages of a partition handed to a Python thread at once, under partition ordering,
+/// unless `CLUSTERA_BATCH_SIZE` says otherwise (see [`kernel`]).
+pub const DEFAULT_PYTHON_BATCH: usize = 64;
+
+/// Key and no ordering process messages one at a time, which the runtime refuses to combine
+/// with batches: batch only under partition ordering (the default).
+fn default_batch() -> usize {
+    match env::env_var("CLUSTERA_ORDERING") {
+        Some(o) if !o.eq_ignore_ascii_case("partition") => 1,
+        _ => DEFAULT_PYTHON_BATCH,
+    }
+}
+
 fn style(name: &str) -> PyResult<Style> {
     match name {
         "seed" => Ok(Style::Seed),
@@ -71,7 +84,7 @@ fn run(
             return Ok(clustera::EXIT_CONFIG);
         }
     };
-    let kernel = PyKernel::new(target, threads);
+    let kernel = PyKernel::new(target, threads, default_batch());
     Ok(py.detach(move || clustera::run_to_status(kernel)))
 }
 

@@ -88,7 +88,9 @@ def test_enrichment_pattern_calls_a_real_http_service(broker, kernel_factory):
         n = 500
         broker.produce(INPUT, events(n))
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        k = kernel_factory("enrichment/main.py", "enrichment-group", env={"USER_SERVICE_URL": url})
+        # Key ordering (keys of a partition concurrently), which takes no batches.
+        k = kernel_factory("enrichment/main.py", "enrichment-group",
+                           env={"USER_SERVICE_URL": url, "CLUSTERA_ORDERING": "key"})
         wait_for("every input committed", lambda: total_committed(broker, "enrichment-group") == n, k)
         outputs = [json.loads(o["value"]) for o in broker.consume(OUTPUT)]
         assert sorted(o["id"] for o in outputs) == list(range(n))
