@@ -18,7 +18,12 @@ use crate::exit::Unavailable;
 #[derive(clap::Args, Debug, Clone)]
 pub struct BrokerArgs {
     /// Bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    #[arg(
+        short = 'b',
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,..."
+    )]
     pub brokers: String,
     /// A librdkafka property, as kcat's -X (repeatable); wins over the same property set by
     /// a KAFKA_PROPERTY_* variable, and is checked the same way.

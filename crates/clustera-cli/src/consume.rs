@@ -61,7 +61,7 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     brokers: BrokerArgs,
     /// Topic to read.
-    #[arg(long)]
+    #[arg(short = 't', long)]
     topic: String,
     /// Read as this consumer group, committing what was printed (also on Ctrl-C); without it
     /// nothing is committed. Alone it joins the group and resumes where it was; with
@@ -69,29 +69,29 @@ pub struct ConsumeArgs {
     #[arg(long)]
     group: Option<String>,
     /// Only this partition (default: every partition).
-    #[arg(long, value_name = "N")]
+    #[arg(short = 'p', long, value_name = "N")]
     partition: Option<i32>,
     /// Where to start: beginning, end, stored (the group's commit), N (that offset), -N (N
     /// records before the end of each partition) or @TIMESTAMP_MS (the first record at or
     /// after that time). Default: end, or stored with --group.
-    #[arg(long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true,
+    #[arg(short = 'o', long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true,
           conflicts_with = "from_beginning", requires_if("stored", "group"))]
     offset: Option<StartOffset>,
     /// Start at the beginning: --offset beginning, except that a group resumes where it was.
     #[arg(long)]
     from_beginning: bool,
     /// Stop once every partition read has been read to its end.
-    #[arg(long)]
+    #[arg(short = 'e', long)]
     exit_at_end: bool,
     /// Stop after this many messages.
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     count: Option<usize>,
     /// Stop after this many seconds without a message.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
     /// Output format: text (KEY<TAB>VALUE per line), json (an object per line) or a kcat
     /// format string ('%k\t%s\n'; tokens %t %p %o %k %K %s %S %R %T %h %%).
-    #[arg(long, default_value = "text", value_name = "FORMAT")]
+    #[arg(short = 'f', long, default_value = "text", value_name = "FORMAT")]
     format: Format,
 }
 

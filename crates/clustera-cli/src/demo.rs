@@ -61,7 +61,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("starting a throwaway PostgreSQL")?;
     let broker = MockBroker::start(1).context("starting the embedded broker")?;
-    let topic = RelayConfig::default().topic;
+    let topic = RelayConfig::default()
+        .topic()
+        .context("the default relay format has one topic")?;
     broker.create_topic(&topic, 4)?;
     broker.create_topic(&format!("{topic}.dlq"), 1)?;
     let bootstrap = broker.bootstrap().to_owned();
@@ -69,7 +71,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Kafka      {bootstrap}  (embedded librdkafka mock cluster)");
 
     let client = connect(pg.url()).await?;
-    init(&client, &RelayConfig::default()).await?;
+    init(pg.url(), &RelayConfig::default()).await?;
     let store = Arc::new(PgStore::connect(pg.url()).await?);
 
     let kafka = clustera::Config::for_brokers("outbox-demo-relay", &bootstrap, &[]);

@@ -6,6 +6,7 @@ mod bench_kernel;
 mod bench_memory;
 mod bench_ordering;
 mod bench_send;
+mod completions;
 mod connect;
 mod consume;
 mod control;
@@ -14,6 +15,7 @@ mod dev;
 mod exit;
 mod fault;
 mod format;
+mod help;
 mod kafkasend;
 mod lag;
 mod new;
@@ -36,6 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve an in-memory development broker (librdkafka's mock cluster) until Ctrl-C.
+    #[command(after_help = help::DEV)]
     Dev(dev::DevArgs),
     /// Inject faults into `clustera dev --control`: brokers down or slow, request errors.
     Fault(fault::FaultArgs),
@@ -44,19 +47,25 @@ enum Command {
     /// Compare the kernel runtime against a raw rdkafka consume-and-commit loop.
     Bench(bench::BenchArgs),
     /// Produce one message per line of a file or standard input.
+    #[command(after_help = help::PRODUCE)]
     Produce(produce::ProduceArgs),
     /// Print messages of a topic.
+    #[command(after_help = help::CONSUME)]
     Consume(consume::ConsumeArgs),
     /// Show a consumer group's committed offsets and lag.
+    #[command(after_help = help::LAG)]
     Lag(lag::LagArgs),
     /// List topics, or create one.
     Topics(topics::TopicsArgs),
     /// Scaffold a new kernel crate.
+    #[command(after_help = help::NEW)]
     New(new::NewArgs),
     /// The CDC outbox pipeline: init, relay, process.
+    #[command(after_help = help::OUTBOX)]
     Outbox(outbox::OutboxArgs),
     /// KafkaSend's portal: requests from Kafka to the REST API, responses back (config from
     /// PORTAL_*, OAUTH2_* and KAFKA_* variables).
+    #[command(after_help = help::PORTAL)]
     Portal(kafkasend::PortalArgs),
     /// Send an HTTP request (and a file) through KafkaSend and print the response.
     Send(kafkasend::SendArgs),
@@ -70,6 +79,9 @@ enum Command {
     BenchOrdering(bench_ordering::BenchOrderingArgs),
     /// Benchmark exactly-once against at-least-once: the transform example, alternately.
     BenchGuarantee(bench_guarantee::BenchGuaranteeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +128,7 @@ fn main() -> ExitCode {
             Command::BenchMemory(args) => bench_memory::run(args).await,
             Command::BenchOrdering(args) => bench_ordering::run(args).await,
             Command::BenchGuarantee(args) => bench_guarantee::run(args).await,
+            Command::Completions(args) => completions::run::<Cli>(args),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use clustera::infra::http::{http_addr_from_vars, HTTP_ADDR_VARIABLE};
 use clustera_outbox::relay::wakeup::Wakeups;
-use clustera_outbox::relay::{init, ReadMode, Relay, RelayConfig, RelayTelemetry};
+use clustera_outbox::relay::{init, mark_since, ReadMode, Relay, RelayConfig, RelayTelemetry};
 use clustera_outbox::{OutboxProcessor, PgStore, PoolSettings};
 use clustera_outbox_demo::{activity, load, report};
 
@@ -23,9 +23,26 @@ pub struct OutboxArgs {
 
 #[derive(Subcommand)]
 enum OutboxCommand {
-    /// Create the outbox table, the publication and the replication slot (idempotent).
+    /// Create the outbox table, the publication and the replication slot (idempotent). A new
+    /// slot has the rows already in the outbox relayed first, unless
+    /// CLUSTERA_OUTBOX_SNAPSHOT=never.
     Init,
+    /// Send again the outbox rows since a point in time (after a lost slot, say), as snapshot
+    /// reads, then exit. What is not finished is sent by the relay's next start.
+    Resend {
+        /// The earliest row to send: a time PostgreSQL reads as `timestamptz`
+        /// (`2026-12-01T00:00:00Z`), compared with the time column.
+        #[arg(long)]
+        since: String,
+        /// The rows' time column.
+        #[arg(long, default_value = "created_at")]
+        time_column: String,
+        /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
+        #[arg(long)]
+        brokers: Option<String>,
+    },
     /// Stream outbox inserts to Kafka as Debezium change events until Ctrl-C.
+    #[command(after_help = crate::help::OUTBOX)]
     Relay {
         /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
         #[arg(long)]
@@ -129,11 +146,34 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
     let config = RelayConfig::from_vars(&clustera::infra::env::env_var)?;
     match args.command {
         OutboxCommand::Init => {
-            init(&connect(&url).await?, &config).await?;
+            let snapshotted = init(&url, &config).await?;
             println!(
                 "outbox ready: table {}.{}, publication {}, slot {}",
                 config.schema, config.table, config.publication, config.slot
             );
+            if snapshotted > 0 {
+                println!(
+                    "{snapshotted} rows already in the outbox will be relayed first (snapshot)"
+                );
+            }
+        }
+        OutboxCommand::Resend {
+            since,
+            time_column,
+            brokers,
+        } => {
+            let kafka = clustera::Config::tool_from_env(brokers.as_deref())?;
+            let marked = mark_since(&connect(&url).await?, &config, &time_column, &since)
+                .await
+                .with_context(|| format!("marking rows with {time_column} >= {since:?}"))?;
+            let mut relay = Relay::connect(&url, &kafka, config)
+                .await
+                .context("connecting to DATABASE_URL")?;
+            let sent = relay
+                .send_pending()
+                .await
+                .map_err(|e| anyhow::anyhow!(clustera::infra::error_chain(&e)))?;
+            println!("{marked} rows since {since} marked; {sent} sent and acknowledged");
         }
         OutboxCommand::Relay { brokers } => {
             let kafka = clustera::Config::tool_from_env(brokers.as_deref())?;
@@ -228,9 +268,12 @@ async fn bench_relay_once(events: usize, batch: usize, read: ReadMode) -> anyhow
     // The mock cluster keeps at most 5 MB per partition: about 600 bytes an event, 4 MB a
     // partition, so every record is kept (the broker's work is the same as a real one's).
     let partitions = i32::try_from(events.div_ceil((4 << 20) / 600).max(4))?;
-    broker.create_topic(&config.topic, partitions)?;
+    let topic = config
+        .topic()
+        .context("the benchmark writes Debezium change events, to one topic")?;
+    broker.create_topic(&topic, partitions)?;
     let client = connect(pg.url()).await?;
-    init(&client, &config).await?;
+    init(pg.url(), &config).await?;
     let mut first = 0i64;
     while first < events as i64 {
         let last = (first + batch as i64).min(events as i64) - 1;

@@ -32,7 +32,7 @@ pub struct ProduceArgs {
     #[command(flatten)]
     brokers: BrokerArgs,
     /// Topic to produce to.
-    #[arg(long)]
+    #[arg(short = 't', long)]
     topic: String,
     /// Input format. jsonl: one object per line, {"key": "k", "value": "v" or null (a
     /// tombstone), "headers": {"name": "v" or ["v1", "v2"] or null}, "partition": 0}; every
@@ -41,14 +41,14 @@ pub struct ProduceArgs {
     #[arg(long, value_enum, default_value = "lines")]
     format: InputFormat,
     /// Split each line at the first SEP into key and value (lines without it have no key).
-    #[arg(long, value_name = "SEP")]
+    #[arg(short = 'K', long, value_name = "SEP")]
     key_separator: Option<String>,
     /// A header added to every message, as NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
     /// Produce to this partition (default: librdkafka's partitioner, by key); a jsonl
     /// record's own "partition" wins.
-    #[arg(long, value_name = "N")]
+    #[arg(short = 'p', long, value_name = "N")]
     partition: Option<i32>,
     /// Input file; `-` or nothing reads standard input.
     file: Option<PathBuf>,

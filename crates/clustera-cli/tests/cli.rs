@@ -234,3 +234,123 @@ fn new_scaffolds_a_complete_kernel_and_refuses_to_overwrite() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid kernel name"));
 }
+
+#[test]
+fn kcat_short_flags_give_what_the_long_ones_give() {
+    let dev = Dev::start(&["short:2"]);
+    let b = dev.addr.as_str();
+    let lines: String = (0..50).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(&clustera(
+        &[
+            "produce",
+            "-b",
+            b,
+            "-t",
+            "short",
+            "-K",
+            ":",
+            "-X",
+            "linger.ms=5",
+        ],
+        Some(lines.as_bytes()),
+    ));
+    let long = ok(&clustera(
+        &[
+            "consume",
+            "--brokers",
+            b,
+            "--topic",
+            "short",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+            "--format",
+            "%p %o %k=%s\n",
+        ],
+        None,
+    ));
+    let short = ok(&clustera(
+        &[
+            "consume",
+            "-b",
+            b,
+            "-t",
+            "short",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p %o %k=%s\n",
+        ],
+        None,
+    ));
+    assert_eq!(long.lines().count(), 50);
+    // Partitions interleave as they arrive; each partition's lines are in order.
+    let sorted = |text: &str| {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_by_key(|l| {
+            let mut f = l.split(' ');
+            let p: i32 = f.next().unwrap().parse().unwrap();
+            let o: i64 = f.next().unwrap().parse().unwrap();
+            (p, o)
+        });
+        lines.join("\n")
+    };
+    assert_eq!(sorted(&short), sorted(&long));
+    let one = ok(&clustera(
+        &[
+            "consume",
+            "-b",
+            b,
+            "-t",
+            "short",
+            "-p",
+            "1",
+            "-o",
+            "beginning",
+            "-c",
+            "3",
+            "-f",
+            "%p\n",
+        ],
+        None,
+    ));
+    assert_eq!(one, "1\n1\n1\n");
+}
+
+#[test]
+fn completions_generate_and_help_shows_examples_and_settings() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&clustera(&["completions", shell], None));
+        for word in ["consume", "outbox", "broker-count"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = clustera(&["completions", "tcsh"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    let consume = ok(&clustera(&["consume", "--help"], None));
+    assert!(
+        consume.contains("Examples:") && consume.contains("-t, --topic"),
+        "{consume}"
+    );
+    let portal = ok(&clustera(&["portal", "--help"], None));
+    for var in [
+        "PORTAL_API_BASE_URL",
+        "PORTAL_ALLOWED_ENDPOINTS",
+        "OAUTH2_TOKEN_URL",
+    ] {
+        assert!(portal.contains(var), "portal --help lacks {var}");
+    }
+    let outbox = ok(&clustera(&["outbox", "relay", "--help"], None));
+    for var in [
+        "DATABASE_URL",
+        "CLUSTERA_OUTBOX_SNAPSHOT",
+        "CLUSTERA_OUTBOX_FORMAT",
+    ] {
+        assert!(outbox.contains(var), "outbox relay --help lacks {var}");
+    }
+}

@@ -149,6 +149,17 @@ pub struct ChangeEventConfig {
     pub unknown_types: UnknownTypes,
 }
 
+impl ChangeEventConfig {
+    /// The topic of `schema.table`'s events: the configured one, else
+    /// `<prefix>.<schema>.<table>` with the characters Kafka refuses replaced by `_`.
+    pub fn topic_for(&self, schema: &str, table: &str) -> String {
+        match &self.topic {
+            Some(topic) => topic.clone(),
+            None => sanitize_topic(&format!("{}.{schema}.{table}", self.topic_prefix)),
+        }
+    }
+}
+
 impl Default for ChangeEventConfig {
     fn default() -> Self {
         Self {
@@ -246,13 +257,7 @@ impl ChangeEventEncoder {
     /// Prepares the encoding of `relation`'s rows.
     pub fn new(config: ChangeEventConfig, relation: Relation) -> Result<Self, EncodeError> {
         let columns = map_columns(&relation, config.unknown_types)?;
-        let topic = match &config.topic {
-            Some(topic) => topic.clone(),
-            None => sanitize_topic(&format!(
-                "{}.{}.{}",
-                config.topic_prefix, relation.schema, relation.table
-            )),
-        };
+        let topic = config.topic_for(&relation.schema, &relation.table);
         let record_prefix = format!(
             "{}.{}.{}",
             config.topic_prefix, relation.schema, relation.table

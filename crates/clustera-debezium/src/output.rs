@@ -18,9 +18,18 @@ pub enum OutputFormat {
     Router(RouterConfig),
 }
 
+/// The column that keys records by default: Clustera keys by aggregate, so that one
+/// aggregate's events share a partition (`primary-key` gives Debezium's own key).
+const DEFAULT_KEY_COLUMN: &str = "aggregate_id";
+
+/// What [`OutputFormat::from_vars`] gives with nothing set: raw change events keyed by
+/// `aggregate_id`.
 impl Default for OutputFormat {
     fn default() -> Self {
-        OutputFormat::Debezium(ChangeEventConfig::default())
+        OutputFormat::Debezium(ChangeEventConfig {
+            key: RawKey::Column(DEFAULT_KEY_COLUMN.to_owned()),
+            ..ChangeEventConfig::default()
+        })
     }
 }
 
@@ -132,9 +141,7 @@ impl OutputFormat {
                     None => None,
                     Some(_) => Some(text("CLUSTERA_OUTBOX_TOPIC", "")?),
                 },
-                // Clustera keys by aggregate by default, so that one aggregate's events share
-                // a partition; `primary-key` gives Debezium's own key.
-                key: match text("CLUSTERA_OUTBOX_KEY_COLUMN", "aggregate_id")?.as_str() {
+                key: match text("CLUSTERA_OUTBOX_KEY_COLUMN", DEFAULT_KEY_COLUMN)?.as_str() {
                     "primary-key" => RawKey::PrimaryKey,
                     column => RawKey::Column(column.to_owned()),
                 },

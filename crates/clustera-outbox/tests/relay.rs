@@ -11,57 +11,18 @@ use clustera::testing::{kafka, MockBroker};
 use clustera_debezium::{decode, Decoded, OutboxColumns, OutboxEvent};
 use clustera_outbox::relay::{init, Relay, RelayConfig, RelayTelemetry};
 use clustera_outbox::testing::Postgres;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// `transactions` transactions of `per` inserts each, aggregates cycling over 50 ids.
-async fn insert(client: &Client, start: usize, transactions: usize, per: usize) {
-    for t in 0..transactions {
-        let first = start + t * per;
-        client
-            .execute(
-                "INSERT INTO activity.event_outbox (aggregate_id, aggregate_type, event_type, payload)
-                 SELECT ('00000000-0000-4000-8000-' || lpad((i % 50)::text, 12, '0'))::uuid, 'User', 'UserCreated',
-                        jsonb_build_object('seq', i, 'user_id', 'u' || i, 'email', 'u' || i || '@example.com')
-                 FROM generate_series($1::int, $2::int) AS i",
-                &[&(first as i32), &((first + per - 1) as i32)],
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn kafka_config(bootstrap: &str) -> clustera::Config {
-    clustera::Config::for_brokers("relay-test", bootstrap, &[])
-}
+mod common;
+use common::{connect, insert, kafka_config, spawn_relay, wait_relayed, RunningRelay};
 
 async fn relay_until(url: &str, bootstrap: &str, count: u64) {
-    let relay = Relay::connect(url, &kafka_config(bootstrap), RelayConfig::default())
-        .await
-        .unwrap();
-    let relayed = relay.relayed();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(relay.run_until(async {
-        let _ = rx.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relayed.load(Ordering::Relaxed) < count {
-        assert!(
-            Instant::now() < deadline,
-            "relayed {} of {count}",
-            relayed.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let relay = spawn_relay(url, bootstrap, RelayConfig::default()).await;
+    wait_relayed(&relay.relayed, count).await;
     // Let the round that acknowledged the last event confirm it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
+    let _ = relay.stop.send(());
+    relay.task.await.unwrap().unwrap();
 }
 
 /// Every event on the topic, decoded, with its key.
@@ -103,8 +64,8 @@ async fn table_ids(client: &Client) -> BTreeSet<String> {
 async fn inserts_become_debezium_events_and_the_slot_follows_the_acks() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
-    init(&client, &RelayConfig::default())
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default())
         .await
         .expect("init is idempotent");
     let broker = MockBroker::start(1).unwrap();
@@ -164,7 +125,7 @@ async fn inserts_become_debezium_events_and_the_slot_follows_the_acks() {
 async fn a_relay_stopped_mid_transaction_loses_nothing() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 4)
@@ -231,8 +192,8 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
     let config = RelayConfig::default();
-    init(&client, &config).await.unwrap();
-    init(&client, &config).await.unwrap();
+    init(pg.url(), &config).await.unwrap();
+    init(pg.url(), &config).await.unwrap();
     let wakeups = clustera_outbox::relay::wakeup::Wakeups::listen(pg.url(), &config.channel)
         .await
         .unwrap();
@@ -253,7 +214,7 @@ async fn an_outbox_commit_wakes_the_relay_and_init_is_idempotent() {
 async fn the_relay_reports_events_wal_commit_to_ack_and_health() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
@@ -327,27 +288,6 @@ async fn the_relay_reports_events_wal_commit_to_ack_and_health() {
     task.await.unwrap().unwrap();
 }
 
-/// Starts a relay with `config` in a task; its `relayed` counter and a stop sender.
-async fn spawn_relay(
-    url: &str,
-    bootstrap: &str,
-    config: RelayConfig,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicU64>,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), clustera_outbox::relay::RelayError>>,
-) {
-    let relay = Relay::connect(url, &kafka_config(bootstrap), config)
-        .await
-        .unwrap();
-    let relayed = relay.relayed();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(relay.run_until(async {
-        let _ = rx.await;
-    }));
-    (relayed, tx, task)
-}
-
 async fn slot_active(client: &Client) -> bool {
     client
         .query_one(
@@ -359,29 +299,21 @@ async fn slot_active(client: &Client) -> bool {
         .get(0)
 }
 
-async fn wait_relayed(relayed: &std::sync::atomic::AtomicU64, count: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relayed.load(Ordering::Relaxed) < count {
-        assert!(
-            Instant::now() < deadline,
-            "relayed {} of {count}",
-            relayed.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_relay_on_the_same_slot_is_refused_and_the_first_keeps_relaying() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
         .unwrap();
     let bootstrap = broker.bootstrap().to_owned();
-    let (relayed, stop, first) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+    let RunningRelay {
+        relayed,
+        stop,
+        task: first,
+    } = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !slot_active(&client).await {
         assert!(Instant::now() < deadline, "the first relay holds the slot");
@@ -425,7 +357,7 @@ async fn a_second_relay_on_the_same_slot_is_refused_and_the_first_keeps_relaying
 async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 2)
@@ -435,7 +367,9 @@ async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
         .execute("SELECT pg_drop_replication_slot('clustera_outbox')", &[])
         .await
         .unwrap();
-    let (_, _stop, task) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+    let RunningRelay {
+        stop: _stop, task, ..
+    } = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
     let e = task.await.unwrap().expect_err("no slot, no relay");
     let message = e.to_string();
     assert!(
@@ -445,7 +379,7 @@ async fn a_dropped_slot_is_a_clear_error_and_init_recovers() {
     );
 
     // The documented recovery: init creates the slot again; rows from then on are relayed.
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     insert(&client, 0, 1, 10).await;
     relay_until(pg.url(), &bootstrap, 10).await;
 }
@@ -465,7 +399,7 @@ async fn timestamps_are_iso_utc_whatever_the_databases_datestyle() {
     let fresh = connect(pg.url()).await;
     let shown: String = fresh.query_one("SHOW DateStyle", &[]).await.unwrap().get(0);
     assert_eq!(shown, "SQL, DMY");
-    init(&fresh, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 1)
@@ -491,8 +425,10 @@ async fn timestamps_are_iso_utc_whatever_the_databases_datestyle() {
     .await
     .unwrap();
     assert_eq!(values.len(), 1);
+    // Debezium's ZonedTimestamp pads the fraction to the column's precision (6 for a plain
+    // timestamptz).
     assert_eq!(
-        values[0]["after"]["created_at"], "2026-01-02T03:04:05.678Z",
+        values[0]["after"]["created_at"], "2026-01-02T03:04:05.678000Z",
         "{}",
         values[0]
     );
@@ -511,7 +447,7 @@ async fn the_publication_decodes_inserts_only() {
         )
         .await
         .unwrap();
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let row = client
         .query_one(
             "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = 'clustera_outbox'",
@@ -542,7 +478,7 @@ async fn a_quiet_outbox_does_not_hold_back_wal_written_elsewhere() {
     const BOUND: i64 = 64 << 20;
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = connect(pg.url()).await;
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     client
         .batch_execute("CREATE TABLE public.busy (id bigserial PRIMARY KEY, filler text)")
         .await
@@ -552,7 +488,11 @@ async fn a_quiet_outbox_does_not_hold_back_wal_written_elsewhere() {
         .create_topic("postgres.activity.event_outbox", 1)
         .unwrap();
     let bootstrap = broker.bootstrap().to_owned();
-    let (relayed, stop, task) = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
+    let RunningRelay {
+        relayed,
+        stop,
+        task,
+    } = spawn_relay(pg.url(), &bootstrap, RelayConfig::default()).await;
 
     let start: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])

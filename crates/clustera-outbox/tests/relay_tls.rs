@@ -125,7 +125,7 @@ async fn tls_with_the_test_ca_is_trusted_and_refused_without_it() {
         .unwrap()
         .get(0);
     assert!(ssl, "the SQL session is encrypted");
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 1)
@@ -186,7 +186,7 @@ async fn the_relay_logs_in_with_scram_or_md5_passwords() {
         )
         .await
         .unwrap();
-    init(&admin, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     let broker = MockBroker::start(1).unwrap();
     broker
         .create_topic("postgres.activity.event_outbox", 1)
@@ -257,7 +257,7 @@ async fn the_relay_logs_in_with_scram_or_md5_passwords() {
 async fn heartbeats_are_written_when_configured() {
     let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let client = Target::parse(pg.url()).unwrap().connect().await.unwrap();
-    init(&client, &RelayConfig::default()).await.unwrap();
+    init(pg.url(), &RelayConfig::default()).await.unwrap();
     client
         .execute(
             "SELECT pg_create_logical_replication_slot('watcher', 'test_decoding')",

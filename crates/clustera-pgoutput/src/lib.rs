@@ -29,6 +29,11 @@ pub struct Column {
     pub name: String,
     /// Its type's OID.
     pub type_oid: u32,
+    /// Its type modifier (`atttypmod`, -1 for none): the precision of `numeric(p,s)`,
+    /// `timestamptz(p)`, ...
+    pub type_modifier: i32,
+    /// Part of the replica identity key (column flag 1).
+    pub key: bool,
 }
 
 /// One decoded message.
@@ -169,11 +174,16 @@ pub fn parse(bytes: &[u8]) -> Result<PgOutput, PgOutputError> {
             let n = r.i16("column count")?;
             let mut columns = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
             for _ in 0..n {
-                let _flags = r.u8("column flags")?;
+                let flags = r.u8("column flags")?;
                 let name = r.cstring("column name")?;
                 let type_oid = r.u32("column type")?;
-                let _typmod = r.i32("column typmod")?;
-                columns.push(Column { name, type_oid });
+                let type_modifier = r.i32("column typmod")?;
+                columns.push(Column {
+                    name,
+                    type_oid,
+                    type_modifier,
+                    key: flags & 1 == 1,
+                });
             }
             PgOutput::Relation {
                 oid,
@@ -231,7 +241,7 @@ mod tests {
         rel.push(b'd');
         rel.extend(2i16.to_be_bytes());
         for (name, oid) in [("event_id", 2950u32), ("payload", 3802)] {
-            rel.push(1);
+            rel.push(u8::from(name == "event_id"));
             rel.extend(cstr(name));
             rel.extend(oid.to_be_bytes());
             rel.extend((-1i32).to_be_bytes());
@@ -246,11 +256,15 @@ mod tests {
                 columns: vec![
                     Column {
                         name: "event_id".into(),
-                        type_oid: 2950
+                        type_oid: 2950,
+                        type_modifier: -1,
+                        key: true,
                     },
                     Column {
                         name: "payload".into(),
-                        type_oid: 3802
+                        type_oid: 3802,
+                        type_modifier: -1,
+                        key: false,
                     }
                 ],
             }

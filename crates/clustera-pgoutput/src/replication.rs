@@ -119,6 +119,16 @@ pub fn start_replication_command(
     )
 }
 
+/// `CREATE_REPLICATION_SLOT` for a pgoutput slot that exports its snapshot: the answer's
+/// `snapshot_name` can be imported (`SET TRANSACTION SNAPSHOT`) by another session while this
+/// one stays idle, to read exactly the rows committed before the slot's first change.
+pub fn create_slot_command(slot: &str) -> String {
+    format!(
+        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+        quote_ident(slot)
+    )
+}
+
 /// Parses an LSN as PostgreSQL writes it (`16/B374D848`).
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;

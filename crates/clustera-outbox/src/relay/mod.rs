@@ -37,21 +37,29 @@
 //! `pg_logical_slot_peek_binary_changes` over SQL, whole transactions at a time, then
 //! `pg_replication_slot_advance`. Its memory grows with the largest transaction.
 //!
+//! # Around the stream
+//!
+//! Rows already in the outbox when the slot is created, and rows asked for again, are sent
+//! first, as snapshot reads ([`snapshot`]); expired rows are deleted when a retention is set
+//! ([`cleanup`]); each row becomes a record in the configured format ([`event`]), and a row the
+//! format refuses stops the relay or goes to the dead-letter topic.
+//!
 //! Its producer comes from the shared builder ([`clustera::infra::producer`]), so the
 //! `KAFKA_*` settings, `KAFKA_PROPERTY_*` passthrough and the refusal of weak delivery apply
 //! as for every kernel; its metrics and health are served by the shared listener
 //! ([`telemetry::RelayTelemetry`]). The record's key and value are built in one place,
 //! [`event`].
 
+mod cleanup;
 mod event;
 mod peek;
 mod progress;
+mod snapshot;
 mod stream;
 mod telemetry;
 pub mod wakeup;
 pub mod walsender;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +73,9 @@ use rdkafka::ClientConfig;
 use tokio_postgres::Client;
 
 use crate::pg::{Target, TargetError};
-use event::Relation;
+use clustera_debezium::{EncodeError, OutputFormat};
+use event::Tables;
+pub use snapshot::{mark_since, SnapshotMode, PENDING_TABLE};
 pub use telemetry::{RelayMetrics, RelayTelemetry};
 use wakeup::Wakeups;
 pub use walsender::WalsenderError;
@@ -91,10 +101,23 @@ pub struct RelayConfig {
     pub publication: String,
     /// The logical replication slot (pgoutput).
     pub slot: String,
-    /// Kafka topic of the change events.
-    pub topic: String,
-    /// Column whose value keys the Kafka record.
-    pub key_column: String,
+    /// What the records look like: Debezium's change event (topic
+    /// `<prefix>.<schema>.<table>`, keyed by `aggregate_id`) or the Outbox Event Router's form,
+    /// with their settings (`CLUSTERA_OUTBOX_FORMAT` and the variables of
+    /// [`OutputFormat::from_vars`]).
+    pub format: OutputFormat,
+    /// Where rows the format refuses go (`CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC`); unset, such a
+    /// row stops the relay.
+    pub dead_letter_topic: Option<String>,
+    /// Rows older than this (by [`time_column`](Self::time_column)) are deleted from the
+    /// outbox by the relay (`CLUSTERA_OUTBOX_RETENTION_MS`; unset: kept).
+    pub retention: Option<Duration>,
+    /// The outbox's time column, for retention and `clustera outbox resend`
+    /// (`CLUSTERA_OUTBOX_TIME_COLUMN`, `created_at`).
+    pub time_column: String,
+    /// Whether `init`, creating the slot, has the rows already in the outbox relayed
+    /// (`CLUSTERA_OUTBOX_SNAPSHOT`: `initial`, the default, or `never`).
+    pub snapshot: SnapshotMode,
     /// Peek only: changes read per round trip (whole transactions are always read).
     pub batch: i32,
     /// Peek only: the channel the outbox trigger notifies at commit.
@@ -118,8 +141,11 @@ impl Default for RelayConfig {
             table: "event_outbox".into(),
             publication: "clustera_outbox".into(),
             slot: "clustera_outbox".into(),
-            topic: "postgres.activity.event_outbox".into(),
-            key_column: "aggregate_id".into(),
+            format: OutputFormat::default(),
+            dead_letter_topic: None,
+            snapshot: SnapshotMode::Initial,
+            retention: None,
+            time_column: "created_at".into(),
             batch: 2000,
             channel: wakeup::CHANNEL.into(),
             read: ReadMode::Stream,
@@ -145,15 +171,36 @@ impl RelayConfig {
             ("CLUSTERA_OUTBOX_TABLE", &mut c.table),
             ("CLUSTERA_OUTBOX_PUBLICATION", &mut c.publication),
             ("CLUSTERA_OUTBOX_SLOT", &mut c.slot),
-            ("CLUSTERA_OUTBOX_KEY_COLUMN", &mut c.key_column),
+            ("CLUSTERA_OUTBOX_TIME_COLUMN", &mut c.time_column),
         ] {
             if let Some(v) = text(name) {
                 *field = v;
             }
         }
-        let prefix = text("CLUSTERA_OUTBOX_TOPIC_PREFIX").unwrap_or_else(|| "postgres".into());
-        c.topic = text("CLUSTERA_OUTBOX_TOPIC")
-            .unwrap_or_else(|| format!("{prefix}.{}.{}", c.schema, c.table));
+        c.dead_letter_topic = text("CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC");
+        c.retention = match number::<u64>(var, "CLUSTERA_OUTBOX_RETENTION_MS")? {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_OUTBOX_RETENTION_MS",
+                    "must be at least 1 (unset keeps every row)",
+                ))
+            }
+            ms => ms.map(Duration::from_millis),
+        };
+        c.snapshot = match text("CLUSTERA_OUTBOX_SNAPSHOT").as_deref() {
+            None | Some("initial") => SnapshotMode::Initial,
+            Some("never") => SnapshotMode::Never,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "CLUSTERA_OUTBOX_SNAPSHOT",
+                    format!("{other:?} is neither initial nor never"),
+                ))
+            }
+        };
+        c.format = OutputFormat::from_vars(var).map_err(|e| match e {
+            EncodeError::Config { setting, problem } => ConfigError::invalid(setting, problem),
+            other => ConfigError::invalid("CLUSTERA_OUTBOX_FORMAT", other.to_string()),
+        })?;
         c.read = match text("CLUSTERA_RELAY_READ").as_deref() {
             None | Some("stream") => ReadMode::Stream,
             Some("peek") => ReadMode::Peek,
@@ -189,6 +236,26 @@ impl RelayConfig {
     }
 }
 
+impl RelayConfig {
+    /// The one topic every event goes to, for the raw change event; `None` for the Outbox
+    /// Event Router, whose topics depend on each row.
+    pub fn topic(&self) -> Option<String> {
+        match &self.format {
+            OutputFormat::Debezium(c) => Some(c.topic_for(&self.schema, &self.table)),
+            OutputFormat::Router(_) => None,
+        }
+    }
+}
+
+/// Aborts a task when dropped: the relay's helper tasks end with it.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a relay starting up waits for a slot held by another session before it
 /// refuses: a relay that was just killed lets its slot go as soon as the server sees its
 /// connection closed, well within this.
@@ -214,8 +281,9 @@ pub enum RelayError {
     /// The replication slot does not exist.
     #[error(
         "replication slot {slot:?} does not exist. Recover with `clustera outbox init`, which \
-         creates it again; rows committed while it was missing are not relayed (compare the \
-         outbox with the topic, and insert again what is missing)"
+         creates it again and (CLUSTERA_OUTBOX_SNAPSHOT=initial) relays every row still in the \
+         outbox; or init with CLUSTERA_OUTBOX_SNAPSHOT=never and `clustera outbox resend \
+         --since` the time it was lost"
     )]
     SlotMissing {
         /// The slot's name.
@@ -236,6 +304,33 @@ pub enum RelayError {
     /// Kafka refused an event.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The outbox table cannot be written in the configured format (a column the format
+    /// needs is missing, or a column's type is not mapped).
+    #[error("outbox table {table}: {source} (see CLUSTERA_OUTBOX_FORMAT and its settings)")]
+    Table {
+        /// `schema.table`.
+        table: String,
+        /// Why.
+        source: EncodeError,
+    },
+    /// An outbox row cannot be written in the configured format (for the Outbox Event
+    /// Router, a null route-by or event-id column, say), and no dead-letter topic is set.
+    #[error(
+        "outbox row at LSN {lsn} (transaction {xid}): {source}. The relay stops rather than \
+         skip it; set CLUSTERA_OUTBOX_DEAD_LETTER_TOPIC to send such rows there instead, or \
+         change the format's settings"
+    )]
+    Row {
+        /// The row's LSN.
+        lsn: String,
+        /// Its transaction.
+        xid: u32,
+        /// Why.
+        source: EncodeError,
+    },
+    /// The snapshot cannot be taken or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The stream inserted into a relation it had not described first (a server bug).
     #[error("the replication stream has an insert into relation {0}, which it never described")]
     UnknownRelation(u32),
@@ -262,8 +357,11 @@ pub(crate) fn quote_ident(s: &str) -> String {
 /// Creates the outbox table (the seed's columns), the publication (inserts only: deletes
 /// and updates of the outbox are never decoded for nothing) and the slot, each only if
 /// missing; an existing publication is set to inserts only. Fails clearly unless
-/// `wal_level` is `logical`.
-pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayError> {
+/// `wal_level` is `logical`. A slot created with [`SnapshotMode::Initial`] has the rows
+/// already in the outbox relayed first (see [`snapshot`]); returns how many.
+pub async fn init(url: &str, config: &RelayConfig) -> Result<u64, RelayError> {
+    let target = Target::parse(url)?;
+    let client = target.connect().await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal_level != "logical" {
         return Err(RelayError::WalLevel(wal_level));
@@ -310,13 +408,21 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
         )
         .await?
         .is_some();
+    let mut snapshotted = 0;
     if !has_slot {
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&config.slot],
-            )
-            .await?;
+        match config.snapshot {
+            SnapshotMode::Initial => {
+                snapshotted = snapshot::create_slot_with_snapshot(&client, &target, config).await?;
+            }
+            SnapshotMode::Never => {
+                client
+                    .execute(
+                        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[&config.slot],
+                    )
+                    .await?;
+            }
+        }
     }
     client
         .batch_execute(&wakeup::trigger_sql(
@@ -325,7 +431,7 @@ pub async fn init(client: &Client, config: &RelayConfig) -> Result<(), RelayErro
             &config.channel,
         ))
         .await?;
-    Ok(())
+    Ok(snapshotted)
 }
 
 /// The relay's producer: the shared idempotent builder with no linger (a round waits for
@@ -343,7 +449,9 @@ pub struct Relay {
     client: Client,
     producer: FutureProducer,
     config: RelayConfig,
-    relations: HashMap<u32, Relation>,
+    tables: Tables,
+    /// Peek only: the last commit seen, carried from one round to the next.
+    peek_origin: event::Origin,
     relayed: Arc<AtomicU64>,
     wakeups: Option<Wakeups>,
     telemetry: Option<Arc<RelayTelemetry>>,
@@ -365,12 +473,24 @@ impl Relay {
         let target = Target::parse(url)?;
         let client = target.connect().await?;
         client.batch_execute(SESSION_SETTINGS).await?;
+        let database: String = client
+            .query_one("SELECT current_database()", &[])
+            .await?
+            .get(0);
+        let mut tables = Tables::new(
+            config.format.clone(),
+            &config.schema,
+            &config.table,
+            config.dead_letter_topic.clone(),
+        );
+        tables.set_database(&database);
         Ok(Self {
             target,
             client,
             producer: producer_config(kafka).create()?,
             config,
-            relations: HashMap::new(),
+            tables,
+            peek_origin: event::Origin::default(),
             relayed: Arc::default(),
             wakeups: None,
             telemetry: None,
@@ -401,18 +521,39 @@ impl Relay {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), RelayError> {
         tokio::pin!(stop);
-        // Connect to the topic's leaders now rather than on the first event, which would
-        // otherwise wait for them. A failure here is not fatal: sending retries.
-        let (producer, topic) = (self.producer.clone(), self.config.topic.clone());
+        // Connect to the brokers now rather than on the first event, which would otherwise
+        // wait for them (the topics depend on the rows, for the Outbox Event Router). A
+        // failure here is not fatal: sending retries.
+        let producer = self.producer.clone();
         let warmed = tokio::task::spawn_blocking(move || {
             producer
                 .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .fetch_metadata(None, Duration::from_secs(10))
                 .map(drop)
         });
         if let Ok(Err(e)) = warmed.await {
-            tracing::warn!(error = %e, "no metadata for the relay's topic yet");
+            tracing::warn!(error = %e, "no metadata from Kafka yet");
         }
+        // The snapshot's rows (or a resend's) go before anything streamed.
+        loop {
+            let sent = tokio::select! {
+                _ = stop.as_mut() => return Ok(()),
+                r = self.send_pending() => r,
+            };
+            match sent {
+                Ok(_) => break,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "postgres unavailable during the snapshot; reconnecting");
+                    self.client = tokio::select! {
+                        _ = stop.as_mut() => return Ok(()),
+                        r = crate::pg::reconnect_to(&self.target, "relay") => r?,
+                    };
+                    self.client.batch_execute(SESSION_SETTINGS).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let _cleanup = cleanup::spawn(&self.target, &self.config);
         let result = match self.config.read {
             ReadMode::Stream => self.run_stream(stop).await,
             ReadMode::Peek => self.run_peek(stop).await,
@@ -483,17 +624,22 @@ mod tests {
             ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "7"),
         ]))
         .unwrap();
-        assert_eq!(c.topic, "prod.app.outbox");
+        assert!(
+            matches!(&c.format, OutputFormat::Debezium(d) if d.topic_prefix == "prod" && d.topic.is_none())
+        );
         assert_eq!(c.slot, "s");
         assert_eq!(c.read, ReadMode::Peek);
         assert_eq!(c.heartbeat, Some(Duration::from_millis(500)));
         assert_eq!(c.max_in_flight, 7);
         let c = RelayConfig::from_vars(&vars(&[("CLUSTERA_OUTBOX_TOPIC", "t")])).unwrap();
-        assert_eq!(c.topic, "t");
+        assert!(matches!(&c.format, OutputFormat::Debezium(d) if d.topic.as_deref() == Some("t")));
+        let c = RelayConfig::from_vars(&vars(&[("CLUSTERA_OUTBOX_FORMAT", "router")])).unwrap();
+        assert!(matches!(c.format, OutputFormat::Router(_)));
         for (name, value) in [
             ("CLUSTERA_RELAY_READ", "poll"),
             ("CLUSTERA_RELAY_MAX_IN_FLIGHT", "0"),
             ("CLUSTERA_RELAY_STATUS_INTERVAL_MS", "x"),
+            ("CLUSTERA_OUTBOX_FORMAT", "avro"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] =
                 Box::leak(vec![(name, value)].into_boxed_slice());

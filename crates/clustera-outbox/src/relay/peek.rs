@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use clustera_pgoutput::{self as pgoutput, PgOutput};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::event::{self, Origin};
+use super::event;
 use super::{Relay, RelayError};
 
 /// How long the relay sleeps between empty rounds without wake-ups, and with them (then only
@@ -120,7 +119,7 @@ impl Relay {
         let rows = self
             .client
             .query(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
+                "SELECT (lsn - '0/0'::pg_lsn)::bigint, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
                 &[&self.config.slot, &self.config.batch, &self.config.publication],
             )
             .await?;
@@ -130,50 +129,26 @@ impl Relay {
         let mut deliveries = VecDeque::new();
         let mut sent = 0;
         let mut confirm = None;
-        let (mut xid, mut commit_ts) = (0u32, 0i64);
+        let mut origin = self.peek_origin;
         for row in &rows {
-            let data: Vec<u8> = row.get(0);
+            let lsn = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+            let data: Vec<u8> = row.get(1);
             match pgoutput::parse(&data)? {
-                PgOutput::Begin {
-                    xid: x,
-                    commit_ts: ts,
-                    ..
-                } => {
-                    xid = x;
-                    commit_ts = ts;
+                PgOutput::Begin { xid, commit_ts, .. } => {
+                    origin.xid = xid;
+                    origin.commit_ts = commit_ts;
                 }
                 PgOutput::Relation {
                     oid,
                     namespace,
                     name,
                     columns,
-                } => {
-                    self.relations.insert(
-                        oid,
-                        event::Relation {
-                            schema: namespace,
-                            table: name,
-                            columns,
-                        },
-                    );
-                }
+                } => self.tables.describe(oid, namespace, name, columns)?,
                 PgOutput::Insert { oid, values } => {
-                    let Some(rel) = self.relations.get(&oid) else {
+                    let Some(record) = self.tables.encode(oid, &values, &origin, lsn)? else {
                         continue;
                     };
-                    if rel.schema != self.config.schema || rel.table != self.config.table {
-                        continue;
-                    }
-                    let (key, payload) = event::change_event(
-                        rel,
-                        &values,
-                        &self.config.key_column,
-                        Origin { xid, commit_ts },
-                    );
-                    let record = FutureRecord::to(&self.config.topic)
-                        .key(&key)
-                        .payload(&payload);
-                    let mut record = record;
+                    let mut record = event::future_record(&record);
                     loop {
                         match self.producer.send_result(record) {
                             Ok(d) => break deliveries.push_back(d),
@@ -193,7 +168,14 @@ impl Relay {
                     }
                     sent += 1;
                 }
-                PgOutput::Commit { end_lsn, .. } => confirm = Some(end_lsn),
+                PgOutput::Commit {
+                    commit_lsn,
+                    end_lsn,
+                    ..
+                } => {
+                    origin.last_commit_lsn = Some(commit_lsn);
+                    confirm = Some(end_lsn);
+                }
                 PgOutput::Other(_) => {}
             }
         }
@@ -201,6 +183,7 @@ impl Relay {
         for d in deliveries {
             self.acknowledged(d).await?;
         }
+        self.peek_origin = origin;
         if let Some(lsn) = confirm {
             self.client
                 .execute(

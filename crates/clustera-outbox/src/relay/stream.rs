@@ -6,19 +6,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use clustera_debezium::KafkaRecord;
 use clustera_pgoutput::replication::{
     parse_copy_data, standby_status_update, start_replication_command, ReplicationMessage,
     PG_EPOCH_OFFSET_US,
 };
 use clustera_pgoutput::{self as pgoutput, PgOutput};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::producer::DeliveryFuture;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::event::{self, Origin};
 use super::progress::Progress;
 use super::walsender::Walsender;
-use super::{Relay, RelayError, ACTIVE_GRACE};
+use super::{AbortOnDrop, Relay, RelayError, ACTIVE_GRACE};
 
 /// pgoutput's protocol version: 1 (whole transactions after their commit). Version 2's
 /// streaming of in-progress transactions is not used; the server spills large transactions
@@ -100,7 +101,7 @@ impl Relay {
                 t.progressed();
             }
             // pgoutput describes each relation again in every session.
-            self.relations.clear();
+            self.tables.clear();
             let mut progress = Progress::new(0);
             let ended = self
                 .stream(&mut session, &mut progress, &mut inflight, stop.as_mut())
@@ -174,10 +175,7 @@ impl Relay {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut acknowledged_at_tick = progress.acknowledged_count();
         let mut reported = 0;
-        let mut origin = Origin {
-            xid: 0,
-            commit_ts: 0,
-        };
+        let mut origin = Origin::default();
         loop {
             let room = inflight.len() < self.config.max_in_flight;
             tokio::select! {
@@ -200,8 +198,8 @@ impl Relay {
                 message = session.next(), if room => {
                     let message = message?;
                     match parse_copy_data(&message)? {
-                        ReplicationMessage::XLogData { data, .. } => {
-                            self.decoded(data, progress, inflight, &mut origin).await?;
+                        ReplicationMessage::XLogData { data, wal_start, .. } => {
+                            self.decoded(data, wal_start, progress, inflight, &mut origin).await?;
                         }
                         ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
                             progress.idle(wal_end);
@@ -216,10 +214,11 @@ impl Relay {
         }
     }
 
-    /// One pgoutput message.
+    /// One pgoutput message, at `lsn`.
     async fn decoded(
         &mut self,
         data: &[u8],
+        lsn: u64,
         progress: &mut Progress,
         inflight: &mut VecDeque<DeliveryFuture>,
         origin: &mut Origin,
@@ -227,37 +226,27 @@ impl Relay {
         match pgoutput::parse(data)? {
             PgOutput::Begin { xid, commit_ts, .. } => {
                 progress.begin();
-                *origin = Origin { xid, commit_ts };
+                origin.xid = xid;
+                origin.commit_ts = commit_ts;
             }
             PgOutput::Relation {
                 oid,
                 namespace,
                 name,
                 columns,
-            } => {
-                self.relations.insert(
-                    oid,
-                    event::Relation {
-                        schema: namespace,
-                        table: name,
-                        columns,
-                    },
-                );
-            }
+            } => self.tables.describe(oid, namespace, name, columns)?,
             PgOutput::Insert { oid, values } => {
-                let Some(rel) = self.relations.get(&oid) else {
-                    return Err(RelayError::UnknownRelation(oid));
-                };
-                if rel.schema != self.config.schema || rel.table != self.config.table {
-                    return Ok(());
+                if let Some(record) = self.tables.encode(oid, &values, origin, lsn)? {
+                    self.send(&record, progress, inflight).await?;
                 }
-                let (key, payload) =
-                    event::change_event(rel, &values, &self.config.key_column, *origin);
-                self.send(&key, &payload, progress, inflight).await?;
             }
             PgOutput::Commit {
-                end_lsn, commit_ts, ..
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+                ..
             } => {
+                origin.last_commit_lsn = Some(commit_lsn);
                 progress.commit(end_lsn, commit_ts);
                 self.settled(progress);
             }
@@ -270,14 +259,11 @@ impl Relay {
     /// delivery (Kafka's pace) and tries again.
     async fn send(
         &self,
-        key: &str,
-        payload: &str,
+        record: &KafkaRecord,
         progress: &mut Progress,
         inflight: &mut VecDeque<DeliveryFuture>,
     ) -> Result<(), RelayError> {
-        let mut record = FutureRecord::to(&self.config.topic)
-            .key(key)
-            .payload(payload);
+        let mut record = event::future_record(record);
         loop {
             match self.producer.send_result(record) {
                 Ok(d) => {
@@ -423,14 +409,5 @@ impl Relay {
             }
         });
         Some(AbortOnDrop(task))
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

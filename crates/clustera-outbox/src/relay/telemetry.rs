@@ -190,3 +190,20 @@ impl Observed for RelayTelemetry {
         &self.health
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_and_alerts_query_the_relays_metrics() {
+        let m = RelayMetrics::new();
+        m.acknowledged(1);
+        m.commit_to_ack(0.1);
+        m.slot_wal(Some(1), Some(1));
+        m.status_update();
+        let checked =
+            clustera::testing::assert_deployed_metrics_exported("clustera_relay_", &m.encode());
+        assert!(checked >= 5, "{checked} references to the relay's metrics");
+    }
+}

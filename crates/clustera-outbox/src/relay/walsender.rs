@@ -258,6 +258,40 @@ impl Walsender {
         }
     }
 
+    /// Runs a replication command that answers with rows (`CREATE_REPLICATION_SLOT`,
+    /// `IDENTIFY_SYSTEM`): each row's fields as text (`None` for NULL).
+    pub async fn query(
+        &mut self,
+        command: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, WalsenderError> {
+        frontend::query(command, &mut self.output)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut failed = None;
+        loop {
+            match self.expect_message().await? {
+                backend::Message::DataRow(row) => {
+                    let buffer = row.buffer();
+                    let fields = row
+                        .ranges()
+                        .map(|range| {
+                            Ok(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()))
+                        })
+                        .collect()?;
+                    rows.push(fields);
+                }
+                backend::Message::ErrorResponse(body) => failed = Some(body.into()),
+                backend::Message::ReadyForQuery(_) => {
+                    return match failed {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// The next `CopyData` payload of the stream. Cancel-safe: what was read stays buffered
     /// for the next call.
     pub async fn next(&mut self) -> Result<Bytes, WalsenderError> {

@@ -85,3 +85,22 @@ impl PortalMetrics {
             .set(i64::try_from(inflight_bytes).unwrap_or(i64::MAX));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_and_alerts_query_the_portals_metrics() {
+        // As the runtime serves them: under the `clustera_` prefix.
+        let mut registry = Registry::with_prefix("clustera");
+        let m = PortalMetrics::default();
+        m.answered("ok");
+        m.register(&mut registry);
+        let mut text = String::new();
+        clustera::prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let checked =
+            clustera::testing::assert_deployed_metrics_exported("clustera_kafkasend_", &text);
+        assert!(checked >= 3, "{checked} references to the portal's metrics");
+    }
+}

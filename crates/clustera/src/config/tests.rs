@@ -117,6 +117,50 @@ fn tls_errors_name_the_variable() {
 }
 
 #[test]
+fn tls_from_pem_files_as_a_mounted_secret_gives_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        write("ca.crt", CERT),
+        write("tls.crt", CERT),
+        write("tls.key", KEY),
+    );
+    let c = load(&[
+        ("KAFKA_CA_CERT_FILE", &ca),
+        ("KAFKA_CLIENT_CERT_FILE", &cert),
+        ("KAFKA_CLIENT_KEY_FILE", &key),
+    ])
+    .unwrap();
+    let cc = c.consumer_config();
+    assert_eq!(cc.get("ssl.ca.pem"), Some(CERT));
+    assert_eq!(cc.get("ssl.certificate.pem"), Some(CERT));
+    assert_eq!(cc.get("ssl.key.pem"), Some(KEY));
+
+    // Both forms of one certificate: which one was meant is unclear.
+    let e = error_for(&[("KAFKA_CA_CERT", &b64(CERT)), ("KAFKA_CA_CERT_FILE", &ca)]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT");
+    assert!(e.problem.contains("not both"), "{e}");
+    // A file that is not there, or not what its variable says.
+    let missing = dir.path().join("nope.crt").display().to_string();
+    let e = error_for(&[("KAFKA_CA_CERT_FILE", &missing)]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT_FILE");
+    assert!(e.problem.contains("nope.crt"), "{e}");
+    let e = error_for(&[("KAFKA_CA_CERT_FILE", &key)]);
+    assert_eq!(e.variable, "KAFKA_CA_CERT_FILE");
+    assert!(
+        e.problem.contains("CERTIFICATE") && !e.to_string().contains("BEGIN"),
+        "{e}"
+    );
+    // A client certificate from a file still needs its key.
+    let e = error_for(&[("KAFKA_CLIENT_CERT_FILE", &cert)]);
+    assert_eq!(e.variable, "KAFKA_CLIENT_KEY");
+}
+
+#[test]
 fn unknown_librdkafka_property_is_named() {
     let e = error_for(&[("KAFKA_PROPERTY_NO_SUCH_THING", "1")]);
     assert_eq!(e.variable, "KAFKA_PROPERTY_NO_SUCH_THING");

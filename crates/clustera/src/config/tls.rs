@@ -1,4 +1,5 @@
-//! Certificates from base64-encoded PEM environment variables, kept in memory.
+//! Certificates from base64-encoded PEM environment variables, or from PEM files named by
+//! `<VARIABLE>_FILE` (a mounted Secret), kept in memory.
 
 use base64::Engine;
 
@@ -16,7 +17,9 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    /// Reads `KAFKA_CA_CERT`, `KAFKA_CLIENT_CERT` and `KAFKA_CLIENT_KEY`. `None` when none is set.
+    /// Reads `KAFKA_CA_CERT`, `KAFKA_CLIENT_CERT` and `KAFKA_CLIENT_KEY` (base64 PEM), or
+    /// `KAFKA_CA_CERT_FILE`, `KAFKA_CLIENT_CERT_FILE` and `KAFKA_CLIENT_KEY_FILE` (paths of PEM
+    /// files). `None` when none is set.
     pub(super) fn from_vars(
         var: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, ConfigError> {
@@ -55,24 +58,47 @@ enum PemKind {
     PrivateKey,
 }
 
+/// The PEM text of `name` (base64) or of the file `name_FILE` names; both set is an error.
 fn decode_pem(
     var: &dyn Fn(&str) -> Option<String>,
     name: &'static str,
     kind: PemKind,
 ) -> Result<Option<Secret>, ConfigError> {
-    let Some(raw) = var(name) else {
-        return Ok(None);
+    let file_variable = format!("{name}_FILE");
+    let inline = var(name).filter(|v| !v.trim().is_empty());
+    let file = var(&file_variable).filter(|v| !v.trim().is_empty());
+    let (variable, text) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                name,
+                format!("set either {name} (base64) or {file_variable} (a file), not both"),
+            ))
+        }
+        (None, None) => return Ok(None),
+        (Some(raw), None) => (name.to_owned(), from_base64(name, &raw)?),
+        (None, Some(path)) => {
+            let path = path.trim();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(&file_variable, format!("cannot read {path}: {e}"))
+            })?;
+            (file_variable, text)
+        }
     };
+    check_pem(&variable, text, kind).map(Some)
+}
+
+fn from_base64(name: &str, raw: &str) -> Result<String, ConfigError> {
     // Values pasted from files often carry line breaks; base64 itself has none.
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.is_empty() {
-        return Ok(None);
-    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| ConfigError::invalid(name, format!("not valid base64 ({e})")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError::invalid(name, "decodes to binary, not to PEM text"))?;
+    String::from_utf8(bytes)
+        .map_err(|_| ConfigError::invalid(name, "decodes to binary, not to PEM text"))
+}
+
+/// `text` if it holds the PEM blocks `kind` needs; the error names `name`.
+fn check_pem(name: &str, text: String, kind: PemKind) -> Result<Secret, ConfigError> {
     let blocks = pem::parse_many(text.as_bytes())
         .map_err(|e| ConfigError::invalid(name, format!("not valid PEM ({e})")))?;
     if blocks.is_empty() {
@@ -98,5 +124,5 @@ fn decode_pem(
             format!("is PEM with {tags:?}, expected {expected}"),
         ));
     }
-    Ok(Some(Secret::new(text)))
+    Ok(Secret::new(text))
 }

@@ -1,12 +1,17 @@
 //! Testing kernels: in memory with [`TestDriver`], and against real Kafka protocol peers with
 //! the broker fixtures ([`MockBroker`], [`Tansu`]) and the blocking helpers in [`kafka`].
 
+mod deployed;
 mod driver;
 pub mod kafka;
 mod memory;
 mod mock;
 mod tansu;
 
+pub use deployed::{
+    assert_deployed_metrics_exported, deployed_queries, exposed_families, queried_families,
+    QuerySource,
+};
 pub use driver::{DeferredRun, TestDriver, TestRun};
 pub use memory::{process_memory, ProcessMemory};
 pub use mock::MockBroker;
