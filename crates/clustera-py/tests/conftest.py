@@ -120,7 +120,7 @@ class Broker:
 
 @pytest.fixture
 def broker():
-    b = Broker(["template-input:4", "template-output:4"])
+    b = Broker(["template-input:4", "template-output:4", "words:4", "shouts:4"])
     yield b
     b.stop()
 

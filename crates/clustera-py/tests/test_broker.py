@@ -196,3 +196,16 @@ def test_outputs_are_acknowledged_before_the_input_commits(broker, kernel_factor
         time.sleep(0.2)
     assert checked >= 2, "too few samples caught the kernel between its first and last commit"
     k.kill()
+
+
+def test_kernel_class_with_async_process(broker, kernel_factory):
+    words = [(None, f"word {i}") for i in range(300)] + [(None, "")]
+    broker.produce("words", words)
+    k = kernel_factory("kernel_api/shout.py", "shout-group")
+    wait_for("every word committed",
+             lambda: sum(broker.committed("shout-group", "words").values()) == len(words), k)
+    shouts = sorted(o["value"] for o in broker.consume("shouts"))
+    # The empty word is skipped (clustera.Skip), every other one shouted once.
+    assert shouts == sorted(f"WORD {i}" for i in range(300))
+    assert all(o["headers"] == {"attempt": "1"} for o in broker.consume("shouts"))
+    assert k.terminate() == 0, k.logs()

@@ -185,3 +185,29 @@ def test_cli_reports_bad_configuration_naming_the_variable():
     )
     assert done.returncode == 78, done.stderr
     assert "CLUSTERA_PYTHON_THREADS" in done.stderr
+
+
+class Handlers(clustera.Kernel):
+    name = "handlers"
+    topics = ["in"]
+
+    def process(self, msg, ctx):
+        event = msg.json()
+        if event.get("db") == "down":
+            raise clustera.Unavailable("database unreachable")
+        ctx.send_json("audit", {"id": event["id"]}, key=msg.key)
+        if event.get("mail") == "bad":
+            ctx.dead_letter("mail handler: invalid address")  # one part fails for good
+        return True
+
+
+def test_partial_dead_letter_unavailable_and_send_json():
+    driver = TestDriver(Handlers)
+    run = driver.process(value='{"id": 1, "mail": "bad"}', key="k")
+    assert run.outcome == "ack"
+    assert run.dead_letters == ["mail handler: invalid address"]
+    assert [(o.topic, o.key, o.json(), o.headers) for o in run.outputs] == [
+        ("audit", b"k", {"id": 1}, [("content-type", b"application/json")])]
+    down = driver.process(value='{"id": 2, "db": "down"}')
+    assert (down.outcome, down.error_kind, down.outputs) == ("retry", "unavailable", [])
+    assert "database unreachable" in down.error
