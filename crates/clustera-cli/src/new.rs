@@ -199,6 +199,26 @@ mod tests {
     }
 
     #[test]
+    fn a_python_kernel_is_written_with_every_placeholder_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("py-kernel");
+        run(NewArgs {
+            name: "py-kernel".into(),
+            path: Some(path.clone()),
+            clustera_path: None,
+            python: true,
+        })
+        .unwrap();
+        for (file, _) in PYTHON_FILES {
+            let text = std::fs::read_to_string(path.join(file)).unwrap();
+            assert!(!text.contains("{{"), "{file} keeps a placeholder");
+        }
+        let main = std::fs::read_to_string(path.join("main.py")).unwrap();
+        assert!(main.contains("KERNEL_NAME = \"py-kernel\""));
+        assert!(!path.join("Cargo.toml").exists());
+    }
+
+    #[test]
     fn the_tests_get_the_testing_feature() {
         assert_eq!(
             with_testing(r#"{ path = "/src/clustera" }"#),
