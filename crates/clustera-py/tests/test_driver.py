@@ -211,3 +211,17 @@ def test_partial_dead_letter_unavailable_and_send_json():
     down = driver.process(value='{"id": 2, "db": "down"}')
     assert (down.outcome, down.error_kind, down.outputs) == ("retry", "unavailable", [])
     assert "database unreachable" in down.error
+
+
+def test_seed_topics_come_from_default_topic_or_topics():
+    from clustera._loader import find
+
+    module = type(sys)("multi")
+    module.KERNEL_NAME, module.DEFAULT_TOPIC, module.OUTPUT_TOPIC = "multi", "a", None
+    module.process_message = lambda message, producer: producer is None
+    spec = find(module)
+    assert (spec.name, spec.topics, spec.style, spec.producer) == ("multi", ["a"], "seed", False)
+    module.TOPICS = ["topic1", "topic2", "topic3"]
+    assert find(module).topics == ["topic1", "topic2", "topic3"]
+    # OUTPUT_TOPIC None: the seed passes no producer, and so does the runtime.
+    assert TestDriver(module).process(value="x").outcome == "ack"

@@ -54,7 +54,8 @@ def _seed(module: ModuleType) -> Spec:
     name = getattr(module, "KERNEL_NAME", None)
     if not isinstance(name, str) or not name.strip():
         raise LoadError(f"{where}: KERNEL_NAME must be a non-empty string (found {name!r})")
-    topic = getattr(module, "DEFAULT_TOPIC", None)
+    # The seed's "Multiple Topics" variant subscribes TOPICS; otherwise DEFAULT_TOPIC.
+    topic = getattr(module, "TOPICS", None) or getattr(module, "DEFAULT_TOPIC", None)
     if isinstance(topic, str):
         topics = [t.strip() for t in topic.split(",") if t.strip()]
     elif isinstance(topic, (list, tuple)) and all(isinstance(t, str) for t in topic):
@@ -63,7 +64,8 @@ def _seed(module: ModuleType) -> Spec:
         topics = []
     else:
         raise LoadError(
-            f"{where}: DEFAULT_TOPIC must be a topic name or a list of them (found {topic!r})"
+            f"{where}: DEFAULT_TOPIC (or TOPICS) must be a topic name or a list of them "
+            f"(found {topic!r})"
         )
     process = module.process_message
     if not callable(process):
