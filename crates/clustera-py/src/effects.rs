@@ -170,7 +170,7 @@ impl Producer {
 impl Producer {
     /// kafka-python's `send`: the record is produced if the call returns True, and the input
     /// commits only after the broker acknowledged it.
-    #[pyo3(signature = (topic, value=None, key=None, headers=None, partition=None))]
+    #[pyo3(signature = (topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None))]
     fn send(
         &self,
         topic: &Bound<'_, PyAny>,
@@ -178,7 +178,13 @@ impl Producer {
         key: Option<&Bound<'_, PyAny>>,
         headers: Option<&Bound<'_, PyAny>>,
         partition: Option<i32>,
+        timestamp_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SendFuture> {
+        if timestamp_ms.is_some_and(|t| !t.is_none()) {
+            return Err(PyTypeError::new_err(
+                "send(timestamp_ms=...) is not supported: outputs take the time they are produced",
+            ));
+        }
         let r = record(topic, value, key, headers, partition)?;
         self.sink.with(|e| e.outputs.push(r))?;
         Ok(SendFuture)
@@ -186,15 +192,30 @@ impl Producer {
 
     /// confluent-kafka's `produce` (delivery callbacks are not taken: the runtime waits for
     /// the acknowledgement before it commits the input).
-    #[pyo3(signature = (topic, value=None, key=None, partition=-1, headers=None))]
+    #[pyo3(signature = (topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0, headers=None, callback=None))]
+    #[allow(clippy::too_many_arguments)]
     fn produce(
         &self,
         topic: &Bound<'_, PyAny>,
         value: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
         partition: i32,
+        on_delivery: Option<&Bound<'_, PyAny>>,
+        timestamp: i64,
         headers: Option<&Bound<'_, PyAny>>,
+        callback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        if on_delivery.or(callback).is_some_and(|c| !c.is_none()) {
+            return Err(PyTypeError::new_err(
+                "produce(on_delivery=...) is not supported: records are sent when the call \
+                 returns True, and the input commits only once the broker acknowledged them",
+            ));
+        }
+        if timestamp != 0 {
+            return Err(PyTypeError::new_err(
+                "produce(timestamp=...) is not supported: outputs take the time they are produced",
+            ));
+        }
         let r = record(topic, value, key, headers, Some(partition))?;
         self.sink.with(|e| e.outputs.push(r))
     }

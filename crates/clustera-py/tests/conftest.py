@@ -140,8 +140,8 @@ class Kernel:
             CLUSTERA_HTTP_ADDR=f"127.0.0.1:{self.http_port}" if http else "off",
             CLUSTERA_LOG_FORMAT="json",
             RUST_LOG="warn",
-            **(env or {}),
         )
+        self.env.update(env or {})
         self.file = str(KERNELS / kernel_file)
         self.log = open(f"/tmp/clustera-py-test-{group}-{time.time_ns()}.log", "w+")
         self.proc = None

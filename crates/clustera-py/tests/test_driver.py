@@ -225,3 +225,14 @@ def test_seed_topics_come_from_default_topic_or_topics():
     assert find(module).topics == ["topic1", "topic2", "topic3"]
     # OUTPUT_TOPIC None: the seed passes no producer, and so does the runtime.
     assert TestDriver(module).process(value="x").outcome == "ack"
+
+
+def test_producer_options_the_runtime_cannot_honour_are_refused_by_name():
+    module = type(sys)("callbacks")
+    module.KERNEL_NAME, module.DEFAULT_TOPIC, module.OUTPUT_TOPIC = "cb", "in", "out"
+    module.process_message = lambda m, p: p.produce("out", b"v", on_delivery=print) or True
+    run = TestDriver(module).process(value="x")
+    assert run.outcome == "retry" and "produce(on_delivery=...) is not supported" in run.error
+    module.process_message = lambda m, p: p.send("out", b"v", timestamp_ms=5) and True
+    run = TestDriver(module).process(value="x")
+    assert run.outcome == "retry" and "send(timestamp_ms=...) is not supported" in run.error
