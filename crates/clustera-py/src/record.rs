@@ -160,9 +160,9 @@ impl ConsumerRecord {
     }
 
     /// The value as UTF-8 text; `clustera.DecodeError` (dead-lettered at once) otherwise.
-    fn text(&self) -> PyResult<String> {
+    fn text(&self, py: Python<'_>) -> PyResult<String> {
         self.with(|m| m.text().map(str::to_owned).map_err(|e| e.to_string()))?
-            .map_err(|e| Python::attach(|py| decode_error(py, e)))
+            .map_err(|e| decode_error(py, e))
     }
 
     /// The value parsed as JSON; `clustera.DecodeError` (dead-lettered at once) when it is
