@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import traceback
 
 from ._loader import LoadError, from_argument
 
@@ -31,6 +32,15 @@ def main(argv=None) -> int:
     except LoadError as e:
         print(f"clustera: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except ModuleNotFoundError as e:
+        # The kernel's own imports (kafka-python for a seed main.py, say) are its dependencies.
+        traceback.print_exc()
+        print(
+            f"clustera: {args.kernel} imports {e.name!r}, which is not installed: install the "
+            "kernel's dependencies into this Python (for the seed template: pip install kafka-python)",
+            file=sys.stderr,
+        )
+        return 1
 
     from . import _clustera
 
