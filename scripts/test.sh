@@ -18,11 +18,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
+  elif command -v sudo >/dev/null; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "test.sh: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+    exit 1
   fi
 fi
-scripts/install-postgres.sh
+CLUSTERA_PG_BIN="$(scripts/install-postgres.sh)"
+export CLUSTERA_PG_BIN
+echo "postgres: $CLUSTERA_PG_BIN"
 CLUSTERA_TANSU_BIN="$(scripts/install-tansu.sh)"
 export CLUSTERA_TANSU_BIN
 echo "tansu: $CLUSTERA_TANSU_BIN"

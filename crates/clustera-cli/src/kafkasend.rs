@@ -15,13 +15,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Args)]
 pub struct PortalArgs {}
 
+/// Where the portal serves `/metrics`, `/healthz` and `/readyz` when `CLUSTERA_HTTP_ADDR` is
+/// not set: neither a kernel's 8080 nor the relay's 8081, so all three run on one host with
+/// their defaults.
+pub const PORTAL_HTTP_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8082);
+
 /// Runs the portal until SIGINT or SIGTERM.
 pub async fn portal(_args: PortalArgs) -> anyhow::Result<()> {
     let config = PortalConfig::from_env()?;
-    let kafka = clustera::Config::from_env(
+    let mut kafka = clustera::Config::from_env(
         "kafkasend-portal",
         std::slice::from_ref(&config.wire.request_topic),
     )?;
+    if std::env::var_os(clustera::infra::http::HTTP_ADDR_VARIABLE).is_none() {
+        kafka.runtime.http_addr = Some(PORTAL_HTTP_ADDR);
+    }
     Portal::run(config, kafka, clustera::runtime::signal()).await?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL server for tests and demos: `initdb` into a temporary directory,
+//! A throwaway PostgreSQL server for tests and demos (found by [`pg_bin`]): `initdb` into a
+//! temporary directory,
 //! `wal_level=logical`, a free loopback port. initdb and postgres refuse to run as root, so
 //! when this process is root they run as the `postgres` system user, through `setpriv`.
 //!
@@ -11,8 +12,58 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where Debian puts PostgreSQL 15's server binaries (`scripts/install-postgres.sh`).
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where PostgreSQL's server binaries (`initdb`, `postgres`, `pg_ctl`, `pg_isready`) are:
+/// `CLUSTERA_PG_BIN`, else `pg_config --bindir`, else `initdb` on `PATH`, else Debian's and
+/// Ubuntu's `/usr/lib/postgresql/<version>/bin` (the newest). `scripts/install-postgres.sh`
+/// installs them where missing.
+pub fn pg_bin() -> Result<PathBuf, String> {
+    static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_pg_bin).clone()
+}
+
+fn find_pg_bin() -> Result<PathBuf, String> {
+    let has_initdb = |dir: &std::path::Path| dir.join("initdb").is_file();
+    if let Some(dir) = std::env::var_os("CLUSTERA_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return if has_initdb(&dir) {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "CLUSTERA_PG_BIN={}: no initdb there",
+                dir.display()
+            ))
+        };
+    }
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .collect();
+    debian.sort();
+    pg_config
+        .into_iter()
+        .chain(on_path)
+        .chain(debian.into_iter().rev().map(|(_, dir)| dir))
+        .find(|dir| has_initdb(dir))
+        .ok_or_else(|| {
+            "PostgreSQL's server binaries (initdb, postgres, pg_ctl) are not installed: run \
+             scripts/install-postgres.sh, or set CLUSTERA_PG_BIN to their directory"
+                .to_owned()
+        })
+}
 
 /// A running server, stopped and deleted when dropped.
 pub struct Postgres {
@@ -22,6 +73,8 @@ pub struct Postgres {
     url: String,
     port: u16,
     root: bool,
+    /// The server binaries' directory.
+    bin: PathBuf,
     /// Extra `-c name=value` settings, kept for restarts.
     settings: Vec<(String, String)>,
 }
@@ -33,8 +86,8 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn as_server_user(program: &str, root: bool) -> Command {
-    let path = format!("{PG_BIN}/{program}");
+fn as_server_user(bin: &std::path::Path, program: &str, root: bool) -> Command {
+    let path = bin.join(program).display().to_string();
     if root {
         // setpriv execs the server itself (runuser would fork and outlive a kill).
         let mut c = Command::new("setpriv");
@@ -61,11 +114,7 @@ impl Postgres {
     /// in them are relative to the data directory): `ssl=on` with a test CA's certificate,
     /// for instance.
     pub fn start_with(files: &[(&str, &[u8])], settings: &[(&str, &str)]) -> Result<Self, String> {
-        if !PathBuf::from(PG_BIN).join("initdb").is_file() {
-            return Err(format!(
-                "PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): run scripts/install-postgres.sh"
-            ));
-        }
+        let bin = pg_bin()?;
         let root = is_root();
         let dir =
             std::env::temp_dir().join(format!("clustera-pg-{}-{}", std::process::id(), unique()));
@@ -84,7 +133,7 @@ impl Postgres {
             }
         }
         let data = dir.join("data");
-        let out = as_server_user("initdb", root)
+        let out = as_server_user(&bin, "initdb", root)
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data)
             .output()
@@ -122,6 +171,7 @@ impl Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
             root,
+            bin,
             settings: settings
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -137,7 +187,7 @@ impl Postgres {
         if self.child.is_some() {
             return Err("postgres is already running".into());
         }
-        let child = as_server_user("postgres", self.root)
+        let child = as_server_user(&self.bin, "postgres", self.root)
             .arg("-D")
             .arg(self.dir.join("data"))
             .args([
@@ -173,7 +223,7 @@ impl Postgres {
         let Some(mut child) = self.child.take() else {
             return Err("postgres is not running".into());
         };
-        let out = as_server_user("pg_ctl", self.root)
+        let out = as_server_user(&self.bin, "pg_ctl", self.root)
             .args(["stop", "-m", "fast", "-w", "-D"])
             .arg(self.dir.join("data"))
             .output()
@@ -200,7 +250,7 @@ impl Postgres {
     fn wait_ready(&self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(format!("{PG_BIN}/pg_isready"))
+            let ok = Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .status()

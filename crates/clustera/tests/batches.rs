@@ -39,7 +39,7 @@ impl Batching {
             .or_default()
             .push(msg.offset());
         let seq = seq(msg);
-        if seq % 97 == 0 {
+        if seq.is_multiple_of(97) {
             return Outcome::dead_letter(format!("seq {seq} is unlucky"));
         }
         ctx.send(

@@ -12,9 +12,9 @@ fn deploy(path: &str) -> PathBuf {
         .join(path)
 }
 
-fn yaml_documents(path: &str) -> Vec<serde_yaml::Value> {
+fn yaml_documents(path: &str) -> Vec<serde_norway::Value> {
     let text = std::fs::read_to_string(deploy(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
         .collect()
 }
@@ -66,7 +66,7 @@ fn kubernetes_manifests_probe_the_runtime_endpoints() {
     assert_eq!(keda[1]["kind"], "TriggerAuthentication");
 }
 
-fn env_names(container: &serde_yaml::Value) -> BTreeSet<String> {
+fn env_names(container: &serde_norway::Value) -> BTreeSet<String> {
     container["env"]
         .as_sequence()
         .unwrap()

@@ -32,7 +32,7 @@ impl Kernel for Gated {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let v: serde_json::Value = msg.json()?;
-        if v["seq"].as_u64().unwrap_or(1) % 10 == 0 {
+        if v["seq"].as_u64().unwrap_or(1).is_multiple_of(10) {
             return Ok(Outcome::dead_letter("every tenth"));
         }
         Ok(Outcome::Ack)
