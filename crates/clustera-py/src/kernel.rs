@@ -20,6 +20,7 @@
 //! pool size; the runtime's own work (fetching, producing, committing) goes on meanwhile on
 //! other threads, outside the GIL.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clustera::{Context, ErrorKind, Kernel, KernelError, Message, Outcome};
@@ -117,6 +118,7 @@ pub struct PyKernel {
     target: Arc<Target>,
     slots: Arc<Semaphore>,
     batch: usize,
+    calls: Arc<AtomicUsize>,
 }
 
 impl PyKernel {
@@ -127,7 +129,15 @@ impl PyKernel {
             target: Arc::new(target),
             slots: Arc::new(Semaphore::new(threads.max(1))),
             batch: batch.max(1),
+            calls: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// How many Python calls are running, readable after the kernel was handed to the runtime:
+    /// a call still running once the runtime has stopped (a kernel stuck past the drain
+    /// timeout) must not race the interpreter's finalization.
+    pub fn running_calls(&self) -> Arc<AtomicUsize> {
+        self.calls.clone()
     }
 
     /// Calls the kernel for each message in turn on a blocking thread, attached to the
@@ -145,8 +155,11 @@ impl PyKernel {
             .await
             .map_err(|e| KernelError::transient(HostError(e.to_string())))?;
         let target = self.target.clone();
+        let calls = self.calls.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let _slot = permit;
+            calls.fetch_add(1, Ordering::SeqCst);
+            let _running = Running(calls);
             Python::attach(|py| {
                 let mut done = Vec::with_capacity(messages.len());
                 for (message, (attempt, last)) in messages.into_iter().zip(attempts) {
@@ -171,6 +184,15 @@ impl PyKernel {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(KernelError::transient(HostError(e.to_string()))),
         }
+    }
+}
+
+/// Counts a call out when it ends, however it ends.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

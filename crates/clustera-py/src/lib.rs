@@ -85,7 +85,20 @@ fn run(
         }
     };
     let kernel = PyKernel::new(target, threads, default_batch());
-    Ok(py.detach(move || clustera::run_to_status(kernel)))
+    let calls = kernel.running_calls();
+    let status = py.detach(move || clustera::run_to_status(kernel));
+    let stuck = calls.load(std::sync::atomic::Ordering::SeqCst);
+    if stuck > 0 {
+        // A call outlived the drain timeout (its message is delivered again to the next
+        // owner). Returning to Python would finalize the interpreter under that thread, so
+        // the process ends here, with the runtime's status.
+        eprintln!(
+            "clustera: {stuck} Python call(s) still running after the drain timeout; exiting \
+             without waiting for them"
+        );
+        std::process::exit(i32::from(status));
+    }
+    Ok(status)
 }
 
 /// One call of the kernel, through the runtime's own path, for `clustera.testing.TestDriver`.

@@ -209,3 +209,14 @@ def test_kernel_class_with_async_process(broker, kernel_factory):
     assert shouts == sorted(f"WORD {i}" for i in range(300))
     assert all(o["headers"] == {"attempt": "1"} for o in broker.consume("shouts"))
     assert k.terminate() == 0, k.logs()
+
+
+def test_a_call_stuck_past_the_drain_timeout_does_not_hang_or_crash_the_exit(broker, kernel_factory):
+    broker.produce(INPUT, [(None, "x")] * 4)
+    k = kernel_factory("stuck/main.py", "stuck-group", env={"CLUSTERA_DRAIN_TIMEOUT_MS": "1000"})
+    wait_for("a call to start", lambda: "call started" in k.logs(), k)
+    # SIGTERM: the runtime drains for 1 s, gives up on the stuck call (its message is
+    # redelivered to the next owner) and stops; the process must end cleanly.
+    assert k.terminate() == 0, k.logs()[-5000:]
+    assert "Python call(s) still running after the drain timeout" in k.logs()
+    assert sum(broker.committed("stuck-group", INPUT).values()) == 0
