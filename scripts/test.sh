@@ -49,6 +49,10 @@ cargo build --workspace --examples
 cargo test --workspace --all-targets -- --test-threads 2
 cargo test --workspace --doc
 
+echo "== python kernels"
+# The `clustera` Python package (crates/clustera-py) and its pytest suite on `clustera dev`.
+scripts/test-python.sh
+
 echo "== scaffolded kernel"
 # `clustera new` must produce a crate that builds and passes its tests against this workspace.
 scaffold="$(mktemp -d)"

@@ -1,4 +1,5 @@
-//! `clustera new`: scaffold a kernel crate that builds and passes its tests.
+//! `clustera new`: scaffold a kernel crate (or, with `--python`, a Python kernel) that builds
+//! and passes its tests.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,10 @@ pub struct NewArgs {
     /// still exists, otherwise the crates.io release).
     #[arg(long, value_name = "DIR")]
     clustera_path: Option<PathBuf>,
+    /// A Python kernel instead (`main.py` with `process_message`, run by
+    /// `python -m clustera run main.py`; tests with pytest).
+    #[arg(long)]
+    python: bool,
 }
 
 const FILES: &[(&str, &str)] = &[
@@ -45,6 +50,43 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../templates/kernel/gitignore.tmpl"),
     ),
 ];
+
+const PYTHON_FILES: &[(&str, &str)] = &[
+    (
+        "main.py",
+        include_str!("../templates/python-kernel/main.py.tmpl"),
+    ),
+    (
+        "test_main.py",
+        include_str!("../templates/python-kernel/test_main.py.tmpl"),
+    ),
+    (
+        ".env.template",
+        include_str!("../templates/python-kernel/env.template.tmpl"),
+    ),
+    (
+        "Dockerfile",
+        include_str!("../templates/python-kernel/Dockerfile.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/python-kernel/README.md.tmpl"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../templates/python-kernel/gitignore.tmpl"),
+    ),
+];
+
+/// Where the `clustera` Python package is built from: this build's source tree if it still
+/// exists, else a placeholder the README explains.
+fn clustera_py_source() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../clustera-py")
+        .canonicalize()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "CLUSTERA_SOURCE/crates/clustera-py".to_owned())
+}
 
 fn validate(name: &str) -> anyhow::Result<()> {
     let ok = name.len() <= 64
@@ -109,15 +151,21 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     {
         bail!("{} already exists and is not empty", dir.display());
     }
-    let dependency = clustera_dependency(args.clustera_path.as_deref())?;
+    let (files, dependency) = if args.python {
+        (PYTHON_FILES, String::new())
+    } else {
+        (FILES, clustera_dependency(args.clustera_path.as_deref())?)
+    };
     let dev_dependency = with_testing(&dependency);
     let type_name = type_name(&args.name);
-    for (file, template) in FILES {
+    let py_source = clustera_py_source();
+    for (file, template) in files {
         let text = template
             .replace("{{name}}", &args.name)
             .replace("{{type_name}}", &type_name)
             .replace("{{clustera_dependency}}", &dependency)
-            .replace("{{clustera_dev_dependency}}", &dev_dependency);
+            .replace("{{clustera_dev_dependency}}", &dev_dependency)
+            .replace("{{clustera_py_source}}", &py_source);
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -126,7 +174,14 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("created kernel {} in {}", args.name, dir.display());
-    println!("next: cd {} && cargo test", dir.display());
+    if args.python {
+        println!(
+            "next: pip install {py_source} pytest && cd {} && pytest",
+            dir.display()
+        );
+    } else {
+        println!("next: cd {} && cargo test", dir.display());
+    }
     Ok(())
 }
 
@@ -141,6 +196,26 @@ mod tests {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         assert_eq!(type_name("order-enricher2"), "OrderEnricher2");
+    }
+
+    #[test]
+    fn a_python_kernel_is_written_with_every_placeholder_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("py-kernel");
+        run(NewArgs {
+            name: "py-kernel".into(),
+            path: Some(path.clone()),
+            clustera_path: None,
+            python: true,
+        })
+        .unwrap();
+        for (file, _) in PYTHON_FILES {
+            let text = std::fs::read_to_string(path.join(file)).unwrap();
+            assert!(!text.contains("{{"), "{file} keeps a placeholder");
+        }
+        let main = std::fs::read_to_string(path.join("main.py")).unwrap();
+        assert!(main.contains("KERNEL_NAME = \"py-kernel\""));
+        assert!(!path.join("Cargo.toml").exists());
     }
 
     #[test]
