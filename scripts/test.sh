@@ -57,7 +57,9 @@ echo "== scaffolded kernel"
 # `clustera new` must produce a crate that builds and passes its tests against this workspace.
 scaffold="$(mktemp -d)"
 trap 'rm -rf "$scaffold"' EXIT
-cargo run -q -p clustera-cli -- new scaffold-check --path "$scaffold/scaffold-check"
+# Out of this tree, depending on clustera by git (this clone's commit), as a user's crate would.
+cargo run -q -p clustera-cli -- new scaffold-check --path "$scaffold/scaffold-check" \
+  --clustera-git "file://$PWD" --clustera-rev "$(git rev-parse HEAD)"
 # The same dependency versions as the workspace, and its build cache.
 cp Cargo.lock "$scaffold/scaffold-check/"
 workspace_target="${CARGO_TARGET_DIR:-$PWD/target}"

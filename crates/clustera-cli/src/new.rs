@@ -14,10 +14,17 @@ pub struct NewArgs {
     /// Where to create it (default: `./NAME`).
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Path of the `clustera` crate to depend on (default: this build's source tree if it
-    /// still exists, otherwise the crates.io release).
-    #[arg(long, value_name = "DIR")]
+    /// Depend on the `clustera` crate in this directory (local work only: the path is
+    /// absolute, so the crate then builds on this machine and not in its Dockerfile).
+    #[arg(long, value_name = "DIR", conflicts_with = "clustera_git")]
     clustera_path: Option<PathBuf>,
+    /// Depend on `clustera` from this git repository (an unreleased version), at
+    /// `--clustera-rev` if given. Default: the crates.io release of this `clustera`'s version.
+    #[arg(long, value_name = "URL")]
+    clustera_git: Option<String>,
+    /// The commit (or tag) of `--clustera-git`.
+    #[arg(long, value_name = "REV", requires = "clustera_git")]
+    clustera_rev: Option<String>,
     /// A Python kernel instead (`main.py` with `process_message`, run by
     /// `python -m clustera run main.py`; tests with pytest).
     #[arg(long)]
@@ -114,20 +121,24 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
-fn clustera_dependency(explicit: Option<&Path>) -> anyhow::Result<String> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clustera");
-    let path = match explicit {
-        Some(p) => Some(p.to_path_buf()),
-        None => built_from.is_dir().then_some(built_from),
-    };
-    Ok(match path {
-        Some(p) => {
+/// The `clustera` dependency: by version (the default, so the crate builds anywhere, its
+/// Dockerfile included), from git, or from a local path.
+fn clustera_dependency(args: &NewArgs) -> anyhow::Result<String> {
+    Ok(match (&args.clustera_path, &args.clustera_git) {
+        (Some(p), _) => {
             let p = p
                 .canonicalize()
                 .with_context(|| format!("--clustera-path {}", p.display()))?;
+            if !p.join("Cargo.toml").is_file() {
+                bail!("--clustera-path {}: no Cargo.toml there", p.display());
+            }
             format!("{{ path = {:?} }}", p.display().to_string())
         }
-        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+        (None, Some(url)) => match &args.clustera_rev {
+            Some(rev) => format!("{{ git = {url:?}, rev = {rev:?} }}"),
+            None => format!("{{ git = {url:?} }}"),
+        },
+        (None, None) => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
     })
 }
 
@@ -142,7 +153,10 @@ fn with_testing(dependency: &str) -> String {
 /// Writes the crate; refuses to touch an existing non-empty directory.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     validate(&args.name)?;
-    let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists()
         && dir
             .read_dir()
@@ -154,7 +168,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let (files, dependency) = if args.python {
         (PYTHON_FILES, String::new())
     } else {
-        (FILES, clustera_dependency(args.clustera_path.as_deref())?)
+        (FILES, clustera_dependency(&args)?)
     };
     let dev_dependency = with_testing(&dependency);
     let type_name = type_name(&args.name);
@@ -206,6 +220,8 @@ mod tests {
             name: "py-kernel".into(),
             path: Some(path.clone()),
             clustera_path: None,
+            clustera_git: None,
+            clustera_rev: None,
             python: true,
         })
         .unwrap();
@@ -227,6 +243,10 @@ mod tests {
         assert_eq!(
             with_testing(r#""0.1.0""#),
             r#"{ version = "0.1.0", features = ["testing"] }"#
+        );
+        assert_eq!(
+            with_testing(r#"{ git = "https://example.org/clustera", rev = "abc" }"#),
+            r#"{ git = "https://example.org/clustera", rev = "abc", features = ["testing"] }"#
         );
     }
 }
