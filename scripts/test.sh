@@ -17,6 +17,9 @@ command -v kcat >/dev/null || missing+=(kcat)
 # The console's browser tests drive Debian's Chromium headless through chromedriver.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# clustera-schema's interoperability test runs confluent-kafka's Python serializers in a venv.
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -34,6 +37,9 @@ echo "postgres: $CLUSTERA_PG_BIN"
 CLUSTERA_TANSU_BIN="$(scripts/install-tansu.sh)"
 export CLUSTERA_TANSU_BIN
 echo "tansu: $CLUSTERA_TANSU_BIN"
+CLUSTERA_SCHEMA_PYTHON="$(scripts/install-python-schema.sh)"
+export CLUSTERA_SCHEMA_PYTHON
+echo "schema registry reference client: $CLUSTERA_SCHEMA_PYTHON"
 
 echo "== format and lints"
 cargo fmt --all -- --check
@@ -46,11 +52,17 @@ cargo build --workspace --examples
 cargo test --workspace --all-targets -- --test-threads 2
 cargo test --workspace --doc
 
+echo "== python kernels"
+# The `clustera` Python package (crates/clustera-py) and its pytest suite on `clustera dev`.
+scripts/test-python.sh
+
 echo "== scaffolded kernel"
 # `clustera new` must produce a crate that builds and passes its tests against this workspace.
 scaffold="$(mktemp -d)"
 trap 'rm -rf "$scaffold"' EXIT
-cargo run -q -p clustera-cli -- new scaffold-check --path "$scaffold/scaffold-check"
+# Out of this tree, depending on clustera by git (this clone's commit), as a user's crate would.
+cargo run -q -p clustera-cli -- new scaffold-check --path "$scaffold/scaffold-check" \
+  --clustera-git "file://$PWD" --clustera-rev "$(git rev-parse HEAD)"
 # The same dependency versions as the workspace, and its build cache.
 cp Cargo.lock "$scaffold/scaffold-check/"
 workspace_target="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -1,13 +1,16 @@
 //! `clustera demo`: the whole outbox pipeline on embedded defaults. A throwaway PostgreSQL, the
 //! in-process development broker, the relay (outbox → Kafka, Debezium format), the processor
 //! kernel (Kafka → read models), a load of realistic events, then the report and the verifier.
+//!
+//! `clustera demo orders` is the other demo: seed 002's order-processing system
+//! ([`crate::demo_orders`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, Subcommand};
 use clustera::testing::MockBroker;
 use clustera::{Config, Runtime};
 use clustera_outbox::relay::wakeup::Wakeups;
@@ -17,9 +20,44 @@ use clustera_outbox::{OutboxProcessor, PgStore};
 use clustera_outbox_demo::{activity, load, report};
 use tokio_postgres::NoTls;
 
-/// Arguments of `clustera demo`.
+/// Arguments of `clustera demo`: the outbox demo's, or another demo.
 #[derive(Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+Examples:
+  clustera demo                             # the outbox pipeline: PostgreSQL, relay, processor
+  clustera demo --events 2000 --rate 500    # at a steady rate: the latency benchmark
+  clustera demo orders                      # seed 002's order processing: five kernels
+  clustera demo orders --orders 5000 --json # the summary as JSON, for scripts"
+)]
 pub struct DemoArgs {
+    #[command(subcommand)]
+    other: Option<OtherDemo>,
+    #[command(flatten)]
+    outbox: OutboxDemoArgs,
+}
+
+/// The demos other than the default one.
+#[derive(Subcommand)]
+enum OtherDemo {
+    /// Seed 002's order-processing system: five kernels (orders, inventory, payment, shipping,
+    /// notification) with idempotent handlers, retries, a dead-letter topic and a replay, on
+    /// the embedded broker, then a summary checked against what the storefront sent.
+    Orders(crate::demo_orders::OrdersArgs),
+}
+
+/// Runs the demo asked for: the outbox pipeline by default.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    match args.other {
+        Some(OtherDemo::Orders(orders)) => crate::demo_orders::run(orders).await,
+        None => run_outbox(args.outbox).await,
+    }
+}
+
+/// Arguments of the outbox demo (`clustera demo`).
+#[derive(Args)]
+struct OutboxDemoArgs {
     /// Events to generate (users 40%, activities 30%, participants 30%).
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -47,7 +85,7 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 const STAGED_LIMIT: usize = 25_000;
 
 /// Runs the pipeline and prints the report; fails if the verifier finds a problem.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+async fn run_outbox(args: OutboxDemoArgs) -> anyhow::Result<()> {
     let pace = crate::outbox::pace(args.batch, args.rate)?;
     if args.staged && args.events > STAGED_LIMIT {
         bail!(
@@ -128,13 +166,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// A spawned task that runs until told to stop.
-struct Stoppable<T> {
+pub(crate) struct Stoppable<T> {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<T>,
 }
 
 impl<T: Send + 'static> Stoppable<T> {
-    fn spawn<F>(run: impl FnOnce(BoxFuture<'static, ()>) -> F) -> Self
+    pub(crate) fn spawn<F>(run: impl FnOnce(BoxFuture<'static, ()>) -> F) -> Self
     where
         F: std::future::Future<Output = T> + Send + 'static,
     {
@@ -145,13 +183,14 @@ impl<T: Send + 'static> Stoppable<T> {
         Self { stop, task }
     }
 
-    async fn stop(self) -> Result<T, tokio::task::JoinError> {
+    pub(crate) async fn stop(self) -> Result<T, tokio::task::JoinError> {
         let _ = self.stop.send(());
         self.task.await
     }
 }
 
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Starts the processor kernel and waits until it holds its partitions.
 async fn start_processor(

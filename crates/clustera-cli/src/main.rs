@@ -12,6 +12,7 @@ mod console;
 mod consume;
 mod control;
 mod demo;
+mod demo_orders;
 mod dev;
 mod exit;
 mod fault;

@@ -34,8 +34,12 @@ enum OutboxCommand {
         /// (`2026-12-01T00:00:00Z`), compared with the time column.
         #[arg(long)]
         since: String,
-        /// The rows' time column.
-        #[arg(long, default_value = "created_at")]
+        /// The rows' time column (default: CLUSTERA_OUTBOX_TIME_COLUMN, else created_at).
+        #[arg(
+            long,
+            env = "CLUSTERA_OUTBOX_TIME_COLUMN",
+            default_value = "created_at"
+        )]
         time_column: String,
         /// Bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
         #[arg(long)]
@@ -163,12 +167,28 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             brokers,
         } => {
             let kafka = clustera::Config::tool_from_env(brokers.as_deref())?;
-            let marked = mark_since(&connect(&url).await?, &config, &time_column, &since)
+            let config = RelayConfig {
+                time_column,
+                ..config
+            };
+            let client = connect(&url).await?;
+            let marked = mark_since(&client, &config, &since)
                 .await
-                .with_context(|| format!("marking rows with {time_column} >= {since:?}"))?;
-            let mut relay = Relay::connect(&url, &kafka, config)
+                .map_err(|e| anyhow::anyhow!(clustera::infra::error_chain(&e)))
+                .with_context(|| {
+                    format!("marking rows with {} >= {since:?}", config.time_column)
+                })?;
+            let mut relay = Relay::connect(&url, &kafka, config.clone())
                 .await
                 .context("connecting to DATABASE_URL")?;
+            if !relay.try_lock().await? {
+                println!(
+                    "{marked} rows since {since} marked; a relay is running on slot {}: restart \
+                     it and it sends them before it streams",
+                    config.slot
+                );
+                return Ok(());
+            }
             let sent = relay
                 .send_pending()
                 .await

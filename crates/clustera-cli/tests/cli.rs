@@ -214,7 +214,31 @@ fn new_scaffolds_a_complete_kernel_and_refuses_to_overwrite() {
     let main = std::fs::read_to_string(target.join("src/main.rs")).unwrap();
     assert!(main.contains("struct OrderEnricher") && main.contains("TestDriver"));
     let manifest = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("clustera = { path = "), "{manifest}");
+    // By version, so it builds anywhere; never the absolute path of this checkout.
+    assert!(
+        manifest.contains(&format!("clustera = \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{manifest}"
+    );
+    let from_git = dir.path().join("from-git");
+    ok(&clustera(
+        &[
+            "new",
+            "from-git",
+            "--path",
+            from_git.to_str().unwrap(),
+            "--clustera-git",
+            "https://example.org/clustera.git",
+            "--clustera-rev",
+            "v0.1.0",
+        ],
+        None,
+    ));
+    let manifest = std::fs::read_to_string(from_git.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest
+            .contains(r#"clustera = { git = "https://example.org/clustera.git", rev = "v0.1.0" }"#),
+        "{manifest}"
+    );
 
     let again = clustera(
         &["new", "order-enricher", "--path", target.to_str().unwrap()],

@@ -121,18 +121,24 @@ pub const EXIT_CONFIG: u8 = 78;
 /// sets up logging, runs until SIGINT or SIGTERM, and returns the exit code. Configuration
 /// errors are printed on one line naming the variable, with exit code [`EXIT_CONFIG`].
 pub fn run<K: Kernel>(kernel: K) -> ExitCode {
+    ExitCode::from(run_to_status(kernel))
+}
+
+/// [`run`], returning the exit status as a number: for hosts that end the process themselves
+/// (the Python bindings hand it to `sys.exit`, since [`ExitCode`] cannot be read back).
+pub fn run_to_status<K: Kernel>(kernel: K) -> u8 {
     let config = match Config::from_env(kernel.name(), &kernel.default_topics()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: configuration error: {e}", kernel.name());
-            return ExitCode::from(EXIT_CONFIG);
+            return EXIT_CONFIG;
         }
     };
     let _logging = match telemetry::init_kernel_logging(kernel.name()) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("{}: configuration error: {e}", kernel.name());
-            return ExitCode::from(EXIT_CONFIG);
+            return EXIT_CONFIG;
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -142,7 +148,7 @@ pub fn run<K: Kernel>(kernel: K) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", kernel.name());
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     let name = kernel.name().to_owned();
@@ -150,14 +156,14 @@ pub fn run<K: Kernel>(kernel: K) -> ExitCode {
     // Blocking tasks (a stuck flush) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => 0,
         Err(RuntimeError::Config(e)) => {
             eprintln!("{}: configuration error: {e}", name);
-            ExitCode::from(EXIT_CONFIG)
+            EXIT_CONFIG
         }
         Err(e) => {
             tracing::error!(error = %e, "kernel failed");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -4,14 +4,15 @@
 //! Deleting a row never loses its event: the publication decodes inserts only, and the insert
 //! is in the WAL the slot holds, whether or not the row is still in the table. So Debezium's
 //! other pattern, deleting right after inserting (in the same transaction), works as it is;
-//! retention only bounds how far back `clustera outbox resend` can reach. Rows waiting in a
-//! snapshot are kept: no cleanup runs while any are pending.
+//! retention only bounds how far back `clustera outbox resend` can reach. Rows waiting in the
+//! pending table (a snapshot, a resend, of any slot) are kept. The time column should be
+//! indexed on a large outbox, or each round scans the table.
 
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{quote_ident, AbortOnDrop, RelayConfig, PENDING_TABLE};
+use super::{quote_ident, AbortOnDrop, RelayConfig, RelayError, PENDING_TABLE};
 use crate::pg::Target;
 
 /// Rows deleted per statement, so that no one statement holds locks or WAL for long.
@@ -53,33 +54,40 @@ pub(crate) fn spawn(target: &Target, config: &RelayConfig) -> Option<AbortOnDrop
     Some(AbortOnDrop(task))
 }
 
-/// Deletes the expired rows, a batch at a time, unless a snapshot is pending.
+/// Deletes the expired rows, a batch at a time, except rows a snapshot or resend of any
+/// slot still has to send (checked in the same statement, so a resend marking rows meanwhile
+/// is never raced).
 async fn delete_expired(
     client: &Client,
     config: &RelayConfig,
     retention: Duration,
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<u64, RelayError> {
     let schema = quote_ident(&config.schema);
     let pending = format!("{schema}.{}", quote_ident(PENDING_TABLE));
-    let exists: bool = client
+    let has_pending: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&pending])
         .await?
         .get(0);
-    let waiting: bool = exists
-        && client
-            .query_one(
-                &format!("SELECT EXISTS (SELECT 1 FROM {pending} WHERE slot = $1)"),
-                &[&config.slot],
-            )
-            .await?
-            .get(0);
-    if waiting {
-        return Ok(0);
-    }
-    let table = format!("{schema}.{}", quote_ident(&config.table));
+    let table = super::snapshot::outbox_table(config);
+    let keep_pending = if has_pending {
+        let (key, _) = super::snapshot::primary_key(
+            client,
+            config,
+            "rows waiting in the pending table cannot be told apart",
+        )
+        .await?;
+        format!(
+            "AND NOT EXISTS (SELECT 1 FROM {pending} p WHERE p.key = t.{}::text)",
+            quote_ident(&key)
+        )
+    } else {
+        String::new()
+    };
     let delete = format!(
         "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM {table} WHERE {} < now() - $1::bigint * interval '1 millisecond' LIMIT {BATCH}))",
+             SELECT ctid FROM {table} t
+             WHERE t.{} < now() - $1::bigint * interval '1 millisecond' {keep_pending}
+             LIMIT {BATCH}))",
         quote_ident(&config.time_column)
     );
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use clustera::dead_letter_headers;
 use clustera_debezium::{
-    ColumnDef, KafkaRecord, OutputFormat, Relation, SnapshotRecord, SourcePosition, TableEncoder,
+    ColumnDef, EncodeError, KafkaRecord, OutputFormat, Relation, SnapshotRecord, SourcePosition,
+    TableEncoder,
 };
 use clustera_pgoutput::Column;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -177,7 +178,18 @@ impl Tables {
             return Ok(None);
         };
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let source = match outbox.encoder.encode(values, &origin.position(lsn), now_ns) {
+        let encoded = outbox
+            .encoder
+            .encode(values, &origin.position(lsn), now_ns)
+            .and_then(|record| match topic_problem(&record.topic) {
+                // Kafka would refuse it for good: a poison row, not a broker outage.
+                Some(problem) => Err(EncodeError::InvalidValue {
+                    column: "topic".into(),
+                    problem: format!("{:?} {problem}", record.topic),
+                }),
+                None => Ok(record),
+            });
+        let source = match encoded {
             Ok(record) => return Ok(Some(record)),
             Err(source) => source,
         };
@@ -205,6 +217,22 @@ impl Tables {
                 (dead_letter::XID, origin.xid.to_string()),
             ],
         )))
+    }
+}
+
+/// Why Kafka would refuse `topic` as a name, if it would.
+fn topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() || topic == "." || topic == ".." {
+        Some("is not a topic name")
+    } else if topic.len() > 249 {
+        Some("is longer than Kafka's 249 characters")
+    } else if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("has characters Kafka refuses (only letters, digits, '.', '_' and '-')")
+    } else {
+        None
     }
 }
 
@@ -314,6 +342,51 @@ mod tests {
             tables.encode(3, &row, &origin, 44),
             Err(RelayError::UnknownRelation(3))
         ));
+    }
+
+    #[test]
+    fn a_routed_topic_kafka_would_refuse_is_a_poison_row() {
+        let format = OutputFormat::from_vars(|name: &str| {
+            [
+                ("CLUSTERA_OUTBOX_FORMAT", "router"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_ID", "id"),
+                ("CLUSTERA_OUTBOX_ROUTER_FIELD_EVENT_KEY", "aggregate_id"),
+                ("CLUSTERA_OUTBOX_ROUTER_ROUTE_BY_FIELD", "aggregate_id"),
+            ]
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        let mut tables = Tables::new(format, "app", "outbox", Some("dead".into()));
+        tables
+            .describe(1, "app".into(), "outbox".into(), outbox_columns())
+            .unwrap();
+        let row = |route: &str| {
+            [
+                Some("7f1c1d3e-0000-4000-8000-000000000001".to_owned()),
+                Some(route.to_owned()),
+                Some("{}".to_owned()),
+            ]
+        };
+        let origin = Origin::default();
+        let ok = tables
+            .encode(1, &row("Order"), &origin, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.topic, "outbox.event.Order");
+        let dead = tables
+            .encode(1, &row("Big Order!"), &origin, 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dead.topic, "dead");
+        let (_, error) = dead
+            .headers
+            .iter()
+            .find(|(k, _)| k == "clustera.error")
+            .unwrap();
+        let error = String::from_utf8(error.clone().unwrap()).unwrap();
+        assert!(error.contains("outbox.event.Big Order!"), "{error}");
     }
 
     #[test]

@@ -75,7 +75,7 @@ use tokio_postgres::Client;
 use crate::pg::{Target, TargetError};
 use clustera_debezium::{EncodeError, OutputFormat};
 use event::Tables;
-pub use snapshot::{mark_since, SnapshotMode, PENDING_TABLE};
+pub use snapshot::{mark_since, try_lock, SnapshotMode, PENDING_TABLE};
 pub use telemetry::{RelayMetrics, RelayTelemetry};
 use wakeup::Wakeups;
 pub use walsender::WalsenderError;
@@ -509,6 +509,12 @@ impl Relay {
         self
     }
 
+    /// Takes the slot's lock for this relay's SQL session, unless another relay (or
+    /// `resend`) holds it.
+    pub async fn try_lock(&self) -> Result<bool, RelayError> {
+        snapshot::try_lock(&self.client, &self.config.slot).await
+    }
+
     /// Events acknowledged by Kafka so far.
     pub fn relayed(&self) -> Arc<AtomicU64> {
         self.relayed.clone()
@@ -534,11 +540,12 @@ impl Relay {
         if let Ok(Err(e)) = warmed.await {
             tracing::warn!(error = %e, "no metadata from Kafka yet");
         }
-        // The snapshot's rows (or a resend's) go before anything streamed.
+        // The slot's lock first (a second relay is refused as the slot would refuse it),
+        // then the snapshot's rows (or a resend's), before anything streamed.
         loop {
             let sent = tokio::select! {
                 _ = stop.as_mut() => return Ok(()),
-                r = self.send_pending() => r,
+                r = self.lock_then_send_pending() => r,
             };
             match sent {
                 Ok(_) => break,
@@ -548,7 +555,9 @@ impl Relay {
                         _ = stop.as_mut() => return Ok(()),
                         r = crate::pg::reconnect_to(&self.target, "relay") => r?,
                     };
-                    self.client.batch_execute(SESSION_SETTINGS).await?;
+                    if let Err(e) = self.client.batch_execute(SESSION_SETTINGS).await {
+                        tracing::warn!(error = %e, "postgres unavailable again; retrying");
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -563,6 +572,26 @@ impl Relay {
             .await
             .ok();
         result
+    }
+
+    /// Takes the slot's lock (waiting up to [`ACTIVE_GRACE`] for a relay just killed to let
+    /// it go), then sends the pending rows.
+    async fn lock_then_send_pending(&mut self) -> Result<u64, RelayError> {
+        let deadline = tokio::time::Instant::now() + ACTIVE_GRACE;
+        while !snapshot::try_lock(&self.client, &self.config.slot).await? {
+            if tokio::time::Instant::now() >= deadline {
+                let holder = snapshot::lock_holder(&self.client, &self.config.slot).await?;
+                return Err(RelayError::SlotActive {
+                    slot: self.config.slot.clone(),
+                    detail: match holder {
+                        Some(pid) => format!("its lock is active for PID {pid}"),
+                        None => "another session holds its lock".into(),
+                    },
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.send_pending().await
     }
 
     /// Waits for Kafka's acknowledgement of one event.

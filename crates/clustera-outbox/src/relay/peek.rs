@@ -48,6 +48,13 @@ impl Relay {
                         r = crate::pg::reconnect_to(&self.target, "relay") => r?,
                     };
                     self.client.batch_execute(super::SESSION_SETTINGS).await?;
+                    // The lock went with the old session: take it again, or give way.
+                    if !self.try_lock().await? {
+                        return Err(RelayError::SlotActive {
+                            slot: self.config.slot.clone(),
+                            detail: "another relay took the slot's lock during an outage".into(),
+                        });
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
