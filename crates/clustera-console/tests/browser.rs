@@ -152,6 +152,25 @@ async fn wait_page(browser: &Client, url: &str, what: &str, cond: impl Fn(&str) 
     }
 }
 
+/// Waits for the page that a submitted form leads to, with this flash message.
+async fn expect_flash(browser: &Client, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        // The previous page's message, or a stale element while the next page loads.
+        if let Ok(e) = browser.find(Locator::Css("div.flash")).await {
+            if let Ok(t) = e.text().await {
+                if t == expected {
+                    return;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("flash {expected:?} not shown within 30 s; last: {last:?}");
+}
+
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
@@ -350,14 +369,7 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
         .click()
         .await
         .unwrap();
-    let flash = browser
-        .find(Locator::Css("div.flash"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(flash, "replayed 1 dead letter(s)");
+    expect_flash(&browser, "replayed 1 dead letter(s)").await;
     wait_for("the replayed message processed", || {
         shared.processed.lock().unwrap().len() == 7
     })
@@ -377,20 +389,42 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
     mark.set_by_name("to", "0").await.unwrap();
     mark.set_by_name("note", "fixed in v2").await.unwrap();
     mark.submit().await.unwrap();
-    let flash = browser
-        .find(Locator::Css("div.flash"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(flash, "marked orders.dlq partition 0 offsets 0–0 handled");
+    expect_flash(
+        &browser,
+        "marked orders.dlq partition 0 offsets 0–0 handled",
+    )
+    .await;
     let status = browser
         .find_all(Locator::Css("#messages tr.message span.ok"))
         .await
         .unwrap();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].text().await.unwrap(), "handled");
+
+    // A selection: tick the row, then "Replay selected"; the kernel processes it once more.
+    browser
+        .find(Locator::Css("#messages input[name='sel']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("replay-selection"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_flash(&browser, "replayed 1 dead letter(s)").await;
+    wait_for("the selection processed", || {
+        shared.processed.lock().unwrap().len() == 8
+    })
+    .await;
+    assert_eq!(
+        shared.processed.lock().unwrap()[7].1.as_deref(),
+        Some("orders.dlq/0/0")
+    );
 
     // Read-only: no replay button, and a replay request is refused.
     let read_only = console(&bootstrap, |o| o.read_only = true).await;
@@ -444,8 +478,8 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
         .unwrap();
     assert_eq!(
         highs.values().sum::<i64>(),
-        8,
-        "7 produced + 1 replay; the refused ones sent nothing"
+        9,
+        "7 produced + 2 replays; the refused ones sent nothing"
     );
 
     // Token: without it, pages redirect to the login; with it they are served.
@@ -483,5 +517,5 @@ async fn the_console_shows_a_running_kernel_and_replays_its_dead_letter_in_chrom
     let _ = stop.send(());
     let summary = kernel.await.unwrap().unwrap();
     assert_eq!(summary.dead_lettered, 1);
-    assert_eq!(summary.acked, 7);
+    assert_eq!(summary.acked, 8);
 }
