@@ -51,13 +51,7 @@ async fn confirmed_lsn(client: &Client) -> String {
 }
 
 async fn table_ids(client: &Client) -> BTreeSet<String> {
-    client
-        .query("SELECT event_id::text FROM activity.event_outbox", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    common::column_set(client, "SELECT event_id::text FROM activity.event_outbox").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

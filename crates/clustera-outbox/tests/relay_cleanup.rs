@@ -10,10 +10,9 @@ use clustera::testing::{kafka, MockBroker};
 use clustera_debezium::{decode, Decoded};
 use clustera_outbox::relay::{init, RelayConfig};
 use clustera_outbox::testing::Postgres;
-use tokio_postgres::Client;
 
 mod common;
-use common::{connect, spawn_relay, wait_relayed};
+use common::{column_set, connect, spawn_relay, wait_relayed};
 
 const TOPIC: &str = "postgres.activity.event_outbox";
 
@@ -30,16 +29,6 @@ fn relayed_ids(bootstrap: &str) -> Vec<String> {
                 .unwrap()
                 .to_owned()
         })
-        .collect()
-}
-
-async fn ids(client: &Client, sql: &str) -> BTreeSet<String> {
-    client
-        .query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
         .collect()
 }
 
@@ -79,7 +68,7 @@ async fn rows_deleted_in_their_own_transaction_are_still_relayed() {
     let relayed: BTreeSet<String> = relayed.into_iter().collect();
     assert!(inserted.iter().all(|id| relayed.contains(id)));
     assert!(
-        ids(&client, "SELECT event_id::text FROM activity.event_outbox")
+        column_set(&client, "SELECT event_id::text FROM activity.event_outbox")
             .await
             .is_empty()
     );
@@ -112,12 +101,12 @@ async fn retention_deletes_old_rows_only_and_loses_no_event() {
         )
         .await
         .unwrap();
-    let recent = ids(
+    let recent = column_set(
         &client,
         "SELECT event_id::text FROM activity.event_outbox WHERE created_at > now() - interval '1 hour'",
     )
     .await;
-    let all = ids(&client, "SELECT event_id::text FROM activity.event_outbox").await;
+    let all = column_set(&client, "SELECT event_id::text FROM activity.event_outbox").await;
     let config = RelayConfig {
         retention: Some(Duration::from_secs(3600)),
         ..RelayConfig::default()
@@ -126,7 +115,7 @@ async fn retention_deletes_old_rows_only_and_loses_no_event() {
     wait_relayed(&relay.relayed, 12_050).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let left = ids(&client, "SELECT event_id::text FROM activity.event_outbox").await;
+        let left = column_set(&client, "SELECT event_id::text FROM activity.event_outbox").await;
         if left.len() == recent.len() {
             assert_eq!(left, recent, "only the old rows are deleted");
             break;

@@ -79,3 +79,14 @@ pub async fn wait_relayed(relayed: &AtomicU64, count: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The text of the first column of every row `sql` returns (event ids, say).
+pub async fn column_set(client: &Client, sql: &str) -> std::collections::BTreeSet<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
