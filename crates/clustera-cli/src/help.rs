@@ -27,7 +27,8 @@ Examples:
 pub const LAG: &str = "\
 Examples:
   clustera lag -b localhost:9092 --group transform-consumer-group
-  clustera lag --group transform-consumer-group --topic orders";
+  clustera lag --group transform-consumer-group --topic orders
+  clustera lag --group transform-consumer-group --format json | jq .lag";
 
 /// `clustera new`.
 pub const NEW: &str = "\

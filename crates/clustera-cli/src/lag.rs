@@ -17,6 +17,20 @@ pub struct LagArgs {
     /// Only this topic (default: every topic the group has committed offsets for).
     #[arg(long)]
     topic: Option<String>,
+    /// Output: a table (text), or one JSON document for scripts: the group, its total lag and
+    /// each partition's topic, partition, committed offset (null if none), low and high
+    /// watermarks and lag.
+    #[arg(short = 'f', long, value_enum, default_value = "text")]
+    format: LagFormat,
+}
+
+/// How `clustera lag` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LagFormat {
+    /// An aligned table with a total.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// Prints one line per partition and the total; fails if the group has committed nothing.
@@ -37,6 +51,26 @@ pub fn run(args: LagArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    let total: i64 = rows.iter().map(|r| r.lag).sum();
+    if let LagFormat::Json = args.format {
+        let partitions: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "committed": r.committed,
+                    "low": r.low,
+                    "high": r.high,
+                    "lag": r.lag,
+                })
+            })
+            .collect();
+        let doc =
+            serde_json::json!({ "group": args.group, "lag": total, "partitions": partitions });
+        crate::exit::print(&format!("{doc}\n"))?;
+        return Ok(());
+    }
     let mut table = format!(
         "{:<30} {:>9} {:>12} {:>12} {:>10}\n",
         "TOPIC", "PARTITION", "COMMITTED", "HIGH", "LAG"
@@ -48,7 +82,6 @@ pub fn run(args: LagArgs) -> anyhow::Result<()> {
             r.topic, r.partition, r.high, r.lag
         ));
     }
-    let total: i64 = rows.iter().map(|r| r.lag).sum();
     table.push_str(&format!(
         "{:<30} {:>9} {:>12} {:>12} {total:>10}\n",
         "TOTAL", "", "", ""

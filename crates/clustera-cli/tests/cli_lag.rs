@@ -132,4 +132,16 @@ fn uncommitted_partitions_count_from_the_oldest_record_kept() {
             vec!["TOTAL", &(uncommitted + 1).to_string()],
         ]
     );
+    // The same figures as one JSON document, for scripts.
+    let json: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["lag", "--group", "g", "--format", "json"], b"")).unwrap();
+    assert_eq!(json["group"], "g");
+    assert_eq!(json["lag"], uncommitted + 1);
+    let partitions = json["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    assert_eq!(partitions[0]["topic"], "audit");
+    assert_eq!(partitions[0]["committed"], 1);
+    assert_eq!(partitions[2]["committed"], serde_json::Value::Null);
+    assert_eq!(partitions[2]["high"], 700);
+    assert_eq!(partitions[2]["low"], low);
 }
